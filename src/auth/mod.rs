@@ -1,0 +1,310 @@
+//! Who is calling: credentials found in a request -> a verified API key, or an S3 error. Pure: no I/O.
+//!
+//! The signature schemes live in their own modules (`sigv4`, `sigv2`); this module decides which scheme a
+//! request uses, refuses requests that carry two, and resolves the key's entitlements.
+
+pub mod sigv2;
+pub mod sigv4;
+
+/// The parts of an HTTP request that signatures cover, exactly as the client sent them.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// `GET`, `HEAD`, ...
+    pub method: &'a str,
+    /// The request path as sent on the wire, still percent-encoded, without the query (`/s3p/immuta/a%20b`).
+    pub raw_path: &'a str,
+    /// The raw query string without the leading `?` (empty when absent).
+    pub raw_query: &'a str,
+    /// Header names in lowercase, values as sent; a name may appear more than once.
+    pub headers: &'a [(String, String)],
+}
+
+impl<'a> RequestView<'a> {
+    /// All values of a header (names compared case-insensitively).
+    pub fn header_values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
+    where
+        'a: 'n,
+    {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the key store knows about an access key id, as the signature verifiers need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretLookup {
+    /// No usable key with this id (unknown, disabled or expired): answer InvalidAccessKeyId.
+    Unknown,
+    /// The key exists but has no secret, so it cannot sign: answer SignatureDoesNotMatch.
+    /// One or two secrets (two while a secret is being rotated); any of them may have signed.
+    Secrets(Vec<String>),
+}
+
+use crate::config::{ApiKey, Config};
+use crate::error::{S3Error, S3ErrorCode};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The literal that follows the colon in Immuta's legacy header `Authorization: AWS <API KEY>:immuta`.
+pub const LEGACY_MARKER: &str = "immuta";
+
+/// The API keys of a configuration, by id.
+pub struct KeyStore {
+    keys: HashMap<String, Arc<ApiKey>>,
+    legacy_auth: bool,
+}
+
+impl KeyStore {
+    pub fn new(config: &Config) -> Self {
+        let keys = config
+            .api_keys
+            .iter()
+            .map(|k| (k.id.expose().to_string(), Arc::new(k.clone())))
+            .collect();
+        KeyStore {
+            keys,
+            legacy_auth: config.legacy_auth,
+        }
+    }
+
+    /// A key that may be used now: known, enabled and not expired.
+    fn usable(&self, id: &str, now: SystemTime) -> Option<&Arc<ApiKey>> {
+        let key = self.keys.get(id)?;
+        let now_s = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        (key.enabled && key.expires_at.is_none_or(|t| now_s < t)).then_some(key)
+    }
+
+    fn secrets(&self, id: &str, now: SystemTime) -> SecretLookup {
+        match self.usable(id, now) {
+            None => SecretLookup::Unknown,
+            Some(k) => {
+                SecretLookup::Secrets(k.secrets.iter().map(|s| s.expose().to_string()).collect())
+            }
+        }
+    }
+}
+
+/// How a request presents its credentials.
+#[derive(Debug, PartialEq, Eq)]
+enum Presented<'a> {
+    Nothing,
+    /// `AWS <key>:immuta`.
+    Legacy(&'a str),
+    /// `AWS <key>:<base64 signature>`.
+    SigV2Header(&'a str, &'a str),
+    SigV4Header(&'a str),
+    SigV4Query,
+    SigV2Query,
+}
+
+fn query_has(raw_query: &str, name: &str) -> bool {
+    raw_query
+        .split('&')
+        .any(|p| p.split_once('=').map_or(p, |(n, _)| n) == name)
+}
+
+fn presented<'a>(view: &RequestView<'a>) -> Result<Presented<'a>, S3Error> {
+    let header = view.header("authorization");
+    let v4_query = query_has(view.raw_query, "X-Amz-Algorithm")
+        || query_has(view.raw_query, "X-Amz-Credential")
+        || query_has(view.raw_query, "X-Amz-Signature");
+    let v2_query =
+        query_has(view.raw_query, "AWSAccessKeyId") || query_has(view.raw_query, "Signature");
+    if [header.is_some(), v4_query, v2_query]
+        .iter()
+        .filter(|b| **b)
+        .count()
+        > 1
+    {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string \
+             parameter or the Authorization header should be specified",
+        )
+        .detail("ArgumentName", "Authorization"));
+    }
+    if v4_query {
+        return Ok(Presented::SigV4Query);
+    }
+    if v2_query {
+        return Ok(Presented::SigV2Query);
+    }
+    let Some(value) = header else {
+        return Ok(Presented::Nothing);
+    };
+    if value.starts_with("AWS4-HMAC-SHA256 ") || value == "AWS4-HMAC-SHA256" {
+        return Ok(Presented::SigV4Header(value));
+    }
+    if let Some(rest) = value.strip_prefix("AWS ") {
+        let rest = rest.trim();
+        return match rest.rsplit_once(':') {
+            Some((key, LEGACY_MARKER)) if !key.is_empty() => Ok(Presented::Legacy(key)),
+            Some((key, sig)) if !key.is_empty() && !sig.is_empty() => {
+                Ok(Presented::SigV2Header(key, sig))
+            }
+            _ => Err(S3Error::with_message(
+                S3ErrorCode::InvalidArgument,
+                "AWS authorization header is invalid.  Expected AwsAccessKeyId:signature",
+            )
+            .detail("ArgumentName", "Authorization")),
+        };
+    }
+    Err(S3Error::with_message(
+        S3ErrorCode::InvalidArgument,
+        "Unsupported Authorization Type",
+    )
+    .detail("ArgumentName", "Authorization"))
+}
+
+/// Verifies the request's credentials. `resource_path` is what SigV2 signs as the resource (the raw path,
+/// with `/<bucket>` in front for virtual-host requests).
+pub fn authenticate(
+    store: &KeyStore,
+    view: &RequestView,
+    resource_path: &str,
+    now: SystemTime,
+) -> Result<Arc<ApiKey>, S3Error> {
+    let lookup = |id: &str| store.secrets(id, now);
+    let id = match presented(view)? {
+        Presented::Nothing => return Err(S3Error::new(S3ErrorCode::AccessDenied)),
+        Presented::Legacy(id) => {
+            let key = store.usable(id, now).ok_or_else(|| {
+                S3Error::new(S3ErrorCode::InvalidAccessKeyId).detail("AWSAccessKeyId", id)
+            })?;
+            if !store.legacy_auth || !key.legacy_header {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::AccessDenied,
+                    "The legacy `AWS <key>:immuta` header is not allowed for this key; sign the request (SigV4).",
+                ));
+            }
+            return Ok(key.clone());
+        }
+        Presented::SigV2Header(id, sig) => {
+            sigv2::verify_header(view, id, sig, resource_path, now, &lookup)?
+        }
+        Presented::SigV2Query => sigv2::verify_query(view, resource_path, now, &lookup)?,
+        Presented::SigV4Header(value) => sigv4::verify_header(view, value, now, &lookup)?,
+        Presented::SigV4Query => sigv4::verify_presigned(view, now, &lookup)?,
+    };
+    // The verifiers only succeed for ids the lookup knew, so this finds the key.
+    store
+        .usable(&id, now)
+        .cloned()
+        .ok_or_else(|| S3Error::new(S3ErrorCode::InvalidAccessKeyId))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view<'a>(headers: &'a [(String, String)], query: &'a str) -> RequestView<'a> {
+        RequestView {
+            method: "GET",
+            raw_path: "/s3p/immuta",
+            raw_query: query,
+            headers,
+        }
+    }
+
+    fn store(yaml_keys: &str) -> KeyStore {
+        let yaml = format!(
+            "token_secret: 0123456789abcdef\nbackends: {{}}\ndata_sources: {{}}\napi_keys:\n{yaml_keys}"
+        );
+        KeyStore::new(&Config::from_yaml_str(&yaml, &|_| None).unwrap())
+    }
+
+    fn auth(s: &KeyStore, value: &str) -> Result<Arc<ApiKey>, S3Error> {
+        let headers = vec![("authorization".to_string(), value.to_string())];
+        authenticate(s, &view(&headers, ""), "/s3p/immuta", SystemTime::now())
+    }
+
+    #[test]
+    fn legacy_header() {
+        let s = store(
+            "  - {id: k1, name: One, data_sources: all}\n\
+             \x20 - {id: k2, name: Two, legacy_header: false, data_sources: all}\n\
+             \x20 - {id: k3, name: Three, enabled: false, data_sources: all}\n\
+             \x20 - {id: k4, name: Four, expires_at: 1000, data_sources: all}\n",
+        );
+        assert_eq!(auth(&s, "AWS k1:immuta").unwrap().name, "One");
+        assert_eq!(
+            auth(&s, "AWS k2:immuta").unwrap_err().code,
+            S3ErrorCode::AccessDenied
+        );
+        assert_eq!(
+            auth(&s, "AWS nobody:immuta").unwrap_err().code,
+            S3ErrorCode::InvalidAccessKeyId
+        );
+        assert_eq!(
+            auth(&s, "AWS k3:immuta").unwrap_err().code,
+            S3ErrorCode::InvalidAccessKeyId,
+            "disabled"
+        );
+        assert_eq!(
+            auth(&s, "AWS k4:immuta").unwrap_err().code,
+            S3ErrorCode::InvalidAccessKeyId,
+            "expired"
+        );
+        assert_eq!(
+            auth(&s, "AWS :immuta").unwrap_err().code,
+            S3ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            auth(&s, "Bearer x").unwrap_err().code,
+            S3ErrorCode::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn legacy_header_can_be_switched_off_globally() {
+        let yaml = "token_secret: 0123456789abcdef\nlegacy_auth: false\napi_keys:\n  - {id: k1, name: One, data_sources: all}\n";
+        let s = KeyStore::new(&Config::from_yaml_str(yaml, &|_| None).unwrap());
+        assert_eq!(
+            auth(&s, "AWS k1:immuta").unwrap_err().code,
+            S3ErrorCode::AccessDenied
+        );
+    }
+
+    #[test]
+    fn no_credentials_and_two_methods() {
+        let s = store("  - {id: k1, name: One, data_sources: all}\n");
+        let none: Vec<(String, String)> = vec![];
+        assert_eq!(
+            authenticate(&s, &view(&none, ""), "/", SystemTime::now())
+                .unwrap_err()
+                .code,
+            S3ErrorCode::AccessDenied
+        );
+        let h = vec![("authorization".to_string(), "AWS k1:immuta".to_string())];
+        let e = authenticate(
+            &s,
+            &view(&h, "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=00"),
+            "/",
+            SystemTime::now(),
+        )
+        .unwrap_err();
+        assert_eq!((e.code, e.status()), (S3ErrorCode::InvalidArgument, 400));
+        let e = authenticate(
+            &s,
+            &view(&none, "AWSAccessKeyId=k1&Signature=x&X-Amz-Credential=y"),
+            "/",
+            SystemTime::now(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, S3ErrorCode::InvalidArgument);
+    }
+}

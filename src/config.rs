@@ -1,0 +1,839 @@
+//! `proxy.yaml`: the types, `${ENV}` expansion and validation. Pure apart from reading the file and the
+//! environment, which happen once in [`load`]; [`Config::from_yaml_str`] takes both as arguments so tests
+//! need neither.
+//!
+//! YAML crate: `serde_yaml_ng` (a maintained fork of the archived `serde_yaml` with the same serde API,
+//! small and synchronous; `serde-saphyr` was the alternative but its API is newer and less settled).
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A secret string (credential, token secret). Its `Debug` never shows the value, so a secret cannot reach
+/// a log line through `{:?}` of a config struct.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How the backend's bucket is named in requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressingStyle {
+    /// `http://host/<bucket>/<key>`
+    #[default]
+    Path,
+    /// `http://<bucket>.host/<key>`: s3p still connects to the endpoint's own address and sends the bucket in
+    /// `Host` (and SNI), so no DNS entry per bucket is needed.
+    VirtualHost,
+}
+
+/// The validated configuration. Built only by [`Config::from_yaml_str`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `/s3p`, or empty when the S3 API is served at the root. Never ends with `/`.
+    pub base_path: String,
+    /// The virtual bucket's name (`immuta`).
+    pub bucket: String,
+    pub region: String,
+    pub owner: Owner,
+    pub token_secret: Secret,
+    /// Global switch for the legacy `Authorization: AWS <key>:immuta` header (a bearer credential).
+    pub legacy_auth: bool,
+    /// Worker threads for the proxy.
+    pub threads: usize,
+    pub limits: Limits,
+    pub backends: BTreeMap<String, Backend>,
+    pub data_sources: BTreeMap<String, DataSource>,
+    pub api_keys: Vec<ApiKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub id: String,
+    pub display_name: String,
+}
+
+/// Timeouts and sizes. Defaults are chosen for interactive data tools on a LAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub connect_timeout_ms: u64,
+    /// Longest wait for any single read from a backend (headers or a body chunk).
+    pub read_timeout_ms: u64,
+    /// How long an idle pooled backend connection is kept.
+    pub idle_timeout_ms: u64,
+    /// Seconds given to in-flight requests on SIGTERM.
+    pub grace_period_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect_timeout_ms: 3_000,
+            read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            grace_period_s: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub name: String,
+    pub endpoint: url::Url,
+    /// `http` or `https`.
+    pub tls: bool,
+    /// Host name (or address) of the endpoint, without port.
+    pub host: String,
+    pub port: u16,
+    pub region: String,
+    pub addressing: AddressingStyle,
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+}
+
+/// One top-level folder of the virtual bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataSource {
+    pub name: String,
+    pub backend: String,
+    pub bucket: String,
+    /// Key prefix inside the backend bucket: empty, or ending with `/` (added if missing, so that a prefix
+    /// `data` can never match `data-private/...`).
+    pub prefix: String,
+}
+
+/// Which data sources a key may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entitlement {
+    All,
+    Some(BTreeSet<String>),
+}
+
+impl Entitlement {
+    pub fn allows(&self, data_source: &str) -> bool {
+        match self {
+            Entitlement::All => true,
+            Entitlement::Some(set) => set.contains(data_source),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    /// The API key as clients send it (the access key id of signatures).
+    pub id: Secret,
+    /// Secrets for signatures: none (legacy header only), one, or two while rotating.
+    pub secrets: Vec<Secret>,
+    /// Shown in logs instead of the key.
+    pub name: String,
+    pub legacy_header: bool,
+    pub enabled: bool,
+    /// Unix seconds after which the key is refused.
+    pub expires_at: Option<u64>,
+    pub data_sources: Entitlement,
+}
+
+/// One validation problem, naming the field (`data_sources.sales.backend`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+// ---- the raw YAML shape ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_base_path")]
+    base_path: String,
+    #[serde(default = "default_bucket")]
+    bucket: String,
+    #[serde(default = "default_region")]
+    region: String,
+    #[serde(default)]
+    owner: Option<RawOwner>,
+    token_secret: Option<String>,
+    #[serde(default = "yes")]
+    legacy_auth: bool,
+    #[serde(default)]
+    threads: Option<usize>,
+    #[serde(default)]
+    limits: Option<RawLimits>,
+    #[serde(default)]
+    backends: BTreeMap<String, RawBackend>,
+    #[serde(default)]
+    data_sources: BTreeMap<String, RawDataSource>,
+    #[serde(default)]
+    api_keys: Vec<RawApiKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOwner {
+    id: String,
+    display_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    connect_timeout_ms: Option<u64>,
+    read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    grace_period_s: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    endpoint: String,
+    #[serde(default = "default_region")]
+    region: String,
+    #[serde(default)]
+    addressing: AddressingStyle,
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataSource {
+    backend: String,
+    bucket: String,
+    #[serde(default)]
+    prefix: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawEntitlement {
+    Word(String),
+    List(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKey {
+    id: String,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
+    name: String,
+    #[serde(default = "yes")]
+    legacy_header: bool,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    expires_at: Option<u64>,
+    data_sources: RawEntitlement,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_base_path() -> String {
+    "/s3p".into()
+}
+fn default_bucket() -> String {
+    "immuta".into()
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// Expands `${NAME}` references. A missing variable is an error naming the field and the variable (never
+/// the value of anything).
+fn expand(
+    field: &str,
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                let name = &after[..end];
+                match env(name) {
+                    Some(v) => out.push_str(&v),
+                    None => errors.push(ConfigError {
+                        field: field.to_string(),
+                        problem: format!("environment variable {name} is not set"),
+                    }),
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                errors.push(ConfigError {
+                    field: field.to_string(),
+                    problem: "unterminated ${...} reference".into(),
+                });
+                return out;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A data source name is one path segment of the virtual bucket.
+fn check_segment_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("must not be `.` or `..`".into());
+    }
+    if name.contains('/') {
+        return Err("must not contain `/`".into());
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// S3 bucket naming rules, simplified to what a client can address in both styles.
+fn check_bucket_name(name: &str) -> Result<(), String> {
+    let ok_len = (3..=63).contains(&name.len());
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let ok_ends = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    if ok_len && ok_chars && ok_ends {
+        Ok(())
+    } else {
+        Err("must be 3-63 characters of a-z, 0-9, `-` and `.`, starting and ending with a letter or digit".into())
+    }
+}
+
+impl Config {
+    /// Parses and validates. All problems are reported at once.
+    pub fn from_yaml_str(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<ConfigError>> {
+        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+            vec![ConfigError {
+                field: "proxy.yaml".into(),
+                problem: e.to_string(),
+            }]
+        })?;
+        let mut errors = Vec::new();
+        let err = |errors: &mut Vec<ConfigError>, field: String, problem: String| {
+            errors.push(ConfigError { field, problem })
+        };
+
+        let listen = match raw.listen.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                err(
+                    &mut errors,
+                    "listen".into(),
+                    format!("`{}` is not an address:port", raw.listen),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        };
+
+        let base_path = raw.base_path.trim_end_matches('/').to_string();
+        if !base_path.is_empty() && !base_path.starts_with('/') {
+            err(
+                &mut errors,
+                "base_path".into(),
+                "must be empty or start with `/`".into(),
+            );
+        }
+        if base_path.contains(['?', '#', '%']) {
+            err(
+                &mut errors,
+                "base_path".into(),
+                "must not contain `?`, `#` or `%`".into(),
+            );
+        }
+
+        if let Err(p) = check_bucket_name(&raw.bucket) {
+            err(&mut errors, "bucket".into(), p);
+        }
+
+        let token_secret = match raw.token_secret {
+            Some(t) => {
+                let t = expand("token_secret", &t, env, &mut errors);
+                if t.len() < 16 {
+                    err(
+                        &mut errors,
+                        "token_secret".into(),
+                        "must be at least 16 characters".into(),
+                    );
+                }
+                Secret(t)
+            }
+            None => {
+                err(
+                    &mut errors,
+                    "token_secret".into(),
+                    "is required (it seals continuation tokens)".into(),
+                );
+                Secret::default()
+            }
+        };
+
+        let mut backends = BTreeMap::new();
+        for (name, b) in raw.backends {
+            let field = format!("backends.{name}");
+            let endpoint_text = expand(&format!("{field}.endpoint"), &b.endpoint, env, &mut errors);
+            let endpoint = match url::Url::parse(&endpoint_text) {
+                Ok(u)
+                    if (u.scheme() == "http" || u.scheme() == "https")
+                        && u.host_str().is_some() =>
+                {
+                    if u.path() != "/" && !u.path().is_empty() {
+                        err(
+                            &mut errors,
+                            format!("{field}.endpoint"),
+                            "must not have a path".into(),
+                        );
+                    }
+                    if u.query().is_some() || !u.username().is_empty() {
+                        err(
+                            &mut errors,
+                            format!("{field}.endpoint"),
+                            "must not have a query or user info".into(),
+                        );
+                    }
+                    u
+                }
+                _ => {
+                    err(
+                        &mut errors,
+                        format!("{field}.endpoint"),
+                        format!("`{endpoint_text}` is not an http(s) URL"),
+                    );
+                    continue;
+                }
+            };
+            let tls = endpoint.scheme() == "https";
+            let host = endpoint
+                .host_str()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_string();
+            let port = endpoint
+                .port_or_known_default()
+                .unwrap_or(if tls { 443 } else { 80 });
+            let access_key_id = Secret(expand(
+                &format!("{field}.access_key_id"),
+                &b.access_key_id,
+                env,
+                &mut errors,
+            ));
+            let secret_access_key = Secret(expand(
+                &format!("{field}.secret_access_key"),
+                &b.secret_access_key,
+                env,
+                &mut errors,
+            ));
+            backends.insert(
+                name.clone(),
+                Backend {
+                    name,
+                    endpoint,
+                    tls,
+                    host,
+                    port,
+                    region: b.region,
+                    addressing: b.addressing,
+                    access_key_id,
+                    secret_access_key,
+                },
+            );
+        }
+
+        let mut data_sources = BTreeMap::new();
+        for (name, d) in raw.data_sources {
+            let field = format!("data_sources.{name}");
+            if let Err(p) = check_segment_name(&name) {
+                err(&mut errors, field.clone(), format!("name {p}"));
+            }
+            if !backends.contains_key(&d.backend) {
+                err(
+                    &mut errors,
+                    format!("{field}.backend"),
+                    format!("unknown backend `{}`", d.backend),
+                );
+            }
+            if let Err(p) = check_bucket_name(&d.bucket) {
+                err(&mut errors, format!("{field}.bucket"), p);
+            }
+            let mut prefix = d.prefix;
+            if prefix.starts_with('/') {
+                err(
+                    &mut errors,
+                    format!("{field}.prefix"),
+                    "must not start with `/`".into(),
+                );
+            }
+            if prefix.split('/').any(|s| s == "." || s == "..") {
+                err(
+                    &mut errors,
+                    format!("{field}.prefix"),
+                    "must not contain `.` or `..` segments".into(),
+                );
+            }
+            if !prefix.is_empty() && !prefix.ends_with('/') {
+                prefix.push('/');
+            }
+            data_sources.insert(
+                name.clone(),
+                DataSource {
+                    name,
+                    backend: d.backend,
+                    bucket: d.bucket,
+                    prefix,
+                },
+            );
+        }
+
+        let mut api_keys = Vec::new();
+        let mut seen_ids = BTreeSet::new();
+        for (i, k) in raw.api_keys.into_iter().enumerate() {
+            let field = format!("api_keys[{i}]");
+            let id = expand(&format!("{field}.id"), &k.id, env, &mut errors);
+            if id.is_empty() || id.contains([':', ' ', '/']) {
+                err(
+                    &mut errors,
+                    format!("{field}.id"),
+                    "must be non-empty without `:`, `/` or spaces".into(),
+                );
+            }
+            if !seen_ids.insert(id.clone()) {
+                err(
+                    &mut errors,
+                    format!("{field}.id"),
+                    format!("duplicate API key (name `{}`)", k.name),
+                );
+            }
+            let mut secrets: Vec<Secret> = Vec::new();
+            if let Some(s) = k.secret {
+                secrets.push(Secret(expand(
+                    &format!("{field}.secret"),
+                    &s,
+                    env,
+                    &mut errors,
+                )));
+            }
+            for (j, s) in k.secrets.iter().enumerate() {
+                secrets.push(Secret(expand(
+                    &format!("{field}.secrets[{j}]"),
+                    s,
+                    env,
+                    &mut errors,
+                )));
+            }
+            if secrets.len() > 2 {
+                err(
+                    &mut errors,
+                    format!("{field}.secrets"),
+                    "at most two secrets (the current one and the next)".into(),
+                );
+            }
+            if secrets.iter().any(|s| s.0.is_empty()) {
+                err(
+                    &mut errors,
+                    format!("{field}.secrets"),
+                    "a secret must not be empty".into(),
+                );
+            }
+            let data_sources_ent = match k.data_sources {
+                RawEntitlement::Word(w) if w == "all" || w == "*" => Entitlement::All,
+                RawEntitlement::Word(w) => {
+                    err(
+                        &mut errors,
+                        format!("{field}.data_sources"),
+                        format!("`{w}`: expected `all` or a list"),
+                    );
+                    Entitlement::Some(BTreeSet::new())
+                }
+                RawEntitlement::List(list) => {
+                    for ds in &list {
+                        if !data_sources.contains_key(ds) {
+                            err(
+                                &mut errors,
+                                format!("{field}.data_sources"),
+                                format!("unknown data source `{ds}`"),
+                            );
+                        }
+                    }
+                    Entitlement::Some(list.into_iter().collect())
+                }
+            };
+            if k.name.trim().is_empty() {
+                err(
+                    &mut errors,
+                    format!("{field}.name"),
+                    "must not be empty".into(),
+                );
+            }
+            api_keys.push(ApiKey {
+                id: Secret(id),
+                secrets,
+                name: k.name,
+                legacy_header: k.legacy_header,
+                enabled: k.enabled,
+                expires_at: k.expires_at,
+                data_sources: data_sources_ent,
+            });
+        }
+
+        let l = raw.limits.unwrap_or(RawLimits {
+            connect_timeout_ms: None,
+            read_timeout_ms: None,
+            idle_timeout_ms: None,
+            grace_period_s: None,
+        });
+        let d = Limits::default();
+        let limits = Limits {
+            connect_timeout_ms: l.connect_timeout_ms.unwrap_or(d.connect_timeout_ms),
+            read_timeout_ms: l.read_timeout_ms.unwrap_or(d.read_timeout_ms),
+            idle_timeout_ms: l.idle_timeout_ms.unwrap_or(d.idle_timeout_ms),
+            grace_period_s: l.grace_period_s.unwrap_or(d.grace_period_s),
+        };
+
+        let owner = raw
+            .owner
+            .map(|o| Owner {
+                id: o.id,
+                display_name: o.display_name,
+            })
+            .unwrap_or_else(|| Owner {
+                id: "immuta".into(),
+                display_name: "Immuta".into(),
+            });
+
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Config {
+            listen,
+            base_path,
+            bucket: raw.bucket,
+            region: raw.region,
+            owner,
+            token_secret,
+            legacy_auth: raw.legacy_auth,
+            threads: raw.threads.unwrap_or(2).max(1),
+            limits,
+            backends,
+            data_sources,
+            api_keys,
+        })
+    }
+}
+
+/// Reads `path` and validates it against the process environment.
+pub fn load(path: &str) -> Result<Config, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError {
+            field: path.to_string(),
+            problem: format!("cannot read: {e}"),
+        }]
+    })?;
+    Config::from_yaml_str(&text, &|name| std::env::var(name).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen: 127.0.0.1:9000
+base_path: /s3p/
+token_secret: ${TOKEN}
+backends:
+  garage:
+    endpoint: http://127.0.0.1:3900
+    region: garage
+    access_key_id: ${AK}
+    secret_access_key: ${SK}
+data_sources:
+  sales: { backend: garage, bucket: bucket-one }
+  data: { backend: garage, bucket: bucket-two, prefix: data }
+api_keys:
+  - id: alice
+    secret: alice-secret
+    name: Alice
+    data_sources: all
+  - id: bob
+    name: Bob
+    data_sources: [sales]
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "TOKEN" => Some("0123456789abcdef0123".into()),
+            "AK" => Some("GKexample".into()),
+            "SK" => Some("supersecretvalue".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn parses_and_normalises() {
+        let c = Config::from_yaml_str(GOOD, &env).unwrap();
+        assert_eq!(c.base_path, "/s3p");
+        assert_eq!(c.bucket, "immuta");
+        assert_eq!(c.region, "us-east-1");
+        assert_eq!(
+            c.data_sources["data"].prefix, "data/",
+            "a prefix always ends at a `/` boundary"
+        );
+        assert_eq!(c.data_sources["sales"].prefix, "");
+        assert_eq!(c.backends["garage"].port, 3900);
+        assert_eq!(
+            c.backends["garage"].secret_access_key.expose(),
+            "supersecretvalue"
+        );
+        assert!(c.api_keys[1].data_sources.allows("sales"));
+        assert!(!c.api_keys[1].data_sources.allows("data"));
+        assert!(c.api_keys[0].data_sources.allows("anything"));
+        assert!(
+            c.api_keys[0].legacy_header,
+            "legacy header allowed by default, as Immuta does"
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let c = Config::from_yaml_str(GOOD, &env).unwrap();
+        let dbg = format!("{c:?}");
+        for secret in [
+            "supersecretvalue",
+            "alice-secret",
+            "0123456789abcdef0123",
+            "GKexample",
+        ] {
+            assert!(!dbg.contains(secret), "{secret} leaked into Debug output");
+        }
+    }
+
+    #[test]
+    fn each_problem_names_its_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "backend: garage, bucket: bucket-one",
+                "backend: nope, bucket: bucket-one",
+                "data_sources.sales.backend",
+            ),
+            (
+                "endpoint: http://127.0.0.1:3900",
+                "endpoint: ftp://x",
+                "backends.garage.endpoint",
+            ),
+            (
+                "endpoint: http://127.0.0.1:3900",
+                "endpoint: http://127.0.0.1:3900/path",
+                "backends.garage.endpoint",
+            ),
+            (
+                "secret_access_key: ${SK}",
+                "secret_access_key: ${MISSING_VAR}",
+                "backends.garage.secret_access_key",
+            ),
+            (
+                "data_sources: [sales]",
+                "data_sources: [ghost]",
+                "api_keys[1].data_sources",
+            ),
+            ("id: bob", "id: alice", "api_keys[1].id"),
+            (
+                "bucket: bucket-two, prefix: data",
+                "bucket: Bad_Bucket, prefix: data",
+                "data_sources.data.bucket",
+            ),
+            (
+                "prefix: data }",
+                "prefix: ../data }",
+                "data_sources.data.prefix",
+            ),
+            ("listen: 127.0.0.1:9000", "listen: nowhere", "listen"),
+            (
+                "token_secret: ${TOKEN}",
+                "token_secret: short",
+                "token_secret",
+            ),
+            ("base_path: /s3p/", "base_path: s3p", "base_path"),
+        ];
+        for (from, to, field) in cases {
+            assert!(GOOD.contains(from), "test case text `{from}` not found");
+            let text = GOOD.replacen(from, to, 1);
+            let errs = Config::from_yaml_str(&text, &env).expect_err(to);
+            assert!(
+                errs.iter().any(|e| e.field == *field),
+                "{to}: expected an error on {field}, got {errs:?}"
+            );
+            let shown: String = errs.iter().map(|e| e.to_string()).collect();
+            assert!(
+                !shown.contains("supersecretvalue"),
+                "error text leaked a secret"
+            );
+        }
+    }
+
+    #[test]
+    fn data_source_names_are_one_segment() {
+        for bad in ["\"a/b\"", "\".\"", "\"..\"", "\"\""] {
+            let text = GOOD.replacen("  sales:", &format!("  {bad}:"), 1);
+            let errs = Config::from_yaml_str(&text, &env).expect_err(bad);
+            assert!(
+                errs.iter().any(|e| e.field.starts_with("data_sources.")),
+                "{bad}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let text = GOOD.replacen("listen:", "lisen: x\nlisten:", 1);
+        let errs = Config::from_yaml_str(&text, &env).unwrap_err();
+        assert!(errs[0].problem.contains("lisen"), "{errs:?}");
+    }
+}

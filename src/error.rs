@@ -1,0 +1,225 @@
+//! The one S3 error type. Every refusal at any layer becomes an [`S3Error`]; this file is the only place
+//! that decides which HTTP status goes with which S3 error code. Rendering to XML lives in `xml.rs`.
+
+use std::fmt;
+
+/// S3 error codes that s3p can answer with (names and statuses as documented by AWS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3ErrorCode {
+    AccessDenied,
+    AuthorizationHeaderMalformed,
+    AuthorizationQueryParametersError,
+    BadDigest,
+    EntityTooLarge,
+    InternalError,
+    InvalidAccessKeyId,
+    InvalidArgument,
+    InvalidBucketName,
+    InvalidRange,
+    InvalidRequest,
+    InvalidToken,
+    InvalidURI,
+    MethodNotAllowed,
+    MissingSecurityHeader,
+    NoSuchBucket,
+    NoSuchKey,
+    NotImplemented,
+    NotModified,
+    PreconditionFailed,
+    RequestTimeTooSkewed,
+    RequestTimeout,
+    ServiceUnavailable,
+    SignatureDoesNotMatch,
+    SlowDown,
+}
+
+impl S3ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        use S3ErrorCode::*;
+        match self {
+            AccessDenied => "AccessDenied",
+            AuthorizationHeaderMalformed => "AuthorizationHeaderMalformed",
+            AuthorizationQueryParametersError => "AuthorizationQueryParametersError",
+            BadDigest => "BadDigest",
+            EntityTooLarge => "EntityTooLarge",
+            InternalError => "InternalError",
+            InvalidAccessKeyId => "InvalidAccessKeyId",
+            InvalidArgument => "InvalidArgument",
+            InvalidBucketName => "InvalidBucketName",
+            InvalidRange => "InvalidRange",
+            InvalidRequest => "InvalidRequest",
+            InvalidToken => "InvalidToken",
+            InvalidURI => "InvalidURI",
+            MethodNotAllowed => "MethodNotAllowed",
+            MissingSecurityHeader => "MissingSecurityHeader",
+            NoSuchBucket => "NoSuchBucket",
+            NoSuchKey => "NoSuchKey",
+            NotImplemented => "NotImplemented",
+            NotModified => "NotModified",
+            PreconditionFailed => "PreconditionFailed",
+            RequestTimeTooSkewed => "RequestTimeTooSkewed",
+            RequestTimeout => "RequestTimeout",
+            ServiceUnavailable => "ServiceUnavailable",
+            SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            SlowDown => "SlowDown",
+        }
+    }
+
+    /// The HTTP status AWS uses for this code.
+    pub fn status(self) -> u16 {
+        use S3ErrorCode::*;
+        match self {
+            AuthorizationHeaderMalformed
+            | AuthorizationQueryParametersError
+            | BadDigest
+            | EntityTooLarge
+            | InvalidArgument
+            | InvalidBucketName
+            | InvalidRequest
+            | InvalidToken
+            | InvalidURI
+            | MissingSecurityHeader
+            | RequestTimeout => 400,
+            AccessDenied | InvalidAccessKeyId | RequestTimeTooSkewed | SignatureDoesNotMatch => 403,
+            NoSuchBucket | NoSuchKey => 404,
+            MethodNotAllowed => 405,
+            PreconditionFailed => 412,
+            InvalidRange => 416,
+            NotModified => 304,
+            InternalError => 500,
+            NotImplemented => 501,
+            ServiceUnavailable | SlowDown => 503,
+        }
+    }
+
+    fn default_message(self) -> &'static str {
+        use S3ErrorCode::*;
+        match self {
+            AccessDenied => "Access Denied",
+            AuthorizationHeaderMalformed => "The authorization header is malformed.",
+            AuthorizationQueryParametersError => "Error parsing the query-string authentication parameters.",
+            BadDigest => "The Content-MD5 or checksum value that you specified did not match what the server received.",
+            EntityTooLarge => "Your proposed upload exceeds the maximum allowed object size.",
+            InternalError => "We encountered an internal error. Please try again.",
+            InvalidAccessKeyId => "The AWS Access Key Id you provided does not exist in our records.",
+            InvalidArgument => "Invalid Argument",
+            InvalidBucketName => "The specified bucket is not valid.",
+            InvalidRange => "The requested range is not satisfiable",
+            InvalidRequest => "Invalid Request",
+            InvalidToken => "The provided token is malformed or otherwise invalid.",
+            InvalidURI => "Couldn't parse the specified URI.",
+            MethodNotAllowed => "The specified method is not allowed against this resource.",
+            MissingSecurityHeader => "Your request is missing a required header.",
+            NoSuchBucket => "The specified bucket does not exist",
+            NoSuchKey => "The specified key does not exist.",
+            NotImplemented => "A header or query you provided implies functionality that is not implemented.",
+            NotModified => "Not Modified",
+            PreconditionFailed => "At least one of the pre-conditions you specified did not hold",
+            RequestTimeTooSkewed => "The difference between the request time and the current time is too large.",
+            RequestTimeout => "Your socket connection to the server was not read from or written to within the timeout period.",
+            ServiceUnavailable => "Please reduce your request rate.",
+            SignatureDoesNotMatch => "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+            SlowDown => "Please reduce your request rate.",
+        }
+    }
+}
+
+/// One S3 error as it will be shown to the client. Everything in here must already speak the virtual
+/// namespace: no backend bucket, prefix, host or credential may be put into any field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Error {
+    pub code: S3ErrorCode,
+    pub message: String,
+    /// The virtual resource (`/immuta/<ds>/<key>`), when known.
+    pub resource: Option<String>,
+    /// Extra child elements AWS adds for some codes (`StringToSign`, `CanonicalRequest`, `ArgumentName`...).
+    pub extra: Vec<(&'static str, String)>,
+}
+
+impl S3Error {
+    pub fn new(code: S3ErrorCode) -> Self {
+        S3Error {
+            code,
+            message: code.default_message().to_string(),
+            resource: None,
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn with_message(code: S3ErrorCode, message: impl Into<String>) -> Self {
+        S3Error {
+            message: message.into(),
+            ..S3Error::new(code)
+        }
+    }
+
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
+
+    pub fn detail(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.extra.push((name, value.into()));
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+
+    pub fn invalid_argument(message: impl Into<String>, name: &str, value: &str) -> Self {
+        S3Error::with_message(S3ErrorCode::InvalidArgument, message)
+            .detail("ArgumentName", name)
+            .detail("ArgumentValue", value)
+    }
+
+    pub fn not_implemented(what: impl Into<String>) -> Self {
+        S3Error::with_message(S3ErrorCode::NotImplemented, what)
+    }
+}
+
+impl fmt::Display for S3Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.as_str(),
+            self.status(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for S3Error {}
+
+impl From<S3ErrorCode> for S3Error {
+    fn from(code: S3ErrorCode) -> Self {
+        S3Error::new(code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_aws() {
+        let table = [
+            (S3ErrorCode::AccessDenied, 403),
+            (S3ErrorCode::InvalidAccessKeyId, 403),
+            (S3ErrorCode::SignatureDoesNotMatch, 403),
+            (S3ErrorCode::RequestTimeTooSkewed, 403),
+            (S3ErrorCode::NoSuchKey, 404),
+            (S3ErrorCode::NoSuchBucket, 404),
+            (S3ErrorCode::InvalidArgument, 400),
+            (S3ErrorCode::AuthorizationHeaderMalformed, 400),
+            (S3ErrorCode::MethodNotAllowed, 405),
+            (S3ErrorCode::NotImplemented, 501),
+            (S3ErrorCode::ServiceUnavailable, 503),
+            (S3ErrorCode::InvalidRange, 416),
+        ];
+        for (code, status) in table {
+            assert_eq!(code.status(), status, "{}", code.as_str());
+        }
+    }
+}

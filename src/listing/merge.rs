@@ -1,0 +1,383 @@
+//! Merging backend listings into one page of the virtual bucket.
+//!
+//! The virtual bucket holds `<ds>/<key>` for every data source the caller may read. Because a data source
+//! name holds no `/`, each data source is one contiguous block of the virtual key space, so walking the
+//! data sources in the order of `<name>/` and each one's backend keys in order yields the virtual keys in
+//! S3 (UTF-8 byte) order. The page is filled entry by entry; one entry past the page is looked for so that
+//! `IsTruncated` is exact, and backend pages are followed by their own continuation tokens (a short backend
+//! page never ends the listing early).
+//!
+//! Delimiters: rolling keys up into common prefixes is always done here, on virtual keys after the client's
+//! prefix. Asking the backend to roll up too is an optimisation, used only when its rollup is guaranteed to
+//! be the same (the delimiter cannot straddle the boundary between the data source name and its keys).
+//!
+//! Directories of data sources: each data source also holds a "phantom" entry `<ds>/` that is never listed
+//! as an object but does produce a common prefix, so that with `delimiter=/` at the root every entitled data
+//! source shows as `<ds>/` even when it is empty (as Immuta shows them).
+
+use crate::config::DataSource;
+use crate::error::S3Error;
+use async_trait::async_trait;
+
+/// Where a listing resumes. Positions are virtual strings, never backend ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    Start,
+    /// Everything strictly after this virtual key.
+    After(String),
+    /// Everything after this common prefix, skipping every key that starts with it (how S3 resumes from a
+    /// `NextMarker` that is a common prefix).
+    AfterPrefix(String),
+}
+
+impl Position {
+    /// Whether an entry whose underlying virtual key is `key` lies after the position.
+    fn admits_key(&self, key: &str) -> bool {
+        match self {
+            Position::Start => true,
+            Position::After(k) => key > k.as_str(),
+            Position::AfterPrefix(p) => key > p.as_str() && !key.starts_with(p.as_str()),
+        }
+    }
+
+    /// Whether a common prefix reported by a backend (so holding at least one key after the backend's
+    /// start-after) can still hold keys after the position.
+    fn admits_prefix(&self, cp: &str) -> bool {
+        match self {
+            Position::Start => true,
+            Position::After(k) => cp > k.as_str() || k.starts_with(cp),
+            Position::AfterPrefix(p) => {
+                !cp.starts_with(p.as_str()) && (cp > p.as_str() || p.starts_with(cp))
+            }
+        }
+    }
+
+    /// True when every key of the block `root...` (all strings starting with `root`) lies before the position.
+    fn is_past_block(&self, root: &str) -> bool {
+        match self {
+            Position::Start => false,
+            Position::After(k) => k.as_str() > root && !k.starts_with(root),
+            Position::AfterPrefix(p) => {
+                root.starts_with(p.as_str()) || (p.as_str() > root && !p.starts_with(root))
+            }
+        }
+    }
+
+    /// The position a client marker (v1 `marker`, v2 `start-after`) stands for: a marker that is itself a
+    /// common prefix under the query's prefix and delimiter skips everything under it.
+    pub fn from_marker(marker: &str, prefix: &str, delimiter: Option<&str>) -> Position {
+        if marker.is_empty() {
+            return Position::Start;
+        }
+        if let Some(cp) = rollup(marker, prefix, delimiter) {
+            if cp.len() == marker.len() {
+                return Position::AfterPrefix(marker.to_string());
+            }
+        }
+        Position::After(marker.to_string())
+    }
+}
+
+/// The common prefix that `key` rolls up into, if any: the key up to and including the first occurrence of
+/// the delimiter after the prefix.
+pub fn rollup<'k>(key: &'k str, prefix: &str, delimiter: Option<&str>) -> Option<&'k str> {
+    let d = delimiter.filter(|d| !d.is_empty())?;
+    let rest = key.strip_prefix(prefix)?;
+    rest.find(d).map(|i| &key[..prefix.len() + i + d.len()])
+}
+
+/// What the client asked for, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub start: Position,
+    /// 0..=1000.
+    pub max_keys: usize,
+}
+
+/// An object as listed, with its key in the virtual namespace (or, inside [`BackendPage`], the backend's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEntry {
+    pub key: String,
+    pub last_modified: String,
+    pub etag: String,
+    pub size: u64,
+    pub storage_class: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Object(ObjectEntry),
+    CommonPrefix(String),
+}
+
+impl Entry {
+    /// The key or prefix the entry is listed under.
+    pub fn name(&self) -> &str {
+        match self {
+            Entry::Object(o) => &o.key,
+            Entry::CommonPrefix(p) => p,
+        }
+    }
+}
+
+/// One page of the virtual listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    pub entries: Vec<Entry>,
+    pub is_truncated: bool,
+    /// Where the next page starts; set when truncated.
+    pub next: Option<Position>,
+}
+
+/// One ListObjectsV2 call to a backend bucket, in backend terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendListRequest {
+    pub data_source: String,
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub start_after: Option<String>,
+    pub continuation: Option<String>,
+    pub max_keys: usize,
+}
+
+/// What a backend answered, keys and prefixes already URL-decoded but still in backend terms.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackendPage {
+    pub objects: Vec<ObjectEntry>,
+    pub common_prefixes: Vec<String>,
+    /// The backend's own continuation token; `None` when the backend has nothing more.
+    pub next_continuation: Option<String>,
+}
+
+/// A source of backend pages. The real one sends HTTP requests; tests use an in-memory one.
+#[async_trait]
+pub trait PageSource: Sync {
+    async fn list(
+        &self,
+        data_source: &DataSource,
+        request: BackendListRequest,
+    ) -> Result<BackendPage, S3Error>;
+}
+
+/// Collects entries, merging equal adjacent common prefixes, until it holds `limit` entries.
+struct Collector {
+    entries: Vec<Entry>,
+    limit: usize,
+}
+
+impl Collector {
+    fn push(&mut self, entry: Entry) {
+        if let (Entry::CommonPrefix(new), Some(Entry::CommonPrefix(last))) =
+            (&entry, self.entries.last())
+        {
+            if new == last {
+                return;
+            }
+        }
+        self.entries.push(entry);
+    }
+
+    fn is_full(&self) -> bool {
+        self.entries.len() >= self.limit
+    }
+}
+
+/// Backend pages are asked for in this size at most (S3's own maximum).
+const BACKEND_PAGE: usize = 1000;
+
+/// Lists one page of the virtual bucket over the given (entitled) data sources.
+pub async fn list_page<S: PageSource + ?Sized>(
+    source: &S,
+    data_sources: &[&DataSource],
+    query: &ListQuery,
+) -> Result<ListPage, S3Error> {
+    if query.max_keys == 0 {
+        return Ok(ListPage {
+            entries: Vec::new(),
+            is_truncated: false,
+            next: None,
+        });
+    }
+    // `data-private/` sorts before `data/`: order by the block's root, not by the bare name.
+    let mut sorted: Vec<&DataSource> = data_sources.to_vec();
+    sorted.sort_by_cached_key(|ds| format!("{}/", ds.name));
+
+    let mut out = Collector {
+        entries: Vec::new(),
+        limit: query.max_keys + 1,
+    };
+    let prefix = query.prefix.as_str();
+    let delimiter = query.delimiter.as_deref().filter(|d| !d.is_empty());
+
+    for ds in sorted {
+        if out.is_full() {
+            break;
+        }
+        let root = format!("{}/", ds.name);
+        if query.start.is_past_block(&root) {
+            continue;
+        }
+        // The part of the client's prefix inside the data source, or the part of the root after the prefix.
+        let (inside_prefix, root_rest) = if let Some(inside) = prefix.strip_prefix(root.as_str()) {
+            (inside, "")
+        } else if let Some(rest) = root.strip_prefix(prefix) {
+            ("", rest)
+        } else {
+            continue;
+        };
+
+        // The whole data source rolls up into one common prefix when the delimiter occurs in the root itself.
+        let whole_ds_prefix = delimiter.and_then(|d| {
+            root_rest
+                .find(d)
+                .map(|i| format!("{prefix}{}", &root_rest[..i + d.len()]))
+        });
+        if let Some(cp) = &whole_ds_prefix {
+            if query.start.admits_key(&root) {
+                // The phantom `<ds>/` entry is after the position: no backend call needed.
+                out.push(Entry::CommonPrefix(cp.clone()));
+                continue;
+            }
+        }
+
+        let straddles = delimiter.is_some_and(|d| {
+            (1..d.len()).any(|j| d.is_char_boundary(j) && root_rest.ends_with(&d[..j]))
+        });
+        let backend_delimiter = if whole_ds_prefix.is_none() && !straddles {
+            delimiter.map(str::to_string)
+        } else {
+            None
+        };
+        let start_after = match &query.start {
+            Position::After(k) | Position::AfterPrefix(k) => k
+                .strip_prefix(root.as_str())
+                .map(|inside| format!("{}{}", ds.prefix, inside)),
+            Position::Start => None,
+        };
+        let mut request = BackendListRequest {
+            data_source: ds.name.clone(),
+            prefix: format!("{}{}", ds.prefix, inside_prefix),
+            delimiter: backend_delimiter,
+            start_after,
+            continuation: None,
+            max_keys: if whole_ds_prefix.is_some() {
+                1
+            } else {
+                BACKEND_PAGE
+            },
+        };
+
+        'pages: loop {
+            let page = source.list(ds, request.clone()).await?;
+            // Objects and prefixes of one backend page interleave in key order.
+            let mut items: Vec<(String, bool, Option<ObjectEntry>)> =
+                Vec::with_capacity(page.objects.len() + page.common_prefixes.len());
+            for o in page.objects {
+                if let Some(vkey) = crate::namespace::from_backend_key(ds, &o.key) {
+                    items.push((vkey.clone(), false, Some(ObjectEntry { key: vkey, ..o })));
+                }
+            }
+            for p in page.common_prefixes {
+                if let Some(vcp) = crate::namespace::from_backend_key(ds, &p) {
+                    items.push((vcp, true, None));
+                }
+            }
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, is_prefix, object) in items {
+                if !name.starts_with(prefix) {
+                    continue;
+                }
+                let admitted = if is_prefix {
+                    query.start.admits_prefix(&name)
+                } else {
+                    query.start.admits_key(&name)
+                };
+                if !admitted {
+                    continue;
+                }
+                let entry = match rollup(&name, prefix, delimiter) {
+                    Some(cp) => Entry::CommonPrefix(cp.to_string()),
+                    None if is_prefix => Entry::CommonPrefix(name),
+                    None => Entry::Object(object.expect("objects carry their entry")),
+                };
+                out.push(entry);
+                if out.is_full() || whole_ds_prefix.is_some() {
+                    break 'pages;
+                }
+            }
+            match page.next_continuation {
+                Some(token) => {
+                    request.continuation = Some(token);
+                    request.start_after = None;
+                }
+                None => break,
+            }
+        }
+    }
+
+    let is_truncated = out.entries.len() > query.max_keys;
+    let mut entries = out.entries;
+    entries.truncate(query.max_keys);
+    let next = if is_truncated {
+        entries.last().map(|e| match e {
+            Entry::Object(o) => Position::After(o.key.clone()),
+            Entry::CommonPrefix(p) => Position::AfterPrefix(p.clone()),
+        })
+    } else {
+        None
+    };
+    Ok(ListPage {
+        entries,
+        is_truncated,
+        next,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollup_table() {
+        let table: &[(&str, &str, Option<&str>, Option<&str>)] = &[
+            ("a/b/c", "", Some("/"), Some("a/")),
+            ("a/b/c", "a/", Some("/"), Some("a/b/")),
+            ("a/b", "a/", Some("/"), None),
+            ("a/b", "a/", None, None),
+            ("data-private/x", "", Some("-"), Some("data-")),
+            ("abXYcd", "", Some("XY"), Some("abXY")),
+            ("other/x", "a/", Some("/"), None),
+        ];
+        for (key, prefix, d, want) in table {
+            assert_eq!(rollup(key, prefix, *d), *want, "{key} {prefix} {d:?}");
+        }
+    }
+
+    #[test]
+    fn markers_that_are_common_prefixes_skip_their_subtree() {
+        assert_eq!(
+            Position::from_marker("a/", "", Some("/")),
+            Position::AfterPrefix("a/".into())
+        );
+        assert_eq!(
+            Position::from_marker("a/b", "", Some("/")),
+            Position::After("a/b".into())
+        );
+        assert_eq!(
+            Position::from_marker("a/", "", None),
+            Position::After("a/".into())
+        );
+        assert_eq!(Position::from_marker("", "", Some("/")), Position::Start);
+    }
+
+    #[test]
+    fn blocks_before_the_position_are_skipped() {
+        assert!(Position::After("sales/z".into()).is_past_block("data/"));
+        assert!(!Position::After("data".into()).is_past_block("data/"));
+        assert!(!Position::After("data/x".into()).is_past_block("data/"));
+        assert!(Position::AfterPrefix("data-".into()).is_past_block("data-private/"));
+        assert!(!Position::AfterPrefix("data-".into()).is_past_block("data/"));
+    }
+}

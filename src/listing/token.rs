@@ -1,0 +1,222 @@
+//! Sealed continuation tokens.
+//!
+//! A token carries only a position in the virtual namespace, and is bound to the API key and to the listing
+//! parameters that shape the key space (prefix, delimiter). It is stateless, so any s3p replica sharing the
+//! `token_secret` resumes it. Construction (a deterministic AEAD in the SIV style, built from HMAC-SHA256
+//! alone): `tag = HMAC(k_mac, binding || plaintext)[..16]`, `ciphertext = plaintext XOR HMAC-stream(k_enc, tag)`,
+//! token = base64url(version || tag || ciphertext). Opening recomputes the tag and compares in constant
+//! time, so a tampered token, or one issued to another key or for another prefix, is refused.
+
+use super::merge::Position;
+use crate::error::S3Error;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+const VERSION: u8 = 1;
+const TAG_LEN: usize = 16;
+/// Keys are at most 1024 bytes in S3; anything much longer is not a token of ours.
+const MAX_TOKEN_LEN: usize = 4096;
+
+/// What a token is bound to.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBinding<'a> {
+    /// The API key's id (hashed into the tag, never stored in the token).
+    pub api_key: &'a str,
+    pub prefix: &'a str,
+    pub delimiter: Option<&'a str>,
+}
+
+/// Seals and opens tokens with keys derived from the configured secret.
+pub struct TokenSealer {
+    mac_key: [u8; 32],
+    enc_key: [u8; 32],
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+impl TokenSealer {
+    pub fn new(secret: &str) -> Self {
+        TokenSealer {
+            mac_key: hmac(secret.as_bytes(), &[b"s3p continuation token: mac"]),
+            enc_key: hmac(secret.as_bytes(), &[b"s3p continuation token: enc"]),
+        }
+    }
+
+    fn tag(&self, binding: &TokenBinding, plaintext: &[u8]) -> [u8; TAG_LEN] {
+        // Length-prefix every field so that no two bindings serialise alike.
+        let field = |s: &str| {
+            [
+                (s.len() as u64).to_be_bytes().to_vec(),
+                s.as_bytes().to_vec(),
+            ]
+            .concat()
+        };
+        let delim = match binding.delimiter {
+            Some(d) => [b"D".to_vec(), field(d)].concat(),
+            None => b"N".to_vec(),
+        };
+        let full = hmac(
+            &self.mac_key,
+            &[
+                &[VERSION],
+                &field(binding.api_key),
+                &field(binding.prefix),
+                &delim,
+                plaintext,
+            ],
+        );
+        full[..TAG_LEN].try_into().expect("16 of 32 bytes")
+    }
+
+    fn keystream_xor(&self, tag: &[u8], data: &mut [u8]) {
+        for (block, chunk) in data.chunks_mut(32).enumerate() {
+            let stream = hmac(&self.enc_key, &[tag, &(block as u64).to_be_bytes()]);
+            for (b, s) in chunk.iter_mut().zip(stream.iter()) {
+                *b ^= s;
+            }
+        }
+    }
+
+    /// Seals a position. `Start` is never sealed (a listing that starts over needs no token).
+    pub fn seal(&self, position: &Position, binding: &TokenBinding) -> String {
+        let (kind, key) = match position {
+            Position::Start => (b'S', ""),
+            Position::After(k) => (b'A', k.as_str()),
+            Position::AfterPrefix(p) => (b'P', p.as_str()),
+        };
+        let mut plaintext = Vec::with_capacity(1 + key.len());
+        plaintext.push(kind);
+        plaintext.extend_from_slice(key.as_bytes());
+        let tag = self.tag(binding, &plaintext);
+        self.keystream_xor(&tag, &mut plaintext);
+        let mut token = Vec::with_capacity(1 + TAG_LEN + plaintext.len());
+        token.push(VERSION);
+        token.extend_from_slice(&tag);
+        token.extend_from_slice(&plaintext);
+        URL_SAFE_NO_PAD.encode(token)
+    }
+
+    /// Opens a token; any failure is the same 400 InvalidArgument, so that a prober learns nothing.
+    pub fn open(&self, token: &str, binding: &TokenBinding) -> Result<Position, S3Error> {
+        let invalid = || {
+            S3Error::invalid_argument(
+                "The continuation token provided is incorrect",
+                "continuation-token",
+                token,
+            )
+        };
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(invalid());
+        }
+        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+        if raw.len() < 1 + TAG_LEN + 1 || raw[0] != VERSION {
+            return Err(invalid());
+        }
+        let tag = &raw[1..1 + TAG_LEN];
+        let mut plaintext = raw[1 + TAG_LEN..].to_vec();
+        self.keystream_xor(tag, &mut plaintext);
+        let expected = self.tag(binding, &plaintext);
+        if !bool::from(expected.ct_eq(tag)) {
+            return Err(invalid());
+        }
+        let key = String::from_utf8(plaintext[1..].to_vec()).map_err(|_| invalid())?;
+        match plaintext[0] {
+            b'S' => Ok(Position::Start),
+            b'A' => Ok(Position::After(key)),
+            b'P' => Ok(Position::AfterPrefix(key)),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding<'a>(key: &'a str, prefix: &'a str, delimiter: Option<&'a str>) -> TokenBinding<'a> {
+        TokenBinding {
+            api_key: key,
+            prefix,
+            delimiter,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let s = TokenSealer::new("a secret of enough length");
+        let b = binding("alice", "sales/", Some("/"));
+        for p in [
+            Position::After("sales/2024/q1.csv".into()),
+            Position::AfterPrefix("sales/2024/".into()),
+            Position::After("sales/caf\u{e9} +%/x".into()),
+            Position::After("x".repeat(1024)),
+        ] {
+            let t = s.seal(&p, &b);
+            assert!(
+                t.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
+                "{t}"
+            );
+            assert_eq!(s.open(&t, &b).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn tokens_are_opaque() {
+        let s = TokenSealer::new("a secret of enough length");
+        let t = s.seal(
+            &Position::After("sales/visible-key".into()),
+            &binding("alice", "", None),
+        );
+        let raw = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        assert!(
+            !raw.windows(7).any(|w| w == b"visible"),
+            "the position is encrypted"
+        );
+    }
+
+    #[test]
+    fn tampered_foreign_and_rebound_tokens_are_refused() {
+        let s = TokenSealer::new("a secret of enough length");
+        let b = binding("alice", "sales/", Some("/"));
+        let t = s.seal(&Position::After("sales/a".into()), &b);
+        // Every single-byte change of the decoded token is detected.
+        let raw = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        for i in 0..raw.len() {
+            let mut bad = raw.clone();
+            bad[i] ^= 0x01;
+            let e = s.open(&URL_SAFE_NO_PAD.encode(&bad), &b).unwrap_err();
+            assert_eq!(e.code, crate::error::S3ErrorCode::InvalidArgument);
+        }
+        // Another key, another prefix, another delimiter, another secret.
+        assert!(s.open(&t, &binding("bob", "sales/", Some("/"))).is_err());
+        assert!(s.open(&t, &binding("alice", "secret/", Some("/"))).is_err());
+        assert!(s.open(&t, &binding("alice", "sales/", None)).is_err());
+        assert!(s.open(&t, &binding("alice", "sales/", Some("-"))).is_err());
+        assert!(TokenSealer::new("another secret entirely")
+            .open(&t, &b)
+            .is_err());
+        // Junk.
+        for junk in ["", "!!!", "AAAA", &"A".repeat(5000)] {
+            assert!(s.open(junk, &b).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn bindings_do_not_collide_by_concatenation() {
+        let s = TokenSealer::new("a secret of enough length");
+        let t = s.seal(&Position::After("k".into()), &binding("ab", "c", None));
+        assert!(s.open(&t, &binding("a", "bc", None)).is_err());
+    }
+}

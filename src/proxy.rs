@@ -1,0 +1,692 @@
+//! The pingora glue: a thin `ProxyHttp` that walks each request through the pure modules.
+//!
+//! request_filter:  view -> auth::authenticate -> request::route -> policy -> (answer here | object target)
+//! upstream_peer / upstream_request_filter:  connect to the data source's backend, re-sign with SigV4
+//! upstream_response_filter / body filter:  keep allow-listed headers; rewrite backend errors into the
+//!                                          virtual namespace
+//! logging:  one line per request
+
+use crate::auth::{self, KeyStore, RequestView};
+use crate::backend::{encode_query_value, Backends};
+use crate::config::Config;
+use crate::error::{S3Error, S3ErrorCode};
+use crate::listing::merge::{list_page, ListQuery, Position};
+use crate::listing::params::{ListParams, ListVersion};
+use crate::listing::token::{TokenBinding, TokenSealer};
+use crate::namespace;
+use crate::policy;
+use crate::request::{self, Mount, Operation, Query};
+use crate::xml;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Everything a request needs, built once from a validated configuration.
+pub struct State {
+    pub config: Config,
+    pub keys: KeyStore,
+    pub backends: Backends,
+    pub tokens: TokenSealer,
+}
+
+impl State {
+    pub fn new(config: Config) -> std::result::Result<State, String> {
+        Ok(State {
+            keys: KeyStore::new(&config),
+            backends: Backends::new(&config)?,
+            tokens: TokenSealer::new(config.token_secret.expose()),
+            config,
+        })
+    }
+}
+
+pub struct S3Proxy {
+    pub state: Arc<State>,
+}
+
+/// Where an object request goes, decided in `request_filter`.
+#[derive(Debug)]
+pub struct ObjectRoute {
+    backend: String,
+    host: String,
+    sni: String,
+    path_and_query: String,
+    resource: String,
+}
+
+/// A backend error being replaced by s3p's own error body.
+#[derive(Debug)]
+struct ErrorRewrite {
+    status: u16,
+    backend_body: BytesMut,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    request_id: String,
+    started: Instant,
+    key_name: Option<String>,
+    operation: &'static str,
+    target: String,
+    object: Option<ObjectRoute>,
+    rewrite: Option<ErrorRewrite>,
+    error_code: Option<&'static str>,
+    upstream_started: Option<Instant>,
+    backend_latency: Option<Duration>,
+    is_head: bool,
+}
+
+fn new_request_id() -> String {
+    format!("{:016X}", rand::random::<u64>())
+}
+
+/// Response headers of an object that are passed to the client. Everything else (backend request ids,
+/// server names, redirects, bucket regions...) stays behind.
+fn forwarded_response_header(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type"
+            | "content-length"
+            | "content-range"
+            | "content-encoding"
+            | "content-disposition"
+            | "content-language"
+            | "cache-control"
+            | "expires"
+            | "etag"
+            | "last-modified"
+            | "accept-ranges"
+            | "x-amz-version-id"
+            | "x-amz-delete-marker"
+            | "x-amz-storage-class"
+            | "x-amz-mp-parts-count"
+            | "x-amz-tagging-count"
+            | "x-amz-server-side-encryption"
+            | "x-amz-server-side-encryption-customer-algorithm"
+            | "x-amz-server-side-encryption-customer-key-md5"
+    ) || name.starts_with("x-amz-meta-")
+        || name.starts_with("x-amz-checksum-")
+}
+
+/// Request headers of an object GET/HEAD that are passed to the backend (and signed).
+fn forwarded_request_header(name: &str) -> bool {
+    matches!(
+        name,
+        "range"
+            | "if-match"
+            | "if-none-match"
+            | "if-modified-since"
+            | "if-unmodified-since"
+            | "x-amz-checksum-mode"
+            | "x-amz-server-side-encryption-customer-algorithm"
+            | "x-amz-server-side-encryption-customer-key"
+            | "x-amz-server-side-encryption-customer-key-md5"
+    )
+}
+
+/// The S3 error a backend error status becomes. The status alone decides, because headers go out before
+/// the backend's body (with its code) is read; the body may only refine the code within the same status.
+fn error_for_backend_status(status: u16) -> S3Error {
+    let code = match status {
+        400 => S3ErrorCode::InvalidRequest,
+        403 => S3ErrorCode::AccessDenied,
+        404 => S3ErrorCode::NoSuchKey,
+        405 => S3ErrorCode::MethodNotAllowed,
+        412 => S3ErrorCode::PreconditionFailed,
+        416 => S3ErrorCode::InvalidRange,
+        501 => S3ErrorCode::NotImplemented,
+        503 => S3ErrorCode::SlowDown,
+        s if s >= 500 => S3ErrorCode::ServiceUnavailable,
+        _ => S3ErrorCode::InvalidRequest,
+    };
+    S3Error::new(code)
+}
+
+fn refine_backend_error(status: u16, body: &[u8]) -> S3Error {
+    let base = error_for_backend_status(status);
+    const SAFE: &[S3ErrorCode] = &[
+        S3ErrorCode::InvalidArgument,
+        S3ErrorCode::InvalidRequest,
+        S3ErrorCode::InvalidRange,
+        S3ErrorCode::PreconditionFailed,
+        S3ErrorCode::NoSuchKey,
+        S3ErrorCode::SlowDown,
+        S3ErrorCode::ServiceUnavailable,
+        S3ErrorCode::NotImplemented,
+    ];
+    match xml::parse_error_code(body) {
+        Some(code) => SAFE
+            .iter()
+            .find(|c| c.as_str() == code && c.status() == base.status())
+            .map(|c| S3Error::new(*c))
+            .unwrap_or(base),
+        None => base,
+    }
+}
+
+impl S3Proxy {
+    fn mount(&self) -> Mount<'_> {
+        Mount {
+            base_path: &self.state.config.base_path,
+            bucket: &self.state.config.bucket,
+        }
+    }
+
+    /// Decides what to do with a request. `Ok(None)` means the request goes to a backend (ctx.object set).
+    async fn handle(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<Option<(u16, Vec<(&'static str, String)>, Bytes)>, S3Error> {
+        let st = &self.state;
+        let req = session.req_header();
+        let raw = std::str::from_utf8(req.raw_path())
+            .map_err(|_| S3Error::new(S3ErrorCode::InvalidURI))?;
+        let (raw_path, raw_query) = raw.split_once('?').unwrap_or((raw, ""));
+        let headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let method = req.method.as_str();
+        let view = RequestView {
+            method,
+            raw_path,
+            raw_query,
+            headers: &headers,
+        };
+        ctx.target = request::resource_of(&self.mount(), raw_path);
+
+        let key = auth::authenticate(&st.keys, &view, raw_path, SystemTime::now())?;
+        ctx.key_name = Some(key.name.clone());
+
+        let query = Query::parse(raw_query)?;
+        let op = request::route(&self.mount(), method, raw_path, &query)?;
+        ctx.operation = op.name();
+        let xml_ok = |body: String| {
+            Ok(Some((
+                200,
+                vec![("content-type", "application/xml".to_string())],
+                Bytes::from(body),
+            )))
+        };
+        match op {
+            Operation::ListBuckets => {
+                xml_ok(xml::list_buckets(&st.config.owner, &st.config.bucket))
+            }
+            Operation::GetBucketLocation => xml_ok(xml::location(&st.config.region)),
+            Operation::HeadBucket => Ok(Some((
+                200,
+                vec![("x-amz-bucket-region", st.config.region.clone())],
+                Bytes::new(),
+            ))),
+            Operation::ListObjects(params) => {
+                let body = self.list(&key, &params).await?;
+                xml_ok(body)
+            }
+            Operation::GetObject(vkey) | Operation::HeadObject(vkey) => {
+                let ds = policy::readable_data_source(&st.config, &key, &vkey.data_source)?;
+                let obj = namespace::to_backend(ds, &vkey)?;
+                let backend = st
+                    .backends
+                    .get(&obj.backend)
+                    .ok_or_else(|| S3Error::new(S3ErrorCode::InternalError))?;
+                let target = backend.object_target(&obj.bucket, &obj.key);
+                let forwarded: Vec<String> = query
+                    .iter()
+                    .filter(|(n, _)| request::forwarded_object_param(n))
+                    .map(|(n, v)| format!("{n}={}", encode_query_value(v)))
+                    .collect();
+                let path_and_query = if forwarded.is_empty() {
+                    target.path
+                } else {
+                    format!("{}?{}", target.path, forwarded.join("&"))
+                };
+                ctx.object = Some(ObjectRoute {
+                    backend: obj.backend,
+                    host: target.host,
+                    sni: target.sni,
+                    path_and_query,
+                    resource: format!("/{}/{}", st.config.bucket, vkey.full()),
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    /// ListObjects (v1) and ListObjectsV2 over the key's data sources.
+    async fn list(
+        &self,
+        key: &crate::config::ApiKey,
+        params: &ListParams,
+    ) -> std::result::Result<String, S3Error> {
+        let st = &self.state;
+        let binding = TokenBinding {
+            api_key: key.id.expose(),
+            prefix: &params.prefix,
+            delimiter: params.delimiter.as_deref(),
+        };
+        let start = match params.version {
+            ListVersion::V1 => Position::from_marker(
+                params.marker.as_deref().unwrap_or(""),
+                &params.prefix,
+                params.delimiter.as_deref(),
+            ),
+            ListVersion::V2 => match &params.continuation_token {
+                Some(t) => st.tokens.open(t, &binding)?,
+                None => Position::from_marker(
+                    params.start_after.as_deref().unwrap_or(""),
+                    &params.prefix,
+                    params.delimiter.as_deref(),
+                ),
+            },
+        };
+        let data_sources = policy::readable_data_sources(&st.config, key);
+        let query = ListQuery {
+            prefix: params.prefix.clone(),
+            delimiter: params.delimiter.clone(),
+            start,
+            max_keys: params.max_keys,
+        };
+        let page = list_page(&st.backends, &data_sources, &query).await?;
+        let next_token = match (&page.next, params.version) {
+            (Some(p), ListVersion::V2) => Some(st.tokens.seal(p, &binding)),
+            _ => None,
+        };
+        // v1: NextMarker only with a delimiter, as AWS does (clients use the last key otherwise).
+        let next_marker = match (&page.next, params.version, &params.delimiter) {
+            (Some(Position::After(k) | Position::AfterPrefix(k)), ListVersion::V1, Some(_)) => {
+                Some(k.as_str())
+            }
+            _ => None,
+        };
+        Ok(xml::list_objects(&xml::ListingView {
+            bucket: &st.config.bucket,
+            params,
+            owner: &st.config.owner,
+            entries: &page.entries,
+            is_truncated: page.is_truncated,
+            next_marker,
+            next_token: next_token.as_deref(),
+        }))
+    }
+
+    async fn write_answer(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Bytes,
+    ) -> Result<()> {
+        let mut resp = ResponseHeader::build(status, Some(headers.len() + 3))?;
+        for (n, v) in headers {
+            resp.insert_header(n, v)?;
+        }
+        resp.insert_header("x-amz-request-id", &ctx.request_id)?;
+        resp.insert_header("x-amz-id-2", &ctx.request_id)?;
+        resp.insert_header("content-length", body.len().to_string())?;
+        if ctx.is_head || body.is_empty() {
+            session.write_response_header(Box::new(resp), true).await
+        } else {
+            session.write_response_header(Box::new(resp), false).await?;
+            session.write_response_body(Some(body), true).await
+        }
+    }
+
+    async fn write_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut e: S3Error,
+    ) -> Result<()> {
+        if e.resource.is_none() && !ctx.target.is_empty() {
+            e.resource = Some(ctx.target.clone());
+        }
+        ctx.error_code = Some(e.code.as_str());
+        // A refused request may still carry a body (an upload): do not drain it, close the connection.
+        let req = session.req_header();
+        if req.headers.contains_key("content-length")
+            || req.headers.contains_key("transfer-encoding")
+        {
+            session.set_keepalive(None);
+        }
+        let body = Bytes::from(xml::error(&e, &ctx.request_id));
+        self.write_answer(
+            session,
+            ctx,
+            e.status(),
+            vec![("content-type", "application/xml".into())],
+            body,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for S3Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            request_id: new_request_id(),
+            started: Instant::now(),
+            key_name: None,
+            operation: "Unknown",
+            target: String::new(),
+            object: None,
+            rewrite: None,
+            error_code: None,
+            upstream_started: None,
+            backend_latency: None,
+            is_head: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.is_head = session.req_header().method == http::Method::HEAD;
+        match self.handle(session, ctx).await {
+            Ok(None) => Ok(false),
+            Ok(Some((status, headers, body))) => {
+                self.write_answer(session, ctx, status, headers, body)
+                    .await?;
+                Ok(true)
+            }
+            Err(e) => {
+                self.write_error(session, ctx, e).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .object
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no object route"))?;
+        let backend = self
+            .state
+            .backends
+            .get(&route.backend)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "unknown backend"))?;
+        let limits = &self.state.config.limits;
+        let mut peer = HttpPeer::new(backend.addr, backend.config.tls, route.sni.clone());
+        peer.options.connection_timeout = Some(Duration::from_millis(limits.connect_timeout_ms));
+        peer.options.read_timeout = Some(Duration::from_millis(limits.read_timeout_ms));
+        peer.options.write_timeout = Some(Duration::from_millis(limits.read_timeout_ms));
+        peer.options.idle_timeout = Some(Duration::from_millis(limits.idle_timeout_ms));
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let route = ctx
+            .object
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no object route"))?;
+        let backend = self
+            .state
+            .backends
+            .get(&route.backend)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "unknown backend"))?;
+        // Keep only allow-listed headers: the client's credentials and anything else stay here.
+        let names: Vec<http::HeaderName> = upstream.headers.keys().cloned().collect();
+        for name in names {
+            if !forwarded_request_header(name.as_str()) {
+                upstream.remove_header(&name);
+            }
+        }
+        let uri: http::Uri = route
+            .path_and_query
+            .parse()
+            .map_err(|_| Error::explain(ErrorType::InternalError, "bad backend uri"))?;
+        upstream.set_uri(uri);
+        upstream.insert_header("host", &route.host)?;
+        let signed_headers: Vec<(String, String)> = upstream
+            .headers
+            .iter()
+            .filter(|(n, _)| n.as_str() != "host")
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = signed_headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let method = upstream.method.as_str().to_string();
+        let signature = backend
+            .sign(
+                &method,
+                &route.host,
+                &route.path_and_query,
+                &refs,
+                SystemTime::now(),
+            )
+            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        for (name, value) in signature {
+            upstream.insert_header(name, value)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        ctx.backend_latency = ctx.upstream_started.map(|t| t.elapsed());
+        let status = resp.status.as_u16();
+        let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
+        if status >= 400 || (300..400).contains(&status) && status != 304 {
+            // The backend's error body names its bucket and keys: replace it entirely.
+            for name in names {
+                resp.remove_header(&name);
+            }
+            let mapped = error_for_backend_status(status);
+            resp.set_status(mapped.status())?;
+            resp.insert_header("content-type", "application/xml")?;
+            ctx.rewrite = Some(ErrorRewrite {
+                status,
+                backend_body: BytesMut::new(),
+            });
+        } else {
+            for name in names {
+                if !forwarded_response_header(name.as_str()) {
+                    resp.remove_header(&name);
+                }
+            }
+        }
+        resp.insert_header("x-amz-request-id", &ctx.request_id)?;
+        resp.insert_header("x-amz-id-2", &ctx.request_id)?;
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let Some(rewrite) = ctx.rewrite.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(chunk) = body.take() {
+            // Error bodies are small; never hold more than 64 KiB of one.
+            if rewrite.backend_body.len() < 64 * 1024 {
+                rewrite.backend_body.extend_from_slice(&chunk);
+            }
+        }
+        if end_of_stream && !ctx.is_head {
+            let mut e = refine_backend_error(rewrite.status, &rewrite.backend_body);
+            e.resource = ctx.object.as_ref().map(|o| o.resource.clone());
+            ctx.error_code = Some(e.code.as_str());
+            *body = Some(Bytes::from(xml::error(&e, &ctx.request_id)));
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let error = match e.esource() {
+            ErrorSource::Downstream => None,
+            ErrorSource::Upstream => {
+                log::warn!("request {}: backend failed: {e}", ctx.request_id);
+                Some(S3Error::with_message(
+                    S3ErrorCode::ServiceUnavailable,
+                    "The data source's storage is unavailable.",
+                ))
+            }
+            _ => {
+                log::error!("request {}: {e}", ctx.request_id);
+                Some(S3Error::new(S3ErrorCode::InternalError))
+            }
+        };
+        let mut code = 0;
+        if let Some(err) = error {
+            code = err.status();
+            if session.response_written().is_none() {
+                if let Err(write_err) = self.write_error(session, ctx, err).await {
+                    log::debug!(
+                        "request {}: could not write error: {write_err}",
+                        ctx.request_id
+                    );
+                }
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let client = session
+            .client_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        log::info!(
+            "request_id={} client={} key={:?} op={} resource={:?} status={} error={} bytes={} duration_ms={:.3} backend_ms={}{}",
+            ctx.request_id,
+            client,
+            ctx.key_name.as_deref().unwrap_or("-"),
+            ctx.operation,
+            ctx.target,
+            status,
+            ctx.error_code.unwrap_or("-"),
+            session.body_bytes_sent(),
+            ctx.started.elapsed().as_secs_f64() * 1000.0,
+            ctx.backend_latency.map(|d| format!("{:.3}", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into()),
+            e.map(|e| format!(" failure={:?}", e.etype())).unwrap_or_default(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_errors_map_by_status_and_never_copy_text() {
+        let body = b"<Error><Code>NoSuchKey</Code><Message>no key data/x in bucket real-bucket</Message></Error>";
+        let e = refine_backend_error(404, body);
+        assert_eq!(e.code, S3ErrorCode::NoSuchKey);
+        assert!(!e.message.contains("real-bucket"));
+        // A code whose status differs from the one already sent is not taken over.
+        assert_eq!(
+            refine_backend_error(404, b"<Error><Code>NoSuchBucket</Code></Error>").code,
+            S3ErrorCode::NoSuchKey
+        );
+        assert_eq!(
+            refine_backend_error(400, b"<Error><Code>InvalidArgument</Code></Error>").code,
+            S3ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            refine_backend_error(412, b"").code,
+            S3ErrorCode::PreconditionFailed
+        );
+        assert_eq!(
+            refine_backend_error(416, b"").code,
+            S3ErrorCode::InvalidRange
+        );
+        assert_eq!(refine_backend_error(500, b"").status(), 503);
+        assert_eq!(
+            refine_backend_error(409, b"<Error><Code>BucketNotEmpty</Code></Error>").code,
+            S3ErrorCode::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn header_allow_lists() {
+        for h in [
+            "content-type",
+            "content-length",
+            "content-range",
+            "etag",
+            "last-modified",
+            "x-amz-meta-owner",
+            "accept-ranges",
+        ] {
+            assert!(forwarded_response_header(h), "{h}");
+        }
+        for h in [
+            "x-amz-request-id",
+            "x-amz-id-2",
+            "server",
+            "location",
+            "x-amz-bucket-region",
+            "set-cookie",
+        ] {
+            assert!(!forwarded_response_header(h), "{h}");
+        }
+        for h in ["range", "if-none-match", "if-modified-since"] {
+            assert!(forwarded_request_header(h), "{h}");
+        }
+        for h in [
+            "authorization",
+            "x-amz-date",
+            "x-amz-content-sha256",
+            "x-amz-security-token",
+            "cookie",
+            "host",
+            "x-amz-expected-bucket-owner",
+        ] {
+            assert!(!forwarded_request_header(h), "{h}");
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Parsing a client request into an S3 operation on the virtual bucket: base path, bucket, virtual key,
+//! query. Pure.
+
+use crate::error::{S3Error, S3ErrorCode};
+use crate::listing::params::ListParams;
+use crate::namespace::{decode_once, parse_virtual_key, VirtualKey};
+use percent_encoding::percent_decode;
+
+/// A decoded query string. Names and values are percent-decoded once, with `+` meaning a space (as S3
+/// reads query strings). The first occurrence of a name wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+fn decode_query_part(s: &str) -> Result<String, S3Error> {
+    let spaced = s.replace('+', " ");
+    percent_decode(spaced.as_bytes())
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| S3Error::new(S3ErrorCode::InvalidURI))
+}
+
+impl Query {
+    pub fn parse(raw: &str) -> Result<Query, S3Error> {
+        let mut pairs = Vec::new();
+        for part in raw.split('&').filter(|p| !p.is_empty()) {
+            let (n, v) = part.split_once('=').unwrap_or((part, ""));
+            pairs.push((decode_query_part(n)?, decode_query_part(v)?));
+        }
+        Ok(Query { pairs })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.pairs.iter().any(|(n, _)| n == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+/// What the client asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    ListBuckets,
+    ListObjects(ListParams),
+    GetBucketLocation,
+    HeadBucket,
+    GetObject(VirtualKey),
+    HeadObject(VirtualKey),
+}
+
+impl Operation {
+    /// The S3 operation name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::ListBuckets => "ListBuckets",
+            Operation::ListObjects(p) if p.version == crate::listing::params::ListVersion::V2 => {
+                "ListObjectsV2"
+            }
+            Operation::ListObjects(_) => "ListObjects",
+            Operation::GetBucketLocation => "GetBucketLocation",
+            Operation::HeadBucket => "HeadBucket",
+            Operation::GetObject(_) => "GetObject",
+            Operation::HeadObject(_) => "HeadObject",
+        }
+    }
+}
+
+/// Bucket sub-resources S3 has and s3p does not serve (`location` is served).
+const BUCKET_SUBRESOURCES: &[&str] = &[
+    "accelerate",
+    "acl",
+    "analytics",
+    "cors",
+    "delete",
+    "encryption",
+    "intelligent-tiering",
+    "inventory",
+    "lifecycle",
+    "logging",
+    "metrics",
+    "notification",
+    "object-lock",
+    "ownershipControls",
+    "policy",
+    "policyStatus",
+    "publicAccessBlock",
+    "replication",
+    "requestPayment",
+    "tagging",
+    "uploads",
+    "versioning",
+    "versions",
+    "website",
+    "session",
+];
+
+/// Object sub-resources S3 has and s3p does not serve.
+const OBJECT_SUBRESOURCES: &[&str] = &[
+    "acl",
+    "attributes",
+    "legal-hold",
+    "restore",
+    "retention",
+    "select",
+    "select-type",
+    "tagging",
+    "torrent",
+    "uploadId",
+    "uploads",
+];
+
+/// Where the S3 API is mounted and what the virtual bucket is called.
+#[derive(Debug, Clone)]
+pub struct Mount<'a> {
+    pub base_path: &'a str,
+    pub bucket: &'a str,
+}
+
+/// The virtual resource a request names, for error messages (`/immuta/<ds>/<key>`).
+pub fn resource_of(mount: &Mount, raw_path: &str) -> String {
+    let rest = raw_path.strip_prefix(mount.base_path).unwrap_or(raw_path);
+    if rest.is_empty() {
+        "/".into()
+    } else {
+        decode_once(rest).unwrap_or_else(|_| rest.to_string())
+    }
+}
+
+/// Routes a request (path as sent, still encoded) to an operation. Errors are S3 errors in virtual terms.
+pub fn route(
+    mount: &Mount,
+    method: &str,
+    raw_path: &str,
+    query: &Query,
+) -> Result<Operation, S3Error> {
+    let rest = if mount.base_path.is_empty() {
+        raw_path
+    } else if raw_path == mount.base_path {
+        ""
+    } else {
+        match raw_path
+            .strip_prefix(mount.base_path)
+            .filter(|r| r.starts_with('/'))
+        {
+            Some(r) => r,
+            None => return Err(S3Error::new(S3ErrorCode::NoSuchBucket)),
+        }
+    };
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return match method {
+            "GET" => Ok(Operation::ListBuckets),
+            _ => Err(S3Error::new(S3ErrorCode::MethodNotAllowed)),
+        };
+    }
+    let (raw_bucket, raw_object) = match rest.split_once('/') {
+        Some((b, o)) => (b, o),
+        None => (rest, ""),
+    };
+    let bucket = decode_once(raw_bucket)?;
+    if bucket != mount.bucket {
+        return Err(S3Error::new(S3ErrorCode::NoSuchBucket).detail("BucketName", bucket));
+    }
+    if raw_object.is_empty() {
+        return match method {
+            "GET" | "HEAD" => {
+                if let Some(sub) = BUCKET_SUBRESOURCES.iter().find(|s| query.has(s)) {
+                    return Err(S3Error::not_implemented(format!(
+                        "The bucket sub-resource `{sub}` is not supported by s3p."
+                    )));
+                }
+                if method == "HEAD" {
+                    Ok(Operation::HeadBucket)
+                } else if query.has("location") {
+                    Ok(Operation::GetBucketLocation)
+                } else {
+                    Ok(Operation::ListObjects(ListParams::parse(query)?))
+                }
+            }
+            _ => Err(S3Error::new(S3ErrorCode::MethodNotAllowed)),
+        };
+    }
+    let vkey = parse_virtual_key(&decode_once(raw_object)?)?;
+    match method {
+        "GET" | "HEAD" => {
+            if let Some(sub) = OBJECT_SUBRESOURCES.iter().find(|s| query.has(s)) {
+                return Err(S3Error::not_implemented(format!(
+                    "The object sub-resource `{sub}` is not supported by s3p."
+                )));
+            }
+            Ok(if method == "GET" {
+                Operation::GetObject(vkey)
+            } else {
+                Operation::HeadObject(vkey)
+            })
+        }
+        _ => Err(S3Error::new(S3ErrorCode::MethodNotAllowed)),
+    }
+}
+
+/// Query parameters of an object GET/HEAD that are forwarded to the backend. Everything else (auth
+/// parameters, `x-id`, unknown names) stays here.
+pub fn forwarded_object_param(name: &str) -> bool {
+    matches!(
+        name,
+        "response-cache-control"
+            | "response-content-disposition"
+            | "response-content-encoding"
+            | "response-content-language"
+            | "response-content-type"
+            | "response-expires"
+            | "partNumber"
+            | "versionId"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: Mount = Mount {
+        base_path: "/s3p",
+        bucket: "immuta",
+    };
+
+    fn op(method: &str, path: &str, q: &str) -> Result<Operation, S3Error> {
+        route(&M, method, path, &Query::parse(q).unwrap())
+    }
+
+    fn key(ds: &str, k: &str) -> VirtualKey {
+        VirtualKey {
+            data_source: ds.into(),
+            key: k.into(),
+        }
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(op("GET", "/s3p", "").unwrap(), Operation::ListBuckets);
+        assert_eq!(op("GET", "/s3p/", "").unwrap(), Operation::ListBuckets);
+        assert!(matches!(
+            op("GET", "/s3p/immuta", "").unwrap(),
+            Operation::ListObjects(_)
+        ));
+        assert!(matches!(
+            op("GET", "/s3p/immuta/", "list-type=2&x-id=ListObjectsV2").unwrap(),
+            Operation::ListObjects(_)
+        ));
+        assert_eq!(
+            op("GET", "/s3p/immuta", "location").unwrap(),
+            Operation::GetBucketLocation
+        );
+        assert_eq!(
+            op("HEAD", "/s3p/immuta", "").unwrap(),
+            Operation::HeadBucket
+        );
+        assert_eq!(
+            op("GET", "/s3p/immuta/sales/a%20b.csv", "x-id=GetObject").unwrap(),
+            Operation::GetObject(key("sales", "a b.csv"))
+        );
+        assert_eq!(
+            op("HEAD", "/s3p/immuta/sales%2Fx", "").unwrap(),
+            Operation::HeadObject(key("sales", "x"))
+        );
+        assert_eq!(
+            op("GET", "/s3p/immuta/sales", "").unwrap(),
+            Operation::GetObject(key("sales", ""))
+        );
+        let root = Mount {
+            base_path: "",
+            bucket: "immuta",
+        };
+        assert_eq!(
+            route(&root, "GET", "/immuta/sales/k", &Query::default()).unwrap(),
+            Operation::GetObject(key("sales", "k"))
+        );
+        assert_eq!(
+            route(&root, "GET", "/", &Query::default()).unwrap(),
+            Operation::ListBuckets
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let table: &[(&str, &str, &str, S3ErrorCode)] = &[
+            ("GET", "/s3p/other", "", S3ErrorCode::NoSuchBucket),
+            ("GET", "/s3p/other/x/y", "", S3ErrorCode::NoSuchBucket),
+            ("GET", "/s3px/immuta", "", S3ErrorCode::NoSuchBucket),
+            ("GET", "/elsewhere", "", S3ErrorCode::NoSuchBucket),
+            (
+                "PUT",
+                "/s3p/immuta/sales/x",
+                "",
+                S3ErrorCode::MethodNotAllowed,
+            ),
+            (
+                "DELETE",
+                "/s3p/immuta/sales/x",
+                "",
+                S3ErrorCode::MethodNotAllowed,
+            ),
+            (
+                "POST",
+                "/s3p/immuta",
+                "delete",
+                S3ErrorCode::MethodNotAllowed,
+            ),
+            ("PUT", "/s3p/immuta", "", S3ErrorCode::MethodNotAllowed),
+            ("GET", "/s3p/immuta", "acl", S3ErrorCode::NotImplemented),
+            ("GET", "/s3p/immuta", "uploads", S3ErrorCode::NotImplemented),
+            (
+                "GET",
+                "/s3p/immuta",
+                "versioning",
+                S3ErrorCode::NotImplemented,
+            ),
+            ("GET", "/s3p/immuta", "policy", S3ErrorCode::NotImplemented),
+            (
+                "GET",
+                "/s3p/immuta/sales/x",
+                "acl",
+                S3ErrorCode::NotImplemented,
+            ),
+            (
+                "GET",
+                "/s3p/immuta/sales/x",
+                "tagging",
+                S3ErrorCode::NotImplemented,
+            ),
+            (
+                "GET",
+                "/s3p/immuta/sales/../data/x",
+                "",
+                S3ErrorCode::InvalidArgument,
+            ),
+            (
+                "GET",
+                "/s3p/immuta/sales/%2e%2e/data/x",
+                "",
+                S3ErrorCode::InvalidArgument,
+            ),
+            ("GET", "/s3p/immuta/sales/%FF", "", S3ErrorCode::InvalidURI),
+            (
+                "GET",
+                "/s3p/immuta",
+                "max-keys=x",
+                S3ErrorCode::InvalidArgument,
+            ),
+        ];
+        for (m, p, q, code) in table {
+            assert_eq!(op(m, p, q).unwrap_err().code, *code, "{m} {p}?{q}");
+        }
+    }
+
+    #[test]
+    fn query_decoding() {
+        let q = Query::parse("prefix=a+b%2Bc&delimiter=%2F&flag&prefix=ignored").unwrap();
+        assert_eq!(q.get("prefix"), Some("a b+c"));
+        assert_eq!(q.get("delimiter"), Some("/"));
+        assert!(q.has("flag"));
+        assert_eq!(q.get("flag"), Some(""));
+    }
+
+    #[test]
+    fn only_allow_listed_object_params_are_forwarded() {
+        assert!(forwarded_object_param("response-content-type"));
+        assert!(forwarded_object_param("versionId"));
+        for p in [
+            "X-Amz-Signature",
+            "AWSAccessKeyId",
+            "Signature",
+            "x-id",
+            "prefix",
+            "acl",
+        ] {
+            assert!(!forwarded_object_param(p), "{p}");
+        }
+    }
+}
