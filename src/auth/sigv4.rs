@@ -1,19 +1,24 @@
-//! AWS Signature Version 4 verification for S3 requests: the `Authorization: AWS4-HMAC-SHA256 ...` header
-//! form and the presigned-URL (`X-Amz-Signature=...`) form. Pure: no I/O, the clock is a parameter.
+//! AWS Signature Version 4 verification for S3 requests: the `Authorization: AWS4-HMAC-SHA256 ...`
+//! header form and the presigned-URL (`X-Amz-Signature=...`) form. Pure: no I/O, the clock is a
+//! parameter.
 //!
-//! The canonical request and string to sign are built here by hand, so that S3's rules are explicit and
-//! under our control; only the key derivation and the final HMAC come from `aws_sigv4`. The core steps
-//! ([`canonical_request`], [`string_to_sign`], [`signing_key`], [`signature`]) are public and take the
-//! service as data, so the official AWS test vectors (written for a generic service) can run against
-//! them; [`verify_header`] and [`verify_presigned`] add S3's rules on top.
+//! The canonical request and string to sign are built here by hand, so that S3's rules are explicit
+//! and under our control; only the key derivation and the final HMAC come from `aws_sigv4`. The
+//! core steps ([`canonical_request`], [`string_to_sign`], [`signing_key`], [`signature`]) are
+//! public and take the service as data, so the official AWS test vectors (written for a generic
+//! service) can run against them; [`verify_header`] and [`verify_presigned`] add S3's rules on top.
 //!
 //! S3 specifics, and why:
-//! - The path is never normalised (no `.`/`..` removal, no `//` merging): S3 keys are literal strings.
-//! - The path is not double-encoded. Each segment of the raw path is percent-decoded and re-encoded with
-//!   the RFC 3986 unreserved set, which is what S3 computes server-side and what every SDK signs
-//!   (botocore signs the path it sends, which it encodes with exactly that set).
-//! - `x-amz-content-sha256` is mandatory in header auth and is used verbatim as the payload hash, so a
-//!   body never has to be read to verify a signature (the backend, or the caller, checks the body).
+//! - The path is never normalised (no `.`/`..` removal, no `//` merging): S3 keys are literal
+//!   strings.
+//! - The path is not double-encoded. Each segment of the raw path is percent-decoded and re-encoded
+//!   with the RFC 3986 unreserved set: the canonical form S3 expects. botocore and the AWS SDKs
+//!   send keys encoded with exactly that set and sign the path they send, so for them this is the
+//!   identity; a client that sends `(` or raw UTF-8 but signs the canonical form is accepted too.
+//! - The query is decoded with `+` as a space (form encoding, as S3 and aws-sigv4 read it).
+//! - `x-amz-content-sha256` is mandatory in header auth and is used verbatim as the payload hash,
+//!   so a body never has to be read to verify a signature (the backend, or the caller, checks the
+//!   body).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,7 +55,8 @@ const SPECIAL_PAYLOAD_HASHES: &[&str] = &[
     "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER",
 ];
 
-/// Everything except the RFC 3986 unreserved characters `A-Za-z0-9-._~` is percent-encoded in SigV4.
+/// Everything except the RFC 3986 unreserved characters `A-Za-z0-9-._~` is percent-encoded in
+/// SigV4.
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
@@ -68,9 +74,9 @@ pub mod param {
     pub const CONTENT_SHA256: &str = "X-Amz-Content-Sha256";
 }
 
-// ---------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // Parsed authorization data
-// ---------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 
 /// `AKID/yyyymmdd/region/service/aws4_request`, split.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,8 +160,8 @@ const CREDENTIAL_MALFORMED: &str =
 
 /// Parses `AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...`.
 ///
-/// The service, the date and the presence of `host` are not checked here (see [`verify_header`]), so
-/// this also parses the generic-service official test vectors.
+/// The service, the date and the presence of `host` are not checked here (see [`verify_header`]),
+/// so this also parses the generic-service official test vectors.
 pub fn parse_authorization(value: &str) -> Result<AuthorizationHeader, S3Error> {
     let malformed = |detail: &str| Form::Header.malformed(detail);
     let rest = value
@@ -192,7 +198,8 @@ pub fn parse_authorization(value: &str) -> Result<AuthorizationHeader, S3Error> 
         (credential, signed_headers, signature)
     else {
         return Err(malformed(
-            "the authorization header requires three components: Credential, SignedHeaders, and Signature.",
+            "the authorization header requires three components: Credential, SignedHeaders, \
+             and Signature.",
         ));
     };
     Ok(AuthorizationHeader {
@@ -223,14 +230,16 @@ pub struct PresignedParams {
     pub content_sha256: Option<String>,
 }
 
-/// True when the query carries any SigV4 presigned-URL parameter, i.e. the request means to use query auth.
+/// True when the query carries any SigV4 presigned-URL parameter, i.e. the request means to use
+/// query auth.
 pub fn is_presigned(raw_query: &str) -> bool {
     let markers = [param::ALGORITHM, param::CREDENTIAL, param::SIGNATURE];
     query_pairs(raw_query).any(|(name, _)| markers.iter().any(|m| m.as_bytes() == name.as_slice()))
 }
 
-/// Extracts and checks the presigned-URL parameters (algorithm, credential shape, `X-Amz-Expires` range).
-/// S3 rules that need more than the query (service, date match, clock) are applied by [`verify_presigned`].
+/// Extracts and checks the presigned-URL parameters (algorithm, credential shape, `X-Amz-Expires`
+/// range). S3 rules that need more than the query (service, date match, clock) are applied by
+/// [`verify_presigned`].
 pub fn parse_presigned(raw_query: &str) -> Result<PresignedParams, S3Error> {
     const NAMES: [&str; 7] = [
         param::ALGORITHM,
@@ -310,14 +319,15 @@ pub fn parse_presigned(raw_query: &str) -> Result<PresignedParams, S3Error> {
     })
 }
 
-// ---------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // Core: canonical request, string to sign, key, signature (service-independent)
-// ---------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 
-/// Canonical URI: each `/`-separated segment of the raw path is percent-decoded, then re-encoded with the
-/// unreserved set. A correctly encoded path comes out unchanged; an under-encoded one (`(`, `+`, a space,
-/// raw UTF-8) gets the encoding the client's signer used; `%2F` inside a segment stays `%2F`; lowercase hex
-/// becomes uppercase. No dot-segment removal, no slash merging, no double encoding (S3 semantics).
+/// Canonical URI: each `/`-separated segment of the raw path is percent-decoded, then re-encoded
+/// with the unreserved set. A correctly encoded path comes out unchanged; an under-encoded one
+/// (`(`, `+`, a space, raw UTF-8) gets the encoding the client's signer used; `%2F` inside a
+/// segment stays `%2F`; lowercase hex becomes uppercase. No dot-segment removal, no slash merging,
+/// no double encoding (S3 semantics).
 pub fn canonical_uri(raw_path: &str) -> String {
     if raw_path.is_empty() {
         return "/".to_string();
@@ -335,8 +345,9 @@ pub fn canonical_uri(raw_path: &str) -> String {
         .join("/")
 }
 
-/// The `name=value` pairs of a raw query, percent-decoded to bytes. A `+` is a space (form encoding, which
-/// S3 and the AWS SDKs follow); an empty piece (`a&&b`) is skipped; `a` without `=` has an empty value.
+/// The `name=value` pairs of a raw query, percent-decoded to bytes. A `+` is a space (form
+/// encoding, which S3 and the AWS SDKs follow); an empty piece (`a&&b`) is skipped; `a` without `=`
+/// has an empty value.
 fn query_pairs(raw_query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
     fn decode(s: &str) -> Vec<u8> {
         let bytes: Vec<u8> = s
@@ -354,8 +365,8 @@ fn query_pairs(raw_query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_
         })
 }
 
-/// Canonical query string: names and values decoded then re-encoded with the unreserved set, sorted by
-/// encoded name then encoded value, joined as `name=value` with `&`. In the presigned form the
+/// Canonical query string: names and values decoded then re-encoded with the unreserved set, sorted
+/// by encoded name then encoded value, joined as `name=value` with `&`. In the presigned form the
 /// `X-Amz-Signature` parameter is left out (`presigned = true`).
 pub fn canonical_query(raw_query: &str, presigned: bool) -> String {
     let mut pairs: Vec<(String, String)> = query_pairs(raw_query)
@@ -375,9 +386,10 @@ pub fn canonical_query(raw_query: &str, presigned: bool) -> String {
         .join("&")
 }
 
-/// Canonical headers block: one `name:value\n` line per signed header, in the given order. All values of
-/// a header (any case of its name) are trimmed, their inner runs of spaces collapsed to one, and joined with
-/// `,`. A signed header absent from the request gets an empty value (the client signed it that way).
+/// Canonical headers block: one `name:value\n` line per signed header, in the given order. All
+/// values of a header (any case of its name) are trimmed, their inner runs of blanks (spaces, tabs:
+/// botocore collapses both) made one space, and joined with `,`. A signed header absent from the
+/// request gets an empty value (the client signed it that way).
 pub fn canonical_headers<S: AsRef<str>>(req: &RequestView, signed_headers: &[S]) -> String {
     let mut out = String::new();
     for name in signed_headers {
@@ -395,7 +407,8 @@ pub fn canonical_headers<S: AsRef<str>>(req: &RequestView, signed_headers: &[S])
     out
 }
 
-/// Appends `value` without leading/trailing blanks and with each inner run of blanks as a single space.
+/// Appends `value` without leading/trailing blanks and with each inner run of blanks as a single
+/// space.
 fn push_trimmed_collapsed(out: &mut String, value: &str) {
     let mut words = value.split([' ', '\t']).filter(|w| !w.is_empty());
     if let Some(first) = words.next() {
@@ -433,9 +446,9 @@ pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> S
     format!("{ALGORITHM}\n{amz_date}\n{scope}\n{digest}")
 }
 
-/// The derived signing key for one secret, scope day (`yyyymmdd`), region and service. It changes only
-/// daily, so a caller may cache it (keyed by access key id, secret version, day, region); this module
-/// caches nothing. `None` if `date` is not a valid `yyyymmdd`.
+/// The derived signing key for one secret, scope day (`yyyymmdd`), region and service. It changes
+/// only daily, so a caller may cache it (keyed by access key id, secret version, day, region); this
+/// module caches nothing. `None` if `date` is not a valid `yyyymmdd`.
 pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Option<[u8; 32]> {
     let day = parse_amz_date(&format!("{date}T000000Z"))?;
     let key = generate_signing_key(secret, day, region, service);
@@ -447,12 +460,12 @@ pub fn signature(signing_key: &[u8], string_to_sign: &str) -> String {
     calculate_signature(signing_key, string_to_sign.as_bytes())
 }
 
-// ---------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // S3 verification
-// ---------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 
-/// Verifies `Authorization: AWS4-HMAC-SHA256 ...` (`authorization` is that header's value) and returns the
-/// access key id. See the module documentation for the S3 rules applied.
+/// Verifies `Authorization: AWS4-HMAC-SHA256 ...` (`authorization` is that header's value) and
+/// returns the access key id. See the module documentation for the S3 rules applied.
 pub fn verify_header(
     req: &RequestView,
     authorization: &str,
@@ -462,8 +475,8 @@ pub fn verify_header(
     let auth = parse_authorization(authorization)?;
     check_s3_scope(&auth.credential, &auth.signed_headers, Form::Header)?;
 
-    // The request time: x-amz-date (ISO 8601 basic) or else Date (RFC 1123), which the string to sign
-    // then carries in ISO 8601 basic form.
+    // The request time: x-amz-date (ISO 8601 basic) or else Date (RFC 1123), which the string to
+    // sign then carries in ISO 8601 basic form.
     let (amz_date, request_time) = match req.header("x-amz-date") {
         Some(value) => (value.trim().to_string(), parse_amz_date(value.trim())),
         None => match req
@@ -507,8 +520,8 @@ pub fn verify_header(
     Ok(auth.credential.access_key_id)
 }
 
-/// Verifies a presigned URL (`X-Amz-Algorithm`, `-Credential`, `-Date`, `-Expires`, `-SignedHeaders`,
-/// `-Signature` in the query) and returns the access key id.
+/// Verifies a presigned URL (`X-Amz-Algorithm`, `-Credential`, `-Date`, `-Expires`,
+/// `-SignedHeaders`, `-Signature` in the query) and returns the access key id.
 pub fn verify_presigned(
     req: &RequestView,
     now: SystemTime,
@@ -557,8 +570,9 @@ pub fn verify_presigned(
     Ok(params.credential.access_key_id)
 }
 
-/// S3 rules on the scope: the service is `s3`; `host` is signed. Any region is accepted, because s3p is
-/// one endpoint for all regions; the client's region still goes into the string to sign via the scope.
+/// S3 rules on the scope: the service is `s3`; `host` is signed. Any region is accepted, because
+/// s3p is one endpoint for all regions; the client's region still goes into the string to sign via
+/// the scope.
 fn check_s3_scope(
     credential: &Credential,
     signed_headers: &[String],
@@ -593,15 +607,16 @@ fn check_payload_hash(value: &str) -> Result<(), S3Error> {
     Err(S3Error::invalid_argument(
         "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-UNSIGNED-PAYLOAD-TRAILER, \
          STREAMING-AWS4-HMAC-SHA256-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER, \
-         STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD, STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER \
-         or a valid sha256 value.",
+         STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD, \
+         STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER or a valid sha256 value.",
         "x-amz-content-sha256",
         value,
     ))
 }
 
-/// Like S3, refuse any `x-amz-*` header that the signature does not cover: otherwise a captured request
-/// could be replayed with headers that change its meaning (copy source, ACL, checksum, ...).
+/// Like S3, refuse any `x-amz-*` header that the signature does not cover: otherwise a captured
+/// request could be replayed with headers that change its meaning (copy source, ACL, checksum,
+/// ...).
 fn check_amz_headers_signed(req: &RequestView, signed_headers: &[String]) -> Result<(), S3Error> {
     let mut unsigned: Vec<String> = req
         .headers
@@ -662,8 +677,9 @@ fn too_skewed(request_time: &str, now: SystemTime) -> S3Error {
 }
 
 /// Accepts if the provided signature matches the one computed with any of the secrets (one, or two
-/// during a rotation). Comparisons are constant-time and all secrets are tried, so timing tells nothing.
-/// On mismatch the error carries what AWS shows to help a client debug: never a secret or a derived key.
+/// during a rotation). Comparisons are constant-time and all secrets are tried, so timing tells
+/// nothing. On mismatch the error carries what AWS shows to help a client debug: never a secret or
+/// a derived key.
 fn check_signature(
     secrets: &[String],
     credential: &Credential,
@@ -708,9 +724,10 @@ pub fn spaced_hex(bytes: &[u8]) -> String {
         .join(" ")
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Time, without a date library: UTC civil dates <-> days since the epoch (Howard Hinnant's algorithms)
-// ---------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
+// Time, without a date library: UTC civil dates <-> days since the epoch (Howard Hinnant's
+// algorithms)
+// -------------------------------------------------------------------------------------------------
 
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -733,7 +750,8 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
-/// Parses `yyyymmddThhmmssZ` (ISO 8601 basic, UTC), rejecting impossible dates and years before 1970.
+/// Parses `yyyymmddThhmmssZ` (ISO 8601 basic, UTC), rejecting impossible dates and years before
+/// 1970.
 pub fn parse_amz_date(value: &str) -> Option<SystemTime> {
     let b = value.as_bytes();
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
@@ -777,7 +795,8 @@ pub fn format_amz_date(time: SystemTime) -> String {
     format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
 }
 
-/// `yyyy-mm-ddThh:mm:ssZ` (ISO 8601 extended, UTC), as AWS shows `ServerTime` and `Expires` in errors.
+/// `yyyy-mm-ddThh:mm:ssZ` (ISO 8601 extended, UTC), as AWS shows `ServerTime` and `Expires` in
+/// errors.
 pub fn format_iso8601(time: SystemTime) -> String {
     let (y, mo, d, h, mi, s) = civil_parts(time);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
@@ -788,15 +807,16 @@ mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
 
-    // -----------------------------------------------------------------------------------------------
+    // ---------------------------------------------------------------------------------------------
     // Official AWS SigV4 test suite (shipped inside the aws-sigv4 crate's source), run against the
     // service-independent core functions, in header and in query form.
-    // -----------------------------------------------------------------------------------------------
+    // ---------------------------------------------------------------------------------------------
 
     /// Cases that cannot apply to S3, and why. Everything else in the suite must run.
     const SKIPPED: &[(&str, &str)] = &[
-        // Path normalisation (`.`/`..` removal, `//` merging) is for generic AWS services; S3 keys are
-        // literal, so S3 signs these paths as they are. Checked below: our canonical URI keeps them.
+        // Path normalisation (`.`/`..` removal, `//` merging) is for generic AWS services; S3 keys
+        // are literal, so S3 signs these paths as they are. Checked below: our canonical URI keeps
+        // them.
         (
             "get-relative-normalized",
             "normalizes the path; S3 does not",
@@ -815,18 +835,19 @@ mod tests {
             "normalizes the path; S3 does not",
         ),
         ("get-slashes-normalized", "normalizes the path; S3 does not"),
-        // Double percent-encoding of the path (API Gateway, Lambda); S3 encodes once. These two also
-        // ship no context.json, string to sign or signature.
+        // Double percent-encoding of the path (API Gateway, Lambda); S3 encodes once. These two
+        // also ship no context.json, string to sign or signature.
         ("double-encode-path", "double-encodes the path; S3 does not"),
         ("double-url-encode", "double-encodes the path; S3 does not"),
     ];
     /// Only the query form of this case is skipped: its signer adds X-Amz-Security-Token to the URL
-    /// after signing, so the token is in the URL but not in the canonical query. S3 requires a presigned
-    /// URL's token to be signed. (Its header form runs: the token header is simply not signed.)
+    /// after signing, so the token is in the URL but not in the canonical query. S3 requires a
+    /// presigned URL's token to be signed. (Its header form runs: the token header is simply not
+    /// signed.)
     const SKIPPED_QUERY_FORM: &[&str] = &["post-sts-header-after"];
 
-    /// `$CARGO_HOME/registry/src/*/aws-sigv4-1.6.*/aws-signing-test-suite/v4`, the newest 1.6.x found.
-    /// Panics when absent: the vectors are part of this test, not optional.
+    /// `$CARGO_HOME/registry/src/*/aws-sigv4-1.6.*/aws-signing-test-suite/v4`, the newest 1.6.x
+    /// found. Panics when absent: the vectors are part of this test, not optional.
     fn suite_dir() -> PathBuf {
         let cargo_home = std::env::var_os("CARGO_HOME")
             .map(PathBuf::from)
@@ -869,7 +890,8 @@ mod tests {
             .unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()))
     }
 
-    /// A string field of the suite's flat context.json (no JSON library needed for these few fields).
+    /// A string field of the suite's flat context.json (no JSON library needed for these few
+    /// fields).
     fn json_str(json: &str, key: &str) -> String {
         let at = json
             .find(&format!("\"{key}\""))
@@ -898,8 +920,9 @@ mod tests {
         }
     }
 
-    /// Parses the suite's HTTP/1.1 text. The request target may hold raw spaces (`GET /a b/ HTTP/1.1`), so
-    /// it is what lies between the first and the last space. Folded header lines are unfolded with one space.
+    /// Parses the suite's HTTP/1.1 text. The request target may hold raw spaces (`GET /a b/
+    /// HTTP/1.1`), so it is what lies between the first and the last space. Folded header lines are
+    /// unfolded with one space.
     fn parse_http(text: &str) -> HttpRequest {
         let (head, body) = text.split_once("\n\n").unwrap_or((text, ""));
         let mut lines = head.lines();
@@ -1049,7 +1072,8 @@ mod tests {
             );
             query_runs += 1;
         }
-        // aws-sigv4 1.6.4 ships 40 cases: 32 run in both forms, 1 in header form only, 8 are skipped.
+        // aws-sigv4 1.6.4 ships 40 cases: 32 run in both forms, 1 in header form only, 8 are
+        // skipped.
         assert_eq!(
             names.len(),
             header_runs + SKIPPED.len(),
@@ -1059,10 +1083,11 @@ mod tests {
         assert!(header_runs >= 32, "only {header_runs} cases ran");
     }
 
-    // -----------------------------------------------------------------------------------------------
-    // S3 cases. Expected signatures come from aws-sigv4's own signer, configured as the AWS SDKs sign
-    // for S3 (single encoding, no path normalisation, x-amz-content-sha256), not from our code.
-    // -----------------------------------------------------------------------------------------------
+    // ---------------------------------------------------------------------------------------------
+    // S3 cases. Expected signatures come from aws-sigv4's own signer, configured as the AWS SDKs
+    // sign for S3 (single encoding, no path normalisation, x-amz-content-sha256), not from our
+    // code.
+    // ---------------------------------------------------------------------------------------------
 
     use aws_credential_types::Credentials;
     use aws_sigv4::http_request::{
@@ -1289,8 +1314,15 @@ mod tests {
         }
     }
 
-    /// A key with every kind of awkward character, encoded as botocore and the AWS SDKs send it (each byte
-    /// outside `A-Za-z0-9-._~` as %XX): space, `+`, `=`, `%`, `é`, `€`, `(`, `)`, `!`, `*`, `'`, `&`, `,`.
+    /// A key with every kind of awkward character, encoded as botocore and the AWS SDKs send it
+    /// (each byte outside `A-Za-z0-9-._~` as %XX): space, `+`, `=`, `%`, `é`, `€`, `(`, `)`, `!`,
+    /// `*`, `'`, `&`, `,`.
+    /// ListObjectsV2 as the aws CLI sends it, with an awkward prefix.
+    const LIST: &str =
+        "/s3p/immuta?list-type=2&prefix=ds%2Fa%20b%2B&delimiter=%2F&encoding-type=url";
+    /// A presigned download with a response header override.
+    const OVERRIDES: &str =
+        "/s3p/immuta/ds/f?response-content-disposition=attachment%3B%20filename%3D%22a%20b.csv%22";
     const AWKWARD: &str =
         "/s3p/immuta/ds/dir/a%20b%2Bc%3Dd%25e%C3%A9%E2%82%AC%28x%29%21%2A%27%26%2C~.txt";
 
@@ -1298,10 +1330,22 @@ mod tests {
     fn s3_header_auth() {
         let ok = Ok(AKID);
         let cases = [
-            Case { name: "GET with UNSIGNED-PAYLOAD", signing: get("/s3p/immuta/ds/file.csv"), alter: keep, now: 0, expect: ok },
-            Case { name: "awkward key", signing: get(AWKWARD), alter: keep, now: 0, expect: ok },
             Case {
-                name: "key sent under-encoded: ( ) = ! * ' , and raw UTF-8 are canonicalised as signed",
+                name: "GET with UNSIGNED-PAYLOAD",
+                signing: get("/s3p/immuta/ds/file.csv"),
+                alter: keep,
+                now: 0,
+                expect: ok,
+            },
+            Case {
+                name: "awkward key",
+                signing: get(AWKWARD),
+                alter: keep,
+                now: 0,
+                expect: ok,
+            },
+            Case {
+                name: "under-encoded key ( ) = ! * ' , and raw UTF-8, canonicalised as signed",
                 signing: get("/s3p/immuta/ds/%28x%29%3Dy%21%2A%27%2C%C3%A9"),
                 alter: |r| r.path = "/s3p/immuta/ds/(x)=y!*',é".to_string(),
                 now: 0,
@@ -1323,14 +1367,17 @@ mod tests {
             },
             Case {
                 name: "ListObjectsV2 with an encoded prefix and delimiter",
-                signing: get("/s3p/immuta?list-type=2&prefix=ds%2Fa%20b%2B&delimiter=%2F&encoding-type=url"),
+                signing: get(LIST),
                 alter: keep,
                 now: 0,
                 expect: ok,
             },
             Case {
                 name: "a query parameter without a value",
-                signing: Signing { method: "POST", ..get("/s3p/immuta/ds/big.bin?uploads") },
+                signing: Signing {
+                    method: "POST",
+                    ..get("/s3p/immuta/ds/big.bin?uploads")
+                },
                 alter: keep,
                 now: 0,
                 expect: ok,
@@ -1339,7 +1386,10 @@ mod tests {
                 name: "PUT with a signed body hash and user headers",
                 signing: Signing {
                     method: "PUT",
-                    headers: &[("content-type", "text/plain"), ("x-amz-meta-note", "a   b  c ")],
+                    headers: &[
+                        ("content-type", "text/plain"),
+                        ("x-amz-meta-note", "a   b  c "),
+                    ],
                     body: Body::Bytes(b"hello world"),
                     ..get("/s3p/immuta/ds/hello.txt")
                 },
@@ -1349,7 +1399,11 @@ mod tests {
             },
             Case {
                 name: "empty body hash",
-                signing: Signing { method: "PUT", body: Body::Bytes(b""), ..get("/s3p/immuta/ds/empty") },
+                signing: Signing {
+                    method: "PUT",
+                    body: Body::Bytes(b""),
+                    ..get("/s3p/immuta/ds/empty")
+                },
                 alter: keep,
                 now: 0,
                 expect: ok,
@@ -1358,7 +1412,10 @@ mod tests {
                 name: "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
                 signing: Signing {
                     method: "PUT",
-                    headers: &[("x-amz-trailer", "x-amz-checksum-crc32"), ("content-encoding", "aws-chunked")],
+                    headers: &[
+                        ("x-amz-trailer", "x-amz-checksum-crc32"),
+                        ("content-encoding", "aws-chunked"),
+                    ],
                     body: Body::StreamingTrailer,
                     ..get("/s3p/immuta/ds/streamed")
                 },
@@ -1368,21 +1425,32 @@ mod tests {
             },
             Case {
                 name: "any region",
-                signing: Signing { region: "eu-central-1", ..get("/s3p/immuta/ds/file.csv") },
+                signing: Signing {
+                    region: "eu-central-1",
+                    ..get("/s3p/immuta/ds/file.csv")
+                },
                 alter: keep,
                 now: 0,
                 expect: ok,
             },
             Case {
                 name: "rotation: old secret",
-                signing: Signing { akid: ROTATING, secret: OLD_SECRET, ..get("/s3p/immuta/ds/f") },
+                signing: Signing {
+                    akid: ROTATING,
+                    secret: OLD_SECRET,
+                    ..get("/s3p/immuta/ds/f")
+                },
                 alter: keep,
                 now: 0,
                 expect: Ok(ROTATING),
             },
             Case {
                 name: "rotation: new secret",
-                signing: Signing { akid: ROTATING, secret: NEW_SECRET, ..get("/s3p/immuta/ds/f") },
+                signing: Signing {
+                    akid: ROTATING,
+                    secret: NEW_SECRET,
+                    ..get("/s3p/immuta/ds/f")
+                },
                 alter: keep,
                 now: 0,
                 expect: Ok(ROTATING),
@@ -1403,7 +1471,10 @@ mod tests {
             },
             Case {
                 name: "Date header instead of x-amz-date",
-                signing: Signing { headers: &[("date", "Wed, 01 May 2024 12:00:00 GMT")], ..get("/s3p/immuta/ds/f") },
+                signing: Signing {
+                    headers: &[("date", "Wed, 01 May 2024 12:00:00 GMT")],
+                    ..get("/s3p/immuta/ds/f")
+                },
                 alter: |r| r.headers.retain(|(n, _)| n != "x-amz-date"),
                 now: 0,
                 // aws-sigv4 always signs x-amz-date: without it the string to sign differs.
@@ -1411,7 +1482,10 @@ mod tests {
             },
             Case {
                 name: "wrong secret",
-                signing: Signing { secret: OLD_SECRET, ..get("/s3p/immuta/ds/f") },
+                signing: Signing {
+                    secret: OLD_SECRET,
+                    ..get("/s3p/immuta/ds/f")
+                },
                 alter: keep,
                 now: 0,
                 expect: Err(S3ErrorCode::SignatureDoesNotMatch),
@@ -1446,28 +1520,41 @@ mod tests {
             },
             Case {
                 name: "tampered signed header",
-                signing: Signing { headers: &[("range", "bytes=0-9")], ..get("/s3p/immuta/ds/f") },
+                signing: Signing {
+                    headers: &[("range", "bytes=0-9")],
+                    ..get("/s3p/immuta/ds/f")
+                },
                 alter: |r| set_header(r, "range", "bytes=0-99"),
                 now: 0,
                 expect: Err(S3ErrorCode::SignatureDoesNotMatch),
             },
             Case {
                 name: "tampered payload hash",
-                signing: Signing { method: "PUT", body: Body::Bytes(b"x"), ..get("/s3p/immuta/ds/f") },
+                signing: Signing {
+                    method: "PUT",
+                    body: Body::Bytes(b"x"),
+                    ..get("/s3p/immuta/ds/f")
+                },
                 alter: |r| set_header(r, "x-amz-content-sha256", UNSIGNED_PAYLOAD),
                 now: 0,
                 expect: Err(S3ErrorCode::SignatureDoesNotMatch),
             },
             Case {
                 name: "unknown key",
-                signing: Signing { akid: "AKIDNOBODY", ..get("/s3p/immuta/ds/f") },
+                signing: Signing {
+                    akid: "AKIDNOBODY",
+                    ..get("/s3p/immuta/ds/f")
+                },
                 alter: keep,
                 now: 0,
                 expect: Err(S3ErrorCode::InvalidAccessKeyId),
             },
             Case {
                 name: "key without secrets",
-                signing: Signing { akid: NO_SECRET, ..get("/s3p/immuta/ds/f") },
+                signing: Signing {
+                    akid: NO_SECRET,
+                    ..get("/s3p/immuta/ds/f")
+                },
                 alter: keep,
                 now: 0,
                 expect: Err(S3ErrorCode::SignatureDoesNotMatch),
@@ -1563,17 +1650,41 @@ mod tests {
         }
         let ok = Ok(AKID);
         let cases = [
-            Case { name: "presigned GET", signing: presigned("/s3p/immuta/ds/file.csv", 3600), alter: keep, now: 60, expect: ok },
-            Case { name: "presigned awkward key", signing: presigned(AWKWARD, 3600), alter: keep, now: 60, expect: ok },
+            Case {
+                name: "presigned GET",
+                signing: presigned("/s3p/immuta/ds/file.csv", 3600),
+                alter: keep,
+                now: 60,
+                expect: ok,
+            },
+            Case {
+                name: "presigned awkward key",
+                signing: presigned(AWKWARD, 3600),
+                alter: keep,
+                now: 60,
+                expect: ok,
+            },
             Case {
                 name: "presigned GET with response overrides",
-                signing: presigned("/s3p/immuta/ds/f?response-content-disposition=attachment%3B%20filename%3D%22a%20b.csv%22", 600),
+                signing: presigned(OVERRIDES, 600),
                 alter: keep,
                 now: 0,
                 expect: ok,
             },
-            Case { name: "last valid second", signing: presigned("/s3p/immuta/ds/f", 3600), alter: keep, now: 3600, expect: ok },
-            Case { name: "one week", signing: presigned("/s3p/immuta/ds/f", 604_800), alter: keep, now: 604_000, expect: ok },
+            Case {
+                name: "last valid second",
+                signing: presigned("/s3p/immuta/ds/f", 3600),
+                alter: keep,
+                now: 3600,
+                expect: ok,
+            },
+            Case {
+                name: "one week",
+                signing: presigned("/s3p/immuta/ds/f", 604_800),
+                alter: keep,
+                now: 604_000,
+                expect: ok,
+            },
             Case {
                 name: "signed 14 minutes in the future",
                 signing: presigned("/s3p/immuta/ds/f", 60),
@@ -1583,7 +1694,11 @@ mod tests {
             },
             Case {
                 name: "rotation: old secret",
-                signing: Signing { akid: ROTATING, secret: OLD_SECRET, ..presigned("/s3p/immuta/ds/f", 60) },
+                signing: Signing {
+                    akid: ROTATING,
+                    secret: OLD_SECRET,
+                    ..presigned("/s3p/immuta/ds/f", 60)
+                },
                 alter: keep,
                 now: 0,
                 expect: Ok(ROTATING),
@@ -1605,7 +1720,11 @@ mod tests {
             Case {
                 name: "X-Amz-Expires over a week",
                 signing: presigned("/s3p/immuta/ds/f", 3600),
-                alter: |r| r.query = r.query.replace("X-Amz-Expires=3600", "X-Amz-Expires=604801"),
+                alter: |r| {
+                    r.query = r
+                        .query
+                        .replace("X-Amz-Expires=3600", "X-Amz-Expires=604801")
+                },
                 now: 0,
                 expect: Err(S3ErrorCode::AuthorizationQueryParametersError),
             },
@@ -1667,14 +1786,20 @@ mod tests {
             },
             Case {
                 name: "wrong secret",
-                signing: Signing { secret: NEW_SECRET, ..presigned("/s3p/immuta/ds/f", 3600) },
+                signing: Signing {
+                    secret: NEW_SECRET,
+                    ..presigned("/s3p/immuta/ds/f", 3600)
+                },
                 alter: keep,
                 now: 0,
                 expect: Err(S3ErrorCode::SignatureDoesNotMatch),
             },
             Case {
                 name: "unknown key",
-                signing: Signing { akid: "AKIDNOBODY", ..presigned("/s3p/immuta/ds/f", 3600) },
+                signing: Signing {
+                    akid: "AKIDNOBODY",
+                    ..presigned("/s3p/immuta/ds/f", 3600)
+                },
                 alter: keep,
                 now: 0,
                 expect: Err(S3ErrorCode::InvalidAccessKeyId),
