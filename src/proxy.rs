@@ -18,7 +18,7 @@ use crate::policy;
 use crate::request::{self, Mount, Operation, Query};
 use crate::xml;
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -59,13 +59,6 @@ pub struct ObjectRoute {
     resource: String,
 }
 
-/// A backend error being replaced by s3p's own error body.
-#[derive(Debug)]
-struct ErrorRewrite {
-    status: u16,
-    backend_body: BytesMut,
-}
-
 /// Per-request state.
 pub struct RequestCtx {
     request_id: String,
@@ -74,7 +67,8 @@ pub struct RequestCtx {
     operation: &'static str,
     target: String,
     object: Option<ObjectRoute>,
-    rewrite: Option<ErrorRewrite>,
+    /// A backend error answer, replaced by s3p's own error in virtual terms.
+    backend_error: Option<S3Error>,
     error_code: Option<&'static str>,
     upstream_started: Option<Instant>,
     backend_latency: Option<Duration>,
@@ -129,8 +123,8 @@ fn forwarded_request_header(name: &str) -> bool {
     )
 }
 
-/// The S3 error a backend error status becomes. The status alone decides, because headers go out before
-/// the backend's body (with its code) is read; the body may only refine the code within the same status.
+/// The S3 error a backend error status becomes. The backend's body is never read: it names the backend's
+/// bucket and keys, and its code would add nothing a client can act on beyond the status.
 fn error_for_backend_status(status: u16) -> S3Error {
     let code = match status {
         400 => S3ErrorCode::InvalidRequest,
@@ -142,31 +136,11 @@ fn error_for_backend_status(status: u16) -> S3Error {
         501 => S3ErrorCode::NotImplemented,
         503 => S3ErrorCode::SlowDown,
         s if s >= 500 => S3ErrorCode::ServiceUnavailable,
+        // A redirect means the backend is misconfigured (wrong region or endpoint): never relay it.
+        s if s < 400 => S3ErrorCode::InternalError,
         _ => S3ErrorCode::InvalidRequest,
     };
     S3Error::new(code)
-}
-
-fn refine_backend_error(status: u16, body: &[u8]) -> S3Error {
-    let base = error_for_backend_status(status);
-    const SAFE: &[S3ErrorCode] = &[
-        S3ErrorCode::InvalidArgument,
-        S3ErrorCode::InvalidRequest,
-        S3ErrorCode::InvalidRange,
-        S3ErrorCode::PreconditionFailed,
-        S3ErrorCode::NoSuchKey,
-        S3ErrorCode::SlowDown,
-        S3ErrorCode::ServiceUnavailable,
-        S3ErrorCode::NotImplemented,
-    ];
-    match xml::parse_error_code(body) {
-        Some(code) => SAFE
-            .iter()
-            .find(|c| c.as_str() == code && c.status() == base.status())
-            .map(|c| S3Error::new(*c))
-            .unwrap_or(base),
-        None => base,
-    }
 }
 
 impl S3Proxy {
@@ -385,7 +359,7 @@ impl ProxyHttp for S3Proxy {
             operation: "Unknown",
             target: String::new(),
             object: None,
-            rewrite: None,
+            backend_error: None,
             error_code: None,
             upstream_started: None,
             backend_latency: None,
@@ -503,54 +477,27 @@ impl ProxyHttp for S3Proxy {
         }
         ctx.backend_latency = ctx.upstream_started.map(|t| t.elapsed());
         let status = resp.status.as_u16();
-        let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
         if status >= 400 || (300..400).contains(&status) && status != 304 {
-            // The backend's error body names its bucket and keys: replace it entirely.
-            for name in names {
+            // Stop here and answer with s3p's own error (see fail_to_proxy): the backend's body is never
+            // relayed. This also covers error answers without a body, which no body filter would see.
+            let mut e = error_for_backend_status(status);
+            e.resource = ctx.object.as_ref().map(|o| o.resource.clone());
+            log::debug!("request {}: backend answered {status}", ctx.request_id);
+            ctx.backend_error = Some(e);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                "backend error answer",
+            ));
+        }
+        let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
+        for name in names {
+            if !forwarded_response_header(name.as_str()) {
                 resp.remove_header(&name);
-            }
-            let mapped = error_for_backend_status(status);
-            resp.set_status(mapped.status())?;
-            resp.insert_header("content-type", "application/xml")?;
-            ctx.rewrite = Some(ErrorRewrite {
-                status,
-                backend_body: BytesMut::new(),
-            });
-        } else {
-            for name in names {
-                if !forwarded_response_header(name.as_str()) {
-                    resp.remove_header(&name);
-                }
             }
         }
         resp.insert_header("x-amz-request-id", &ctx.request_id)?;
         resp.insert_header("x-amz-id-2", &ctx.request_id)?;
         Ok(())
-    }
-
-    fn upstream_response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<Duration>> {
-        let Some(rewrite) = ctx.rewrite.as_mut() else {
-            return Ok(None);
-        };
-        if let Some(chunk) = body.take() {
-            // Error bodies are small; never hold more than 64 KiB of one.
-            if rewrite.backend_body.len() < 64 * 1024 {
-                rewrite.backend_body.extend_from_slice(&chunk);
-            }
-        }
-        if end_of_stream && !ctx.is_head {
-            let mut e = refine_backend_error(rewrite.status, &rewrite.backend_body);
-            e.resource = ctx.object.as_ref().map(|o| o.resource.clone());
-            ctx.error_code = Some(e.code.as_str());
-            *body = Some(Bytes::from(xml::error(&e, &ctx.request_id)));
-        }
-        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -560,6 +507,7 @@ impl ProxyHttp for S3Proxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let error = match e.esource() {
+            _ if ctx.backend_error.is_some() => ctx.backend_error.take(),
             ErrorSource::Downstream => None,
             ErrorSource::Upstream => {
                 log::warn!("request {}: backend failed: {e}", ctx.request_id);
@@ -622,33 +570,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backend_errors_map_by_status_and_never_copy_text() {
-        let body = b"<Error><Code>NoSuchKey</Code><Message>no key data/x in bucket real-bucket</Message></Error>";
-        let e = refine_backend_error(404, body);
-        assert_eq!(e.code, S3ErrorCode::NoSuchKey);
-        assert!(!e.message.contains("real-bucket"));
-        // A code whose status differs from the one already sent is not taken over.
-        assert_eq!(
-            refine_backend_error(404, b"<Error><Code>NoSuchBucket</Code></Error>").code,
-            S3ErrorCode::NoSuchKey
-        );
-        assert_eq!(
-            refine_backend_error(400, b"<Error><Code>InvalidArgument</Code></Error>").code,
-            S3ErrorCode::InvalidArgument
-        );
-        assert_eq!(
-            refine_backend_error(412, b"").code,
-            S3ErrorCode::PreconditionFailed
-        );
-        assert_eq!(
-            refine_backend_error(416, b"").code,
-            S3ErrorCode::InvalidRange
-        );
-        assert_eq!(refine_backend_error(500, b"").status(), 503);
-        assert_eq!(
-            refine_backend_error(409, b"<Error><Code>BucketNotEmpty</Code></Error>").code,
-            S3ErrorCode::InvalidRequest
-        );
+    fn backend_errors_map_by_status() {
+        let table = [
+            (404, S3ErrorCode::NoSuchKey),
+            (403, S3ErrorCode::AccessDenied),
+            (412, S3ErrorCode::PreconditionFailed),
+            (416, S3ErrorCode::InvalidRange),
+            (400, S3ErrorCode::InvalidRequest),
+            (409, S3ErrorCode::InvalidRequest),
+            (301, S3ErrorCode::InternalError),
+            (500, S3ErrorCode::ServiceUnavailable),
+            (503, S3ErrorCode::SlowDown),
+        ];
+        for (status, code) in table {
+            assert_eq!(error_for_backend_status(status).code, code, "{status}");
+        }
     }
 
     #[test]

@@ -366,20 +366,28 @@ mod tests {
         let docs = [
             Doc {
                 method: "GET",
-                headers: &[("Host", "awsexamplebucket1.us-west-1.s3.amazonaws.com"), ("Date", "Tue, 27 Mar 2007 19:36:42 +0000")],
+                headers: &[
+                    ("Host", "awsexamplebucket1.us-west-1.s3.amazonaws.com"),
+                    ("Date", "Tue, 27 Mar 2007 19:36:42 +0000"),
+                ],
                 resource: "/awsexamplebucket1/photos/puppy.jpg",
                 query: "",
                 date_line: "Tue, 27 Mar 2007 19:36:42 +0000",
-                string_to_sign: "GET\n\n\nTue, 27 Mar 2007 19:36:42 +0000\n/awsexamplebucket1/photos/puppy.jpg",
+                string_to_sign: "GET\n\n\nTue, 27 Mar 2007 19:36:42 +0000\n\
+                    /awsexamplebucket1/photos/puppy.jpg",
                 signature: "qgk2+6Sv9/oM7G3qLEjTH1a1l1g=",
             },
             Doc {
                 method: "GET",
-                headers: &[("Host", "johnsmith.s3.amazonaws.com"), ("Date", "Tue, 27 Mar 2007 19:36:42 +0000")],
+                headers: &[
+                    ("Host", "johnsmith.s3.amazonaws.com"),
+                    ("Date", "Tue, 27 Mar 2007 19:36:42 +0000"),
+                ],
                 resource: "/johnsmith/photos/puppy.jpg",
                 query: "",
                 date_line: "Tue, 27 Mar 2007 19:36:42 +0000",
-                string_to_sign: "GET\n\n\nTue, 27 Mar 2007 19:36:42 +0000\n/johnsmith/photos/puppy.jpg",
+                string_to_sign: "GET\n\n\nTue, 27 Mar 2007 19:36:42 +0000\n\
+                    /johnsmith/photos/puppy.jpg",
                 signature: "bWq2s1WEIj+Ydj0vQ697zp+IXMU=",
             },
             Doc {
@@ -393,12 +401,16 @@ mod tests {
                 resource: "/johnsmith/photos/puppy.jpg",
                 query: "",
                 date_line: "Tue, 27 Mar 2007 21:15:45 +0000",
-                string_to_sign: "PUT\n\nimage/jpeg\nTue, 27 Mar 2007 21:15:45 +0000\n/johnsmith/photos/puppy.jpg",
+                string_to_sign: "PUT\n\nimage/jpeg\nTue, 27 Mar 2007 21:15:45 +0000\n\
+                    /johnsmith/photos/puppy.jpg",
                 signature: "MyyxeRY7whkBe+bq8fHCL/2kKUg=",
             },
             Doc {
                 method: "GET",
-                headers: &[("Host", "johnsmith.s3.amazonaws.com"), ("Date", "Tue, 27 Mar 2007 19:42:41 +0000")],
+                headers: &[
+                    ("Host", "johnsmith.s3.amazonaws.com"),
+                    ("Date", "Tue, 27 Mar 2007 19:42:41 +0000"),
+                ],
                 resource: "/johnsmith/",
                 query: "prefix=photos&max-keys=50&marker=puppy",
                 date_line: "Tue, 27 Mar 2007 19:42:41 +0000",
@@ -407,7 +419,10 @@ mod tests {
             },
             Doc {
                 method: "GET",
-                headers: &[("Host", "johnsmith.s3.amazonaws.com"), ("Date", "Tue, 27 Mar 2007 19:44:46 +0000")],
+                headers: &[
+                    ("Host", "johnsmith.s3.amazonaws.com"),
+                    ("Date", "Tue, 27 Mar 2007 19:44:46 +0000"),
+                ],
                 resource: "/johnsmith/",
                 query: "acl",
                 date_line: "Tue, 27 Mar 2007 19:44:46 +0000",
@@ -416,7 +431,10 @@ mod tests {
             },
             Doc {
                 method: "GET",
-                headers: &[("Host", "s3.us-west-1.amazonaws.com"), ("Date", "Wed, 28 Mar 2007 01:29:59 +0000")],
+                headers: &[
+                    ("Host", "s3.us-west-1.amazonaws.com"),
+                    ("Date", "Wed, 28 Mar 2007 01:29:59 +0000"),
+                ],
                 resource: "/",
                 query: "",
                 date_line: "Wed, 28 Mar 2007 01:29:59 +0000",
@@ -425,11 +443,15 @@ mod tests {
             },
             Doc {
                 method: "GET",
-                headers: &[("Host", "s3.us-west-1.amazonaws.com"), ("Date", "Wed, 28 Mar 2007 01:49:49 +0000")],
+                headers: &[
+                    ("Host", "s3.us-west-1.amazonaws.com"),
+                    ("Date", "Wed, 28 Mar 2007 01:49:49 +0000"),
+                ],
                 resource: "/dictionary/fran%C3%A7ais/pr%c3%a9f%c3%a8re",
                 query: "",
                 date_line: "Wed, 28 Mar 2007 01:49:49 +0000",
-                string_to_sign: "GET\n\n\nWed, 28 Mar 2007 01:49:49 +0000\n/dictionary/fran%C3%A7ais/pr%c3%a9f%c3%a8re",
+                string_to_sign: "GET\n\n\nWed, 28 Mar 2007 01:49:49 +0000\n\
+                    /dictionary/fran%C3%A7ais/pr%c3%a9f%c3%a8re",
                 signature: "DNEZGsoieTZ92F3bUfSPQcbGmlM=",
             },
         ];
@@ -515,16 +537,21 @@ mod tests {
                 query: "",
                 headers: &[("Date", DATE)],
                 resource: "/s3p/immuta/ds/a%20b%2Bc%3Dd%25e%C3%A9%28x%29",
-                expected: "GET\n\n\nWed, 01 May 2024 12:00:00 GMT\n/s3p/immuta/ds/a%20b%2Bc%3Dd%25e%C3%A9%28x%29",
+                expected: "GET\n\n\nWed, 01 May 2024 12:00:00 GMT\n\
+                    /s3p/immuta/ds/a%20b%2Bc%3Dd%25e%C3%A9%28x%29",
             },
             StsCase {
                 name: "x-amz-date empties the Date line and is signed as a header",
                 method: "DELETE",
                 path: "/s3p/immuta/ds/f",
                 query: "",
-                headers: &[("Date", "Thu, 01 Jan 1970 00:00:00 GMT"), ("X-Amz-Date", DATE)],
+                headers: &[
+                    ("Date", "Thu, 01 Jan 1970 00:00:00 GMT"),
+                    ("X-Amz-Date", DATE),
+                ],
                 resource: "/s3p/immuta/ds/f",
-                expected: "DELETE\n\n\n\nx-amz-date:Wed, 01 May 2024 12:00:00 GMT\n/s3p/immuta/ds/f",
+                expected: "DELETE\n\n\n\nx-amz-date:Wed, 01 May 2024 12:00:00 GMT\n\
+                    /s3p/immuta/ds/f",
             },
             StsCase {
                 name: "Content-MD5, Content-Type, x-amz-* sorted, trimmed, repeated ones joined",
@@ -541,20 +568,23 @@ mod tests {
                     ("x-amzn-trace-id", "not an x-amz- header"),
                 ],
                 resource: "/s3p/immuta/ds/f",
-                expected: "PUT\nXrY7u+Ae7tCTyyK7j1rNww==\ntext/plain\nWed, 01 May 2024 12:00:00 GMT\n\
+                expected: "PUT\nXrY7u+Ae7tCTyyK7j1rNww==\ntext/plain\n\
+                           Wed, 01 May 2024 12:00:00 GMT\n\
                            x-amz-meta-a:1,2\nx-amz-meta-b:two  words\n/s3p/immuta/ds/f",
             },
             StsCase {
                 name: "sub-resources: only those, sorted, values decoded",
                 method: "GET",
                 path: "/s3p/immuta/ds/f",
-                query: "versionId=3%2F4&list-type=2&acl&response-content-disposition=attachment%3B%20filename%3D%22a.csv%22\
+                query: "versionId=3%2F4&list-type=2&acl\
+                        &response-content-disposition=attachment%3B%20filename%3D%22a.csv%22\
                         &uploadId=xyz&partNumber=2&prefix=a&response-content-type=text%2Fplain",
                 headers: &[("Date", DATE)],
                 resource: "/s3p/immuta/ds/f",
-                expected: "GET\n\n\nWed, 01 May 2024 12:00:00 GMT\n/s3p/immuta/ds/f?acl&partNumber=2\
-                           &response-content-disposition=attachment; filename=\"a.csv\"&response-content-type=text/plain\
-                           &uploadId=xyz&versionId=3/4",
+                expected:
+                    "GET\n\n\nWed, 01 May 2024 12:00:00 GMT\n/s3p/immuta/ds/f?acl&partNumber=2\
+                           &response-content-disposition=attachment; filename=\"a.csv\"\
+                           &response-content-type=text/plain&uploadId=xyz&versionId=3/4",
             },
             StsCase {
                 name: "uploads without a value",
@@ -563,7 +593,8 @@ mod tests {
                 query: "uploads",
                 headers: &[("Date", DATE), ("Content-Type", "application/octet-stream")],
                 resource: "/s3p/immuta/ds/big.bin",
-                expected: "POST\n\napplication/octet-stream\nWed, 01 May 2024 12:00:00 GMT\n/s3p/immuta/ds/big.bin?uploads",
+                expected: "POST\n\napplication/octet-stream\nWed, 01 May 2024 12:00:00 GMT\n\
+                    /s3p/immuta/ds/big.bin?uploads",
             },
             StsCase {
                 name: "listing: prefix and delimiter are not sub-resources",
@@ -579,7 +610,10 @@ mod tests {
                 method: "GET",
                 path: "/ds/file.csv",
                 query: "",
-                headers: &[("Host", "immuta.s3p.example"), ("Date", "Wed, 01 May 2024 12:00:00 +0000")],
+                headers: &[
+                    ("Host", "immuta.s3p.example"),
+                    ("Date", "Wed, 01 May 2024 12:00:00 +0000"),
+                ],
                 resource: "/immuta/ds/file.csv",
                 expected: "GET\n\n\nWed, 01 May 2024 12:00:00 +0000\n/immuta/ds/file.csv",
             },
@@ -748,9 +782,10 @@ mod tests {
     #[test]
     fn query_auth() {
         let path = "/s3p/immuta/ds/a%20b.csv";
-        let expires = "1714568400"; // t0 + 1 hour
-                                    // `extra_query` is sent before the auth parameters; `signed` is
-                                    // how its sub-resources are signed.
+        // t0 + 1 hour
+        let expires = "1714568400";
+        // `extra_query` is sent before the auth parameters; `signed` is how its sub-resources are
+        // signed.
         let sign_url_with = |secret: &str, extra_query: &str, signed: &str, akid: &str| {
             let sts = format!("GET\n\n\n{expires}\n{path}{signed}");
             let sig = hmac_sha1_b64(secret, &sts);

@@ -1072,7 +1072,7 @@ mod tests {
             );
             query_runs += 1;
         }
-        // aws-sigv4 1.6.4 ships 40 cases: 32 run in both forms, 1 in header form only, 8 are
+        // aws-sigv4 1.6.4 ships 40 cases: 31 run in both forms, 1 in header form only, 8 are
         // skipped.
         assert_eq!(
             names.len(),
@@ -1254,16 +1254,14 @@ mod tests {
         set_header(req, "authorization", &value);
     }
     fn tamper_query_signature(req: &mut HttpRequest) {
+        // aws-sigv4 appends X-Amz-Signature last.
+        assert!(req
+            .query
+            .rsplit('&')
+            .next()
+            .unwrap()
+            .starts_with("X-Amz-Signature="));
         req.query = flip_last_hex(&req.query);
-        assert!(
-            req.query.contains("X-Amz-Signature=")
-                && req
-                    .query
-                    .rsplit('&')
-                    .next()
-                    .unwrap()
-                    .starts_with("X-Amz-Sig")
-        );
     }
 
     struct Case {
@@ -1314,15 +1312,15 @@ mod tests {
         }
     }
 
-    /// A key with every kind of awkward character, encoded as botocore and the AWS SDKs send it
-    /// (each byte outside `A-Za-z0-9-._~` as %XX): space, `+`, `=`, `%`, `é`, `€`, `(`, `)`, `!`,
-    /// `*`, `'`, `&`, `,`.
     /// ListObjectsV2 as the aws CLI sends it, with an awkward prefix.
     const LIST: &str =
         "/s3p/immuta?list-type=2&prefix=ds%2Fa%20b%2B&delimiter=%2F&encoding-type=url";
     /// A presigned download with a response header override.
     const OVERRIDES: &str =
         "/s3p/immuta/ds/f?response-content-disposition=attachment%3B%20filename%3D%22a%20b.csv%22";
+    /// A key with every kind of awkward character, encoded as botocore and the AWS SDKs send it
+    /// (each byte outside `A-Za-z0-9-._~` as %XX): space, `+`, `=`, `%`, `é`, `€`, `(`, `)`, `!`,
+    /// `*`, `'`, `&`, `,`.
     const AWKWARD: &str =
         "/s3p/immuta/ds/dir/a%20b%2Bc%3Dd%25e%C3%A9%E2%82%AC%28x%29%21%2A%27%26%2C~.txt";
 
