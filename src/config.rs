@@ -57,6 +57,13 @@ pub struct Config {
     pub legacy_auth: bool,
     /// Worker threads for the proxy.
     pub threads: usize,
+    /// Host names under which the virtual bucket is also addressed virtual-host style
+    /// (`<bucket>.<suffix>`), lowercase, without port.
+    pub virtual_host_suffixes: Vec<String>,
+    /// Accept SigV4/SigV2 signatures computed without the base path in the path (s3fs-fuse 1.90) or with
+    /// it appended to the host (s3cmd). Off by default; see README "Clients that sign without the base path".
+    pub signature_base_path_tolerance: bool,
+    pub cors: Cors,
     pub limits: Limits,
     pub backends: BTreeMap<String, Backend>,
     pub data_sources: BTreeMap<String, DataSource>,
@@ -67,6 +74,20 @@ pub struct Config {
 pub struct Owner {
     pub id: String,
     pub display_name: String,
+}
+
+/// CORS for browsers using presigned URLs. Empty `allowed_origins` turns CORS off.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cors {
+    /// Exact origins (`https://app.example.com`), or `*` for any.
+    pub allowed_origins: Vec<String>,
+    pub max_age_s: u64,
+}
+
+impl Cors {
+    pub fn allows(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o == "*" || o == origin)
+    }
 }
 
 /// Timeouts and sizes. Defaults are chosen for interactive data tools on a LAN.
@@ -183,6 +204,12 @@ struct RawConfig {
     #[serde(default)]
     threads: Option<usize>,
     #[serde(default)]
+    virtual_host_suffixes: Vec<String>,
+    #[serde(default)]
+    signature_base_path_tolerance: bool,
+    #[serde(default)]
+    cors: Option<RawCors>,
+    #[serde(default)]
     limits: Option<RawLimits>,
     #[serde(default)]
     backends: BTreeMap<String, RawBackend>,
@@ -197,6 +224,19 @@ struct RawConfig {
 struct RawOwner {
     id: String,
     display_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default = "default_cors_max_age")]
+    max_age_s: u64,
+}
+
+fn default_cors_max_age() -> u64 {
+    3600
 }
 
 #[derive(Deserialize)]
@@ -638,6 +678,37 @@ impl Config {
             grace_period_s: l.grace_period_s.unwrap_or(d.grace_period_s),
         };
 
+        let mut virtual_host_suffixes = Vec::new();
+        for (i, suffix) in raw.virtual_host_suffixes.iter().enumerate() {
+            let s = suffix.trim().trim_start_matches('.').to_ascii_lowercase();
+            if s.is_empty() || s.contains(['/', ':', ' ']) {
+                err(
+                    &mut errors,
+                    format!("virtual_host_suffixes[{i}]"),
+                    "must be a host name without port or path".into(),
+                );
+            }
+            virtual_host_suffixes.push(s);
+        }
+        let cors = match raw.cors {
+            Some(c) => {
+                for (i, o) in c.allowed_origins.iter().enumerate() {
+                    if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                        err(
+                            &mut errors,
+                            format!("cors.allowed_origins[{i}]"),
+                            "must be `*` or an http(s) origin".into(),
+                        );
+                    }
+                }
+                Cors {
+                    allowed_origins: c.allowed_origins,
+                    max_age_s: c.max_age_s,
+                }
+            }
+            None => Cors::default(),
+        };
+
         let owner = raw
             .owner
             .map(|o| Owner {
@@ -661,6 +732,9 @@ impl Config {
             token_secret,
             legacy_auth: raw.legacy_auth,
             threads: raw.threads.unwrap_or(2).max(1),
+            virtual_host_suffixes,
+            signature_base_path_tolerance: raw.signature_base_path_tolerance,
+            cors,
             limits,
             backends,
             data_sources,

@@ -71,6 +71,8 @@ pub struct RequestCtx {
     backend_error: Option<S3Error>,
     error_code: Option<&'static str>,
     upstream_started: Option<Instant>,
+    /// The request's Origin, when CORS allows it (echoed in Access-Control-Allow-Origin).
+    cors_origin: Option<String>,
     backend_latency: Option<Duration>,
     is_head: bool,
 }
@@ -143,6 +145,59 @@ fn error_for_backend_status(status: u16) -> S3Error {
     S3Error::new(code)
 }
 
+/// Answers a CORS preflight (unauthenticated, as S3 does): only GET and HEAD, from allowed origins.
+fn cors_preflight(
+    cors: &crate::config::Cors,
+    origin: Option<&str>,
+    req: &RequestHeader,
+) -> std::result::Result<Vec<(&'static str, String)>, S3Error> {
+    let denied = || {
+        S3Error::with_message(
+            S3ErrorCode::AccessDenied,
+            "CORSResponse: This CORS request is not allowed.",
+        )
+    };
+    let origin = origin.ok_or_else(denied)?;
+    let method = req
+        .headers
+        .get("access-control-request-method")
+        .and_then(|m| m.to_str().ok())
+        .unwrap_or("");
+    if method != "GET" && method != "HEAD" {
+        return Err(denied());
+    }
+    let mut headers = vec![
+        ("access-control-allow-origin", origin.to_string()),
+        ("access-control-allow-methods", "GET, HEAD".to_string()),
+        ("access-control-max-age", cors.max_age_s.to_string()),
+        (
+            "vary",
+            "Origin, Access-Control-Request-Headers, Access-Control-Request-Method".to_string(),
+        ),
+    ];
+    if let Some(h) = req
+        .headers
+        .get("access-control-request-headers")
+        .and_then(|h| h.to_str().ok())
+    {
+        headers.push(("access-control-allow-headers", h.to_string()));
+    }
+    Ok(headers)
+}
+
+/// Headers a browser needs to read a response from an allowed origin.
+fn add_cors_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    if let Some(origin) = &ctx.cors_origin {
+        resp.insert_header("access-control-allow-origin", origin)?;
+        resp.insert_header(
+            "access-control-expose-headers",
+            "ETag, Content-Length, Content-Range, Content-Type, Last-Modified, Accept-Ranges, x-amz-request-id, x-amz-version-id",
+        )?;
+        resp.insert_header("vary", "Origin")?;
+    }
+    Ok(())
+}
+
 impl S3Proxy {
     fn mount(&self) -> Mount<'_> {
         Mount {
@@ -179,14 +234,39 @@ impl S3Proxy {
             raw_query,
             headers: &headers,
         };
-        ctx.target = request::resource_of(&self.mount(), raw_path);
+        let host_bucket =
+            request::host_bucket(view.header("host"), &st.config.virtual_host_suffixes);
+        ctx.target = request::resource_of(&self.mount(), raw_path, host_bucket.as_deref());
 
-        let key = auth::authenticate(&st.keys, &view, raw_path, SystemTime::now())?;
+        // SigV2 signs `/<bucket><path>` for virtual-hosted requests.
+        let resource_path = match &host_bucket {
+            Some(b) => format!("/{b}{raw_path}"),
+            None => raw_path.to_string(),
+        };
+        let options = auth::AuthOptions {
+            base_path_tolerance: st
+                .config
+                .signature_base_path_tolerance
+                .then_some(st.config.base_path.as_str()),
+        };
+        let key = auth::authenticate(&st.keys, &view, &resource_path, SystemTime::now(), &options)?;
         ctx.key_name = Some(key.name.clone());
 
         let query = Query::parse(raw_query)?;
-        let op = request::route(&self.mount(), method, raw_path, &query)?;
+        let op = request::route(
+            &self.mount(),
+            method,
+            raw_path,
+            &query,
+            host_bucket.as_deref(),
+        )?;
         ctx.operation = op.name();
+        // As S3: a request that names an expected bucket owner other than the real one is refused.
+        if let Some(owner) = view.header("x-amz-expected-bucket-owner") {
+            if owner != st.config.owner.id {
+                return Err(S3Error::new(S3ErrorCode::AccessDenied));
+            }
+        }
         let xml_ok = |body: String| {
             Ok(Some((
                 200,
@@ -310,6 +390,7 @@ impl S3Proxy {
         resp.insert_header("x-amz-request-id", &ctx.request_id)?;
         resp.insert_header("x-amz-id-2", &ctx.request_id)?;
         resp.insert_header("content-length", body.len().to_string())?;
+        add_cors_headers(&mut resp, ctx)?;
         if ctx.is_head || body.is_empty() {
             session.write_response_header(Box::new(resp), true).await
         } else {
@@ -362,6 +443,7 @@ impl ProxyHttp for S3Proxy {
             backend_error: None,
             error_code: None,
             upstream_started: None,
+            cors_origin: None,
             backend_latency: None,
             is_head: false,
         }
@@ -369,6 +451,26 @@ impl ProxyHttp for S3Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.is_head = session.req_header().method == http::Method::HEAD;
+        let cors = &self.state.config.cors;
+        let origin = session
+            .req_header()
+            .headers
+            .get("origin")
+            .and_then(|o| o.to_str().ok())
+            .map(str::to_string);
+        ctx.cors_origin = origin.filter(|o| cors.allows(o));
+        if session.req_header().method == http::Method::OPTIONS {
+            ctx.operation = "CorsPreflight";
+            let answer = cors_preflight(cors, ctx.cors_origin.as_deref(), session.req_header());
+            match answer {
+                Ok(headers) => {
+                    self.write_answer(session, ctx, 200, headers, Bytes::new())
+                        .await?
+                }
+                Err(e) => self.write_error(session, ctx, e).await?,
+            }
+            return Ok(true);
+        }
         match self.handle(session, ctx).await {
             Ok(None) => Ok(false),
             Ok(Some((status, headers, body))) => {
@@ -497,6 +599,7 @@ impl ProxyHttp for S3Proxy {
         }
         resp.insert_header("x-amz-request-id", &ctx.request_id)?;
         resp.insert_header("x-amz-id-2", &ctx.request_id)?;
+        add_cors_headers(resp, ctx)?;
         Ok(())
     }
 

@@ -127,21 +127,41 @@ pub struct Mount<'a> {
 }
 
 /// The virtual resource a request names, for error messages (`/immuta/<ds>/<key>`).
-pub fn resource_of(mount: &Mount, raw_path: &str) -> String {
+pub fn resource_of(mount: &Mount, raw_path: &str, host_bucket: Option<&str>) -> String {
     let rest = raw_path.strip_prefix(mount.base_path).unwrap_or(raw_path);
-    if rest.is_empty() {
-        "/".into()
-    } else {
-        decode_once(rest).unwrap_or_else(|_| rest.to_string())
+    let rest = decode_once(rest).unwrap_or_else(|_| rest.to_string());
+    match host_bucket {
+        Some(b) => format!("/{b}{}", if rest.is_empty() { "/" } else { rest.as_str() }),
+        None if rest.is_empty() => "/".into(),
+        None => rest,
     }
 }
 
-/// Routes a request (path as sent, still encoded) to an operation. Errors are S3 errors in virtual terms.
+/// The bucket named in the Host header for virtual-hosted requests (`<bucket>.<suffix>[:port]`), when the
+/// host ends with one of the configured suffixes. `None` means path style.
+pub fn host_bucket(host: Option<&str>, suffixes: &[String]) -> Option<String> {
+    let host = host?.trim().to_ascii_lowercase();
+    // Strip a port (but not the colons of an IPv6 literal, which never carries a bucket anyway).
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            h.to_string()
+        }
+        _ => host,
+    };
+    suffixes.iter().find_map(|suffix| {
+        let bucket = name.strip_suffix(suffix.as_str())?.strip_suffix('.')?;
+        (!bucket.is_empty()).then(|| bucket.to_string())
+    })
+}
+
+/// Routes a request (path as sent, still encoded) to an operation. `host_bucket` is the bucket named by a
+/// virtual-hosted request's Host header. Errors are S3 errors in virtual terms.
 pub fn route(
     mount: &Mount,
     method: &str,
     raw_path: &str,
     query: &Query,
+    host_bucket: Option<&str>,
 ) -> Result<Operation, S3Error> {
     let rest = if mount.base_path.is_empty() {
         raw_path
@@ -157,17 +177,19 @@ pub fn route(
         }
     };
     let rest = rest.strip_prefix('/').unwrap_or(rest);
-    if rest.is_empty() {
-        return match method {
-            "GET" => Ok(Operation::ListBuckets),
-            _ => Err(S3Error::new(S3ErrorCode::MethodNotAllowed)),
-        };
-    }
-    let (raw_bucket, raw_object) = match rest.split_once('/') {
-        Some((b, o)) => (b, o),
-        None => (rest, ""),
+    let (bucket, raw_object) = match host_bucket {
+        Some(b) => (b.to_string(), rest),
+        None => {
+            if rest.is_empty() {
+                return match method {
+                    "GET" => Ok(Operation::ListBuckets),
+                    _ => Err(S3Error::new(S3ErrorCode::MethodNotAllowed)),
+                };
+            }
+            let (raw_bucket, raw_object) = rest.split_once('/').unwrap_or((rest, ""));
+            (decode_once(raw_bucket)?, raw_object)
+        }
     };
-    let bucket = decode_once(raw_bucket)?;
     if bucket != mount.bucket {
         return Err(S3Error::new(S3ErrorCode::NoSuchBucket).detail("BucketName", bucket));
     }
@@ -234,7 +256,7 @@ mod tests {
     };
 
     fn op(method: &str, path: &str, q: &str) -> Result<Operation, S3Error> {
-        route(&M, method, path, &Query::parse(q).unwrap())
+        route(&M, method, path, &Query::parse(q).unwrap(), None)
     }
 
     fn key(ds: &str, k: &str) -> VirtualKey {
@@ -281,11 +303,11 @@ mod tests {
             bucket: "immuta",
         };
         assert_eq!(
-            route(&root, "GET", "/immuta/sales/k", &Query::default()).unwrap(),
+            route(&root, "GET", "/immuta/sales/k", &Query::default(), None).unwrap(),
             Operation::GetObject(key("sales", "k"))
         );
         assert_eq!(
-            route(&root, "GET", "/", &Query::default()).unwrap(),
+            route(&root, "GET", "/", &Query::default(), None).unwrap(),
             Operation::ListBuckets
         );
     }
@@ -360,6 +382,61 @@ mod tests {
         for (m, p, q, code) in table {
             assert_eq!(op(m, p, q).unwrap_err().code, *code, "{m} {p}?{q}");
         }
+    }
+
+    #[test]
+    fn virtual_hosted_requests() {
+        let suffixes = vec!["s3p.example.com".to_string(), "localhost".to_string()];
+        let table: &[(&str, Option<&str>)] = &[
+            ("immuta.s3p.example.com", Some("immuta")),
+            ("IMMUTA.s3p.example.com:8443", Some("immuta")),
+            ("immuta.localhost:8080", Some("immuta")),
+            ("s3p.example.com", None),
+            ("localhost:8080", None),
+            ("immuta.evil-s3p.example.com", None),
+            ("immutas3p.example.com", None),
+            ("127.0.0.1:8080", None),
+            ("[::1]:8080", None),
+        ];
+        for (host, want) in table {
+            assert_eq!(
+                host_bucket(Some(host), &suffixes).as_deref(),
+                *want,
+                "{host}"
+            );
+        }
+        let q = Query::default();
+        let vh = |path: &str, bucket: &str| route(&M, "GET", path, &q, Some(bucket));
+        assert_eq!(
+            vh("/s3p/sales/a%20b", "immuta").unwrap(),
+            Operation::GetObject(key("sales", "a b"))
+        );
+        assert!(matches!(
+            vh("/s3p/", "immuta").unwrap(),
+            Operation::ListObjects(_)
+        ));
+        assert!(matches!(
+            vh("/s3p", "immuta").unwrap(),
+            Operation::ListObjects(_)
+        ));
+        assert_eq!(
+            vh("/s3p/sales/x", "other").unwrap_err().code,
+            S3ErrorCode::NoSuchBucket
+        );
+        let root = Mount {
+            base_path: "",
+            bucket: "immuta",
+        };
+        assert_eq!(
+            route(&root, "GET", "/sales/k", &q, Some("immuta")).unwrap(),
+            Operation::GetObject(key("sales", "k"))
+        );
+        assert_eq!(
+            route(&root, "GET", "/sales/../x", &q, Some("immuta"))
+                .unwrap_err()
+                .code,
+            S3ErrorCode::InvalidArgument
+        );
     }
 
     #[test]

@@ -170,6 +170,17 @@ fn presented<'a>(view: &RequestView<'a>) -> Result<Presented<'a>, S3Error> {
     .detail("ArgumentName", "Authorization"))
 }
 
+/// Options of the verifier that come from configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthOptions<'a> {
+    /// When set (the base path, e.g. `/s3p`), a signature that does not match the request as sent is
+    /// also checked against the request as some clients sign it: without the base path in the path
+    /// (s3fs-fuse 1.90), and with it moved into the host (s3cmd). Each variant is still an HMAC by the
+    /// key's secret over the method, the key path, the query and the signed headers, so nothing unsigned
+    /// is accepted; only the location of the fixed base path in the signed text differs.
+    pub base_path_tolerance: Option<&'a str>,
+}
+
 /// Verifies the request's credentials. `resource_path` is what SigV2 signs as the resource (the raw path,
 /// with `/<bucket>` in front for virtual-host requests).
 pub fn authenticate(
@@ -177,8 +188,20 @@ pub fn authenticate(
     view: &RequestView,
     resource_path: &str,
     now: SystemTime,
+    options: &AuthOptions,
 ) -> Result<Arc<ApiKey>, S3Error> {
     let lookup = |id: &str| store.secrets(id, now);
+    let verify = |view: &RequestView, resource_path: &str| -> Result<Option<String>, S3Error> {
+        Ok(Some(match presented(view)? {
+            Presented::Nothing | Presented::Legacy(_) => return Ok(None),
+            Presented::SigV2Header(id, sig) => {
+                sigv2::verify_header(view, id, sig, resource_path, now, &lookup)?
+            }
+            Presented::SigV2Query => sigv2::verify_query(view, resource_path, now, &lookup)?,
+            Presented::SigV4Header(value) => sigv4::verify_header(view, value, now, &lookup)?,
+            Presented::SigV4Query => sigv4::verify_presigned(view, now, &lookup)?,
+        }))
+    };
     let id = match presented(view)? {
         Presented::Nothing => return Err(S3Error::new(S3ErrorCode::AccessDenied)),
         Presented::Legacy(id) => {
@@ -193,18 +216,74 @@ pub fn authenticate(
             }
             return Ok(key.clone());
         }
-        Presented::SigV2Header(id, sig) => {
-            sigv2::verify_header(view, id, sig, resource_path, now, &lookup)?
-        }
-        Presented::SigV2Query => sigv2::verify_query(view, resource_path, now, &lookup)?,
-        Presented::SigV4Header(value) => sigv4::verify_header(view, value, now, &lookup)?,
-        Presented::SigV4Query => sigv4::verify_presigned(view, now, &lookup)?,
+        _ => match verify(view, resource_path) {
+            Ok(id) => id,
+            Err(e) if e.code == S3ErrorCode::SignatureDoesNotMatch => {
+                match options
+                    .base_path_tolerance
+                    .and_then(|base| without_base_path(view, resource_path, base, &verify))
+                {
+                    Some(id) => Some(id),
+                    None => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        },
     };
     // The verifiers only succeed for ids the lookup knew, so this finds the key.
+    let id = id.ok_or_else(|| S3Error::new(S3ErrorCode::AccessDenied))?;
     store
         .usable(&id, now)
         .cloned()
         .ok_or_else(|| S3Error::new(S3ErrorCode::InvalidAccessKeyId))
+}
+
+/// Tries the signature against the request with the base path taken out of the path (and, for SigV4,
+/// also appended to the signed host). Returns the verified key id of the first variant that matches.
+fn without_base_path(
+    view: &RequestView,
+    resource_path: &str,
+    base: &str,
+    verify: &dyn Fn(&RequestView, &str) -> Result<Option<String>, S3Error>,
+) -> Option<String> {
+    if base.is_empty() {
+        return None;
+    }
+    let stripped = match view.raw_path.strip_prefix(base) {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => return None,
+    };
+    let stripped_resource = resource_path.replacen(base, "", 1);
+    let stripped_resource = if stripped_resource.is_empty() {
+        "/".to_string()
+    } else {
+        stripped_resource
+    };
+    let plain = RequestView {
+        raw_path: stripped,
+        ..*view
+    };
+    if let Ok(Some(id)) = verify(&plain, &stripped_resource) {
+        return Some(id);
+    }
+    let host_with_base: Vec<(String, String)> = view
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            if n.eq_ignore_ascii_case("host") {
+                (n.clone(), format!("{v}{base}"))
+            } else {
+                (n.clone(), v.clone())
+            }
+        })
+        .collect();
+    let moved = RequestView {
+        raw_path: stripped,
+        headers: &host_with_base,
+        ..*view
+    };
+    verify(&moved, &stripped_resource).ok().flatten()
 }
 
 #[cfg(test)]
@@ -229,7 +308,13 @@ mod tests {
 
     fn auth(s: &KeyStore, value: &str) -> Result<Arc<ApiKey>, S3Error> {
         let headers = vec![("authorization".to_string(), value.to_string())];
-        authenticate(s, &view(&headers, ""), "/s3p/immuta", SystemTime::now())
+        authenticate(
+            s,
+            &view(&headers, ""),
+            "/s3p/immuta",
+            SystemTime::now(),
+            &AuthOptions::default(),
+        )
     }
 
     #[test]
@@ -284,9 +369,15 @@ mod tests {
         let s = store("  - {id: k1, name: One, data_sources: all}\n");
         let none: Vec<(String, String)> = vec![];
         assert_eq!(
-            authenticate(&s, &view(&none, ""), "/", SystemTime::now())
-                .unwrap_err()
-                .code,
+            authenticate(
+                &s,
+                &view(&none, ""),
+                "/",
+                SystemTime::now(),
+                &AuthOptions::default()
+            )
+            .unwrap_err()
+            .code,
             S3ErrorCode::AccessDenied
         );
         let h = vec![("authorization".to_string(), "AWS k1:immuta".to_string())];
@@ -295,6 +386,7 @@ mod tests {
             &view(&h, "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=00"),
             "/",
             SystemTime::now(),
+            &AuthOptions::default(),
         )
         .unwrap_err();
         assert_eq!((e.code, e.status()), (S3ErrorCode::InvalidArgument, 400));
@@ -303,6 +395,7 @@ mod tests {
             &view(&none, "AWSAccessKeyId=k1&Signature=x&X-Amz-Credential=y"),
             "/",
             SystemTime::now(),
+            &AuthOptions::default(),
         )
         .unwrap_err();
         assert_eq!(e.code, S3ErrorCode::InvalidArgument);

@@ -422,7 +422,11 @@ pub fn raw(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {target} HTTP/1.1\r\nConnection: close\r\n");
+    // A test may name its own Host (virtual-hosted style); otherwise the address is the host.
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
     }
@@ -507,4 +511,63 @@ pub fn assert_no_leak(what: &str, received: &str) {
             "{what}: leaked `{s}` in:\n{received}"
         );
     }
+}
+
+/// SigV4 headers for a request, computed with the aws-sigv4 crate (an implementation independent of s3p's
+/// verifier). `host` is the Host header the request will carry.
+pub fn sigv4_headers(
+    method: &str,
+    host: &str,
+    path_and_query: &str,
+    key: &str,
+    secret: &str,
+    time: std::time::SystemTime,
+) -> Vec<(String, String)> {
+    use aws_sigv4::http_request::{
+        sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
+        SigningSettings, UriPathNormalizationMode,
+    };
+    let identity = aws_credential_types::Credentials::new(key, secret, None, None, "test").into();
+    let mut settings = SigningSettings::default();
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("s3")
+        .time(time)
+        .settings(settings)
+        .build()
+        .unwrap()
+        .into();
+    let signable = SignableRequest::new(
+        method,
+        path_and_query,
+        std::iter::once(("host", host)),
+        SignableBody::UnsignedPayload,
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let (headers, _) = instructions.into_parts();
+    headers
+        .into_iter()
+        .map(|h| (h.name().to_string(), h.value().to_string()))
+        .collect()
+}
+
+/// The s3p log line of a request, found by its request id.
+pub fn log_line(s3p: &S3p, request_id: &str) -> String {
+    // Log lines are written after the response; give the writer a moment.
+    for _ in 0..50 {
+        if let Some(line) = s3p
+            .log()
+            .lines()
+            .find(|l| l.contains(&format!("request_id={request_id} ")))
+        {
+            return line.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no log line for request {request_id}");
 }
