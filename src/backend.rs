@@ -4,7 +4,9 @@
 //! Object bytes do not pass through here: GET/HEAD go through pingora's streaming proxy path, and only
 //! borrow [`Backend::sign`] and [`Backend::object_target`] from this module.
 
-use crate::config::{AddressingStyle, Backend as BackendConfig, Config, DataSource, Limits};
+use crate::config::{
+    AddressingStyle, Backend as BackendConfig, BackendCredentials, Config, DataSource, Limits,
+};
 use crate::error::{S3Error, S3ErrorCode};
 use crate::listing::merge::{BackendListRequest, BackendPage, PageSource};
 use crate::namespace::encode_path;
@@ -71,7 +73,7 @@ pub struct Backend {
     /// Resolved once at start-up (pingora's peers take addresses, and resolving per request would put DNS
     /// on the hot path).
     pub addr: SocketAddr,
-    identity: Identity,
+    credentials: CredentialSource,
     client: ListingClient,
     limits: Limits,
 }
@@ -113,18 +115,31 @@ impl Backend {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_millis(limits.idle_timeout_ms))
             .build(https);
-        let identity = Credentials::new(
-            config.access_key_id.expose(),
-            config.secret_access_key.expose(),
-            None,
-            None,
-            "s3p-config",
-        )
-        .into();
+        let credentials = match &config.credentials {
+            BackendCredentials::Static {
+                access_key_id,
+                secret_access_key,
+            } => CredentialSource::Static(
+                Credentials::new(
+                    access_key_id.expose(),
+                    secret_access_key.expose(),
+                    None,
+                    None,
+                    "s3p-config",
+                )
+                .into(),
+            ),
+            BackendCredentials::Chain { profile } => CredentialSource::Chain {
+                profile: profile.clone(),
+                region: config.region.clone(),
+                provider: tokio::sync::OnceCell::new(),
+                cached: std::sync::Mutex::new(None),
+            },
+        };
         Ok(Backend {
             config: config.clone(),
             addr,
-            identity,
+            credentials,
             client,
             limits: limits.clone(),
         })
@@ -168,6 +183,7 @@ impl Backend {
     /// `host`: every `x-amz-*` header that will be sent must be among them.
     pub fn sign(
         &self,
+        identity: &Identity,
         method: &str,
         host: &str,
         path_and_query: &str,
@@ -179,7 +195,7 @@ impl Backend {
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
         let params = v4::SigningParams::builder()
-            .identity(&self.identity)
+            .identity(identity)
             .region(&self.config.region)
             .name("s3")
             .time(now)
@@ -233,7 +249,15 @@ impl Backend {
             .map(|(n, v)| format!("{n}={}", encode_query_value(v)))
             .collect();
         let path_and_query = format!("{}?{}", target.path, qs.join("&"));
-        let signed = self.sign("GET", &target.host, &path_and_query, &[], SystemTime::now())?;
+        let identity = self.identity().await?;
+        let signed = self.sign(
+            &identity,
+            "GET",
+            &target.host,
+            &path_and_query,
+            &[],
+            SystemTime::now(),
+        )?;
         let scheme = if self.config.tls { "https" } else { "http" };
         let mut builder = http::Request::get(format!("{scheme}://{}{path_and_query}", target.host))
             .header("host", &target.host);
@@ -323,6 +347,95 @@ impl Backend {
     }
 }
 
+/// Where the credentials for signing come from.
+enum CredentialSource {
+    Static(Identity),
+    /// The standard AWS chain, built on first use (it needs the runtime) and cached until shortly before
+    /// the credentials expire.
+    Chain {
+        profile: Option<String>,
+        region: String,
+        provider: tokio::sync::OnceCell<
+            Option<aws_credential_types::provider::SharedCredentialsProvider>,
+        >,
+        cached: std::sync::Mutex<Option<Credentials>>,
+    },
+}
+
+/// Chain credentials are refreshed this long before they expire.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+impl Backend {
+    /// The identity to sign the next request with.
+    pub async fn identity(&self) -> Result<Identity, S3Error> {
+        match &self.credentials {
+            CredentialSource::Static(identity) => Ok(identity.clone()),
+            CredentialSource::Chain {
+                profile,
+                region,
+                provider,
+                cached,
+            } => {
+                let fresh = |c: &Credentials| {
+                    c.expiry()
+                        .is_none_or(|e| e > SystemTime::now() + REFRESH_MARGIN)
+                };
+                if let Some(c) = cached
+                    .lock()
+                    .expect("credential cache")
+                    .as_ref()
+                    .filter(|c| fresh(c))
+                {
+                    return Ok(c.clone().into());
+                }
+                let provider = provider
+                    .get_or_init(|| async {
+                        use aws_smithy_http_client::tls;
+                        let http = aws_smithy_http_client::Builder::new()
+                            .tls_provider(tls::Provider::Rustls(
+                                tls::rustls_provider::CryptoMode::Ring,
+                            ))
+                            .build_https();
+                        let mut loader =
+                            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                                .http_client(http)
+                                .region(aws_config::Region::new(region.clone()));
+                        if let Some(p) = profile {
+                            loader = loader.profile_name(p);
+                        }
+                        let sdk = loader.load().await;
+                        sdk.credentials_provider()
+                    })
+                    .await;
+                use aws_credential_types::provider::ProvideCredentials;
+                let unavailable = || {
+                    S3Error::with_message(
+                        S3ErrorCode::ServiceUnavailable,
+                        "The data source's storage is unavailable.",
+                    )
+                };
+                let Some(provider) = provider else {
+                    log::error!(
+                        "backend {}: the AWS chain has no credentials provider",
+                        self.config.name
+                    );
+                    return Err(unavailable());
+                };
+                let creds = provider.provide_credentials().await.map_err(|e| {
+                    // The chain's error names which providers were tried; it holds no secret.
+                    log::error!(
+                        "backend {}: no credentials from the AWS chain: {e}",
+                        self.config.name
+                    );
+                    unavailable()
+                })?;
+                *cached.lock().expect("credential cache") = Some(creds.clone());
+                Ok(creds.into())
+            }
+        }
+    }
+}
+
 fn internal(what: &str, e: &dyn std::fmt::Display) -> S3Error {
     log::error!("{what}: {e}");
     S3Error::new(S3ErrorCode::InternalError)
@@ -377,8 +490,10 @@ mod tests {
             endpoint: url,
             region: "garage".into(),
             addressing,
-            access_key_id: Secret::new("GKTEST"),
-            secret_access_key: Secret::new("secret"),
+            credentials: BackendCredentials::Static {
+                access_key_id: Secret::new("GKTEST"),
+                secret_access_key: Secret::new("secret"),
+            },
         };
         Backend::new(&cfg, &Limits::default()).unwrap()
     }
@@ -410,8 +525,13 @@ mod tests {
     fn signing_produces_sigv4_headers_for_the_backend() {
         let b = backend(AddressingStyle::Path, "http://127.0.0.1:3900");
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let identity = match &b.credentials {
+            CredentialSource::Static(i) => i.clone(),
+            _ => unreachable!(),
+        };
         let h = b
             .sign(
+                &identity,
                 "GET",
                 "127.0.0.1:3900",
                 "/real/a%20b",

@@ -124,8 +124,20 @@ pub struct Backend {
     pub port: u16,
     pub region: String,
     pub addressing: AddressingStyle,
-    pub access_key_id: Secret,
-    pub secret_access_key: Secret,
+    pub credentials: BackendCredentials,
+}
+
+/// Where a backend's credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendCredentials {
+    /// Given in proxy.yaml (possibly through `${ENV}` references).
+    Static {
+        access_key_id: Secret,
+        secret_access_key: Secret,
+    },
+    /// The standard AWS chain (environment, profile, web identity, container and instance metadata), for s3p
+    /// running in the cloud. `profile` picks a named profile.
+    Chain { profile: Option<String> },
 }
 
 /// One top-level folder of the virtual bucket.
@@ -256,8 +268,15 @@ struct RawBackend {
     region: String,
     #[serde(default)]
     addressing: AddressingStyle,
-    access_key_id: String,
-    secret_access_key: String,
+    #[serde(default)]
+    access_key_id: Option<String>,
+    #[serde(default)]
+    secret_access_key: Option<String>,
+    /// `chain` to use the standard AWS credential chain instead of inline keys.
+    #[serde(default)]
+    credentials: Option<String>,
+    #[serde(default)]
+    profile: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -500,18 +519,60 @@ impl Config {
             let port = endpoint
                 .port_or_known_default()
                 .unwrap_or(if tls { 443 } else { 80 });
-            let access_key_id = Secret(expand(
-                &format!("{field}.access_key_id"),
+            let credentials = match (
+                b.credentials.as_deref(),
                 &b.access_key_id,
-                env,
-                &mut errors,
-            ));
-            let secret_access_key = Secret(expand(
-                &format!("{field}.secret_access_key"),
                 &b.secret_access_key,
-                env,
-                &mut errors,
-            ));
+            ) {
+                (Some("chain"), None, None) => BackendCredentials::Chain {
+                    profile: b.profile.clone(),
+                },
+                (Some("chain"), _, _) => {
+                    err(
+                        &mut errors,
+                        format!("{field}.credentials"),
+                        "`chain` takes no access_key_id/secret_access_key".into(),
+                    );
+                    BackendCredentials::Chain { profile: None }
+                }
+                (Some(other), _, _) => {
+                    err(
+                        &mut errors,
+                        format!("{field}.credentials"),
+                        format!("`{other}`: expected `chain`"),
+                    );
+                    BackendCredentials::Chain { profile: None }
+                }
+                (None, Some(ak), Some(sk)) => BackendCredentials::Static {
+                    access_key_id: Secret(expand(
+                        &format!("{field}.access_key_id"),
+                        ak,
+                        env,
+                        &mut errors,
+                    )),
+                    secret_access_key: Secret(expand(
+                        &format!("{field}.secret_access_key"),
+                        sk,
+                        env,
+                        &mut errors,
+                    )),
+                },
+                (None, _, _) => {
+                    err(
+                        &mut errors,
+                        field.clone(),
+                        "needs access_key_id and secret_access_key, or `credentials: chain`".into(),
+                    );
+                    BackendCredentials::Chain { profile: None }
+                }
+            };
+            if b.profile.is_some() && b.credentials.is_none() {
+                err(
+                    &mut errors,
+                    format!("{field}.profile"),
+                    "only applies with `credentials: chain`".into(),
+                );
+            }
             backends.insert(
                 name.clone(),
                 Backend {
@@ -522,8 +583,7 @@ impl Config {
                     port,
                     region: b.region,
                     addressing: b.addressing,
-                    access_key_id,
-                    secret_access_key,
+                    credentials,
                 },
             );
         }
@@ -803,8 +863,11 @@ api_keys:
         assert_eq!(c.data_sources["sales"].prefix, "");
         assert_eq!(c.backends["garage"].port, 3900);
         assert_eq!(
-            c.backends["garage"].secret_access_key.expose(),
-            "supersecretvalue"
+            c.backends["garage"].credentials,
+            BackendCredentials::Static {
+                access_key_id: Secret::new("GKexample"),
+                secret_access_key: Secret::new("supersecretvalue")
+            }
         );
         assert!(c.api_keys[1].data_sources.allows("sales"));
         assert!(!c.api_keys[1].data_sources.allows("data"));
@@ -889,6 +952,35 @@ api_keys:
                 !shown.contains("supersecretvalue"),
                 "error text leaked a secret"
             );
+        }
+    }
+
+    #[test]
+    fn backend_credentials_inline_or_from_the_chain() {
+        let inline = "    access_key_id: ${AK}\n    secret_access_key: ${SK}\n";
+        let chain = GOOD.replacen(inline, "    credentials: chain\n    profile: prod\n", 1);
+        let c = Config::from_yaml_str(&chain, &env).unwrap();
+        assert_eq!(
+            c.backends["garage"].credentials,
+            BackendCredentials::Chain {
+                profile: Some("prod".into())
+            }
+        );
+        for (bad, field) in [
+            (
+                "    credentials: chain\n    access_key_id: x\n",
+                "backends.garage.credentials",
+            ),
+            ("    credentials: magic\n", "backends.garage.credentials"),
+            ("    access_key_id: x\n", "backends.garage"),
+            (
+                "    access_key_id: x\n    secret_access_key: y\n    profile: p\n",
+                "backends.garage.profile",
+            ),
+        ] {
+            let text = GOOD.replacen(inline, bad, 1);
+            let errs = Config::from_yaml_str(&text, &env).expect_err(bad);
+            assert!(errs.iter().any(|e| e.field == field), "{bad}: {errs:?}");
         }
     }
 

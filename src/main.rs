@@ -68,11 +68,13 @@ fn main() -> ExitCode {
     }
 
     let listen = cfg.listen.to_string();
-    let mut conf = ServerConf::default();
-    conf.threads = cfg.threads;
-    // pingora's default grace period is 300 s; a proxy of short reads should stop in seconds.
-    conf.grace_period_seconds = Some(cfg.limits.grace_period_s);
-    conf.graceful_shutdown_timeout_seconds = Some(cfg.limits.grace_period_s);
+    let conf = ServerConf {
+        threads: cfg.threads,
+        // pingora's default grace period is 300 s; a proxy of short reads should stop in seconds.
+        grace_period_seconds: Some(cfg.limits.grace_period_s),
+        graceful_shutdown_timeout_seconds: Some(cfg.limits.grace_period_s),
+        ..ServerConf::default()
+    };
     let state = match State::new(cfg) {
         Ok(s) => Arc::new(s),
         Err(e) => {

@@ -238,18 +238,21 @@ impl S3Proxy {
             request::host_bucket(view.header("host"), &st.config.virtual_host_suffixes);
         ctx.target = request::resource_of(&self.mount(), raw_path, host_bucket.as_deref());
 
-        // SigV2 signs `/<bucket><path>` for virtual-hosted requests.
-        let resource_path = match &host_bucket {
-            Some(b) => format!("/{b}{raw_path}"),
-            None => raw_path.to_string(),
-        };
+        let sigv2_resources =
+            auth::sigv2_resources(raw_path, &st.config.base_path, host_bucket.as_deref());
         let options = auth::AuthOptions {
             base_path_tolerance: st
                 .config
                 .signature_base_path_tolerance
                 .then_some(st.config.base_path.as_str()),
         };
-        let key = auth::authenticate(&st.keys, &view, &resource_path, SystemTime::now(), &options)?;
+        let key = auth::authenticate(
+            &st.keys,
+            &view,
+            &sigv2_resources,
+            SystemTime::now(),
+            &options,
+        )?;
         ctx.key_name = Some(key.name.clone());
 
         let query = Query::parse(raw_query)?;
@@ -553,15 +556,28 @@ impl ProxyHttp for S3Proxy {
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         let method = upstream.method.as_str().to_string();
-        let signature = backend
-            .sign(
+        let signed = match backend.identity().await {
+            Ok(identity) => backend.sign(
+                &identity,
                 &method,
                 &route.host,
                 &route.path_and_query,
                 &refs,
                 SystemTime::now(),
-            )
-            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+            ),
+            Err(e) => Err(e),
+        };
+        let signature = match signed {
+            Ok(s) => s,
+            Err(e) => {
+                // Answered by fail_to_proxy with this error.
+                ctx.backend_error = Some(e);
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "cannot sign backend request",
+                ));
+            }
+        };
         for (name, value) in signature {
             upstream.insert_header(name, value)?;
         }

@@ -224,11 +224,9 @@ pub fn parse_backend_listing(body: &[u8]) -> Result<BackendPage, String> {
                 }
                 path.push(name);
             }
-            Event::End(_) => {
-                if path.pop().as_deref() == Some("Contents") {
-                    if let Some(o) = current.take() {
-                        page.objects.push(o);
-                    }
+            Event::End(_) if path.pop().as_deref() == Some("Contents") => {
+                if let Some(o) = current.take() {
+                    page.objects.push(o);
                 }
             }
             Event::Text(t) => {
@@ -296,7 +294,7 @@ fn push_text(
     path: &[String],
     text: &str,
     current: &mut Option<ObjectEntry>,
-    raw_prefixes: &mut Vec<String>,
+    raw_prefixes: &mut [String],
     page: &mut BackendPage,
     encoded: &mut bool,
     truncated: &mut bool,

@@ -181,23 +181,38 @@ pub struct AuthOptions<'a> {
     pub base_path_tolerance: Option<&'a str>,
 }
 
-/// Verifies the request's credentials. `resource_path` is what SigV2 signs as the resource (the raw path,
-/// with `/<bucket>` in front for virtual-host requests).
+/// Verifies the request's credentials. `sigv2_resources` are the resources a SigV2 signature may cover, in
+/// order of preference: botocore signs `/<bucket>/<key>` without the base path whatever the addressing
+/// style, other SigV2 clients sign the path as sent (`/s3p/immuta/<key>`, or `/<bucket>/s3p/<key>` for
+/// virtual-hosted requests). The base path is a fixed constant, so accepting both weakens nothing.
 pub fn authenticate(
     store: &KeyStore,
     view: &RequestView,
-    resource_path: &str,
+    sigv2_resources: &[String],
     now: SystemTime,
     options: &AuthOptions,
 ) -> Result<Arc<ApiKey>, S3Error> {
     let lookup = |id: &str| store.secrets(id, now);
-    let verify = |view: &RequestView, resource_path: &str| -> Result<Option<String>, S3Error> {
+    let sigv2 = |check: &dyn Fn(&str) -> Result<String, S3Error>| -> Result<String, S3Error> {
+        let mut first_error = None;
+        for resource in sigv2_resources {
+            match check(resource) {
+                Ok(id) => return Ok(id),
+                Err(e) if e.code == S3ErrorCode::SignatureDoesNotMatch => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(first_error.unwrap_or_else(|| S3Error::new(S3ErrorCode::SignatureDoesNotMatch)))
+    };
+    let verify = |view: &RequestView| -> Result<Option<String>, S3Error> {
         Ok(Some(match presented(view)? {
             Presented::Nothing | Presented::Legacy(_) => return Ok(None),
             Presented::SigV2Header(id, sig) => {
-                sigv2::verify_header(view, id, sig, resource_path, now, &lookup)?
+                sigv2(&|r| sigv2::verify_header(view, id, sig, r, now, &lookup))?
             }
-            Presented::SigV2Query => sigv2::verify_query(view, resource_path, now, &lookup)?,
+            Presented::SigV2Query => sigv2(&|r| sigv2::verify_query(view, r, now, &lookup))?,
             Presented::SigV4Header(value) => sigv4::verify_header(view, value, now, &lookup)?,
             Presented::SigV4Query => sigv4::verify_presigned(view, now, &lookup)?,
         }))
@@ -216,12 +231,12 @@ pub fn authenticate(
             }
             return Ok(key.clone());
         }
-        _ => match verify(view, resource_path) {
+        _ => match verify(view) {
             Ok(id) => id,
             Err(e) if e.code == S3ErrorCode::SignatureDoesNotMatch => {
                 match options
                     .base_path_tolerance
-                    .and_then(|base| without_base_path(view, resource_path, base, &verify))
+                    .and_then(|base| sigv4_without_base_path(view, base, &verify))
                 {
                     Some(id) => Some(id),
                     None => return Err(e),
@@ -238,14 +253,11 @@ pub fn authenticate(
         .ok_or_else(|| S3Error::new(S3ErrorCode::InvalidAccessKeyId))
 }
 
-/// Tries the signature against the request with the base path taken out of the path (and, for SigV4,
-/// also appended to the signed host). Returns the verified key id of the first variant that matches.
-fn without_base_path(
-    view: &RequestView,
-    resource_path: &str,
-    base: &str,
-    verify: &dyn Fn(&RequestView, &str) -> Result<Option<String>, S3Error>,
-) -> Option<String> {
+type Verifier<'a> = dyn Fn(&RequestView) -> Result<Option<String>, S3Error> + 'a;
+
+/// Tries a signature against the request with the base path taken out of the path (s3fs-fuse 1.90), then
+/// also appended to the signed host (s3cmd). Returns the verified key id of the first variant that matches.
+fn sigv4_without_base_path(view: &RequestView, base: &str, verify: &Verifier) -> Option<String> {
     if base.is_empty() {
         return None;
     }
@@ -254,17 +266,11 @@ fn without_base_path(
         Some(rest) if rest.starts_with('/') => rest,
         _ => return None,
     };
-    let stripped_resource = resource_path.replacen(base, "", 1);
-    let stripped_resource = if stripped_resource.is_empty() {
-        "/".to_string()
-    } else {
-        stripped_resource
-    };
     let plain = RequestView {
         raw_path: stripped,
         ..*view
     };
-    if let Ok(Some(id)) = verify(&plain, &stripped_resource) {
+    if let Ok(Some(id)) = verify(&plain) {
         return Some(id);
     }
     let host_with_base: Vec<(String, String)> = view
@@ -283,7 +289,30 @@ fn without_base_path(
         headers: &host_with_base,
         ..*view
     };
-    verify(&moved, &stripped_resource).ok().flatten()
+    verify(&moved).ok().flatten()
+}
+
+/// The SigV2 resources of a request, in the order [`authenticate`] tries them: `/<bucket>/<key>` without
+/// the base path first (botocore), then with the path as sent.
+pub fn sigv2_resources(raw_path: &str, base_path: &str, host_bucket: Option<&str>) -> Vec<String> {
+    let without_base = match raw_path.strip_prefix(base_path) {
+        Some(rest) if !base_path.is_empty() && (rest.is_empty() || rest.starts_with('/')) => rest,
+        _ => raw_path,
+    };
+    let (canonical, as_sent) = match host_bucket {
+        Some(b) => (format!("/{b}{without_base}"), format!("/{b}{raw_path}")),
+        None => (without_base.to_string(), raw_path.to_string()),
+    };
+    let canonical = if canonical.is_empty() {
+        "/".to_string()
+    } else {
+        canonical
+    };
+    if canonical == as_sent {
+        vec![canonical]
+    } else {
+        vec![canonical, as_sent]
+    }
 }
 
 #[cfg(test)]
@@ -311,7 +340,7 @@ mod tests {
         authenticate(
             s,
             &view(&headers, ""),
-            "/s3p/immuta",
+            &["/s3p/immuta".to_string()],
             SystemTime::now(),
             &AuthOptions::default(),
         )
@@ -365,6 +394,20 @@ mod tests {
     }
 
     #[test]
+    fn sigv2_resources_prefer_the_botocore_form() {
+        assert_eq!(
+            sigv2_resources("/s3p/immuta/k", "/s3p", None),
+            vec!["/immuta/k", "/s3p/immuta/k"]
+        );
+        assert_eq!(sigv2_resources("/immuta/k", "", None), vec!["/immuta/k"]);
+        assert_eq!(
+            sigv2_resources("/s3p/k", "/s3p", Some("immuta")),
+            vec!["/immuta/k", "/immuta/s3p/k"]
+        );
+        assert_eq!(sigv2_resources("/s3p", "/s3p", None), vec!["/", "/s3p"]);
+    }
+
+    #[test]
     fn no_credentials_and_two_methods() {
         let s = store("  - {id: k1, name: One, data_sources: all}\n");
         let none: Vec<(String, String)> = vec![];
@@ -372,7 +415,7 @@ mod tests {
             authenticate(
                 &s,
                 &view(&none, ""),
-                "/",
+                &["/".to_string()],
                 SystemTime::now(),
                 &AuthOptions::default()
             )
@@ -384,7 +427,7 @@ mod tests {
         let e = authenticate(
             &s,
             &view(&h, "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=00"),
-            "/",
+            &["/".to_string()],
             SystemTime::now(),
             &AuthOptions::default(),
         )
@@ -393,7 +436,7 @@ mod tests {
         let e = authenticate(
             &s,
             &view(&none, "AWSAccessKeyId=k1&Signature=x&X-Amz-Credential=y"),
-            "/",
+            &["/".to_string()],
             SystemTime::now(),
             &AuthOptions::default(),
         )

@@ -276,6 +276,11 @@ pub struct S3p {
 
 impl S3p {
     pub fn start(dir: &Path, yaml: &str) -> S3p {
+        S3p::start_with_env(dir, yaml, &[])
+    }
+
+    /// Starts s3p with extra environment variables (AWS_* variables of the test process are not passed).
+    pub fn start_with_env(dir: &Path, yaml: &str, env: &[(&str, &str)]) -> S3p {
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
         let yaml = yaml.replace("{PORT}", &port.to_string());
@@ -283,7 +288,16 @@ impl S3p {
         std::fs::write(&config_path, yaml).unwrap();
         let log_path = dir.join("s3p.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_s3p"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_s3p"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("AWS_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(env.iter().copied());
+        let mut child = command
             .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "info")
