@@ -75,6 +75,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     credentials: CredentialSource,
     client: ListingClient,
+    /// Extra CA certificates for pingora's connections to an https backend.
+    pub ca: Option<Arc<[pingora::utils::tls::WrappedX509]>>,
     limits: Limits,
 }
 
@@ -106,9 +108,42 @@ impl Backend {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_millis(limits.connect_timeout_ms)));
+        // Trusted roots: the system's, plus the backend's own CA file if configured.
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        let extra_ca = match &config.ca_file {
+            Some(path) => crate::ops::tls::load_ca_certs(path)
+                .map_err(|e| format!("backends.{}.ca_file: {e}", config.name))?,
+            None => Vec::new(),
+        };
+        for cert in &extra_ca {
+            roots
+                .add(cert.clone())
+                .map_err(|e| format!("backends.{}.ca_file: {e}", config.name))?;
+        }
+        let tls_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("backends.{}: TLS: {e}", config.name))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        // pingora's object path takes the same CA in its own certificate type.
+        let ca = (!extra_ca.is_empty()).then(|| {
+            let certs: Vec<pingora::utils::tls::WrappedX509> = extra_ca
+                .iter()
+                .map(|c| {
+                    pingora::utils::tls::WrappedX509::new(
+                        c.to_vec(),
+                        pingora::utils::tls::parse_x509,
+                    )
+                })
+                .collect();
+            Arc::<[pingora::utils::tls::WrappedX509]>::from(certs.into_boxed_slice())
+        });
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| format!("backends.{}: TLS roots: {e}", config.name))?
+            .with_tls_config(tls_config)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -141,6 +176,7 @@ impl Backend {
             addr,
             credentials,
             client,
+            ca,
             limits: limits.clone(),
         })
     }
@@ -459,6 +495,10 @@ impl Backends {
     pub fn get(&self, name: &str) -> Option<&Backend> {
         self.by_name.get(name)
     }
+
+    pub fn all(&self) -> impl Iterator<Item = (&str, &Backend)> {
+        self.by_name.iter().map(|(n, b)| (n.as_str(), b))
+    }
 }
 
 #[async_trait]
@@ -490,6 +530,7 @@ mod tests {
             endpoint: url,
             region: "garage".into(),
             addressing,
+            ca_file: None,
             credentials: BackendCredentials::Static {
                 access_key_id: Secret::new("GKTEST"),
                 secret_access_key: Secret::new("secret"),

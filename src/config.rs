@@ -65,6 +65,11 @@ pub struct Config {
     pub signature_base_path_tolerance: bool,
     pub cors: Cors,
     pub limits: Limits,
+    /// Listener for /health, /ready and /metrics.
+    pub admin_listen: Option<SocketAddr>,
+    /// Where audit lines go: `-` for standard output, or a file (reopened on SIGHUP).
+    pub audit_log: String,
+    pub tls: Option<TlsListener>,
     pub backends: BTreeMap<String, Backend>,
     pub data_sources: BTreeMap<String, DataSource>,
     pub api_keys: Vec<ApiKey>,
@@ -91,15 +96,26 @@ impl Cors {
 }
 
 /// Timeouts and sizes. Defaults are chosen for interactive data tools on a LAN.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     pub connect_timeout_ms: u64,
     /// Longest wait for any single read from a backend (headers or a body chunk).
     pub read_timeout_ms: u64,
     /// How long an idle pooled backend connection is kept.
     pub idle_timeout_ms: u64,
-    /// Seconds given to in-flight requests on SIGTERM.
+    /// Seconds given to in-flight requests on SIGTERM/SIGINT.
     pub grace_period_s: u64,
+    /// Longest wait for any single read from or write to a client, so a stalled client cannot pin a
+    /// connection forever.
+    pub client_timeout_ms: u64,
+    /// How long an idle client keep-alive connection is kept.
+    pub keepalive_timeout_s: u64,
+    /// Requests handled at once; more are answered 503 SlowDown.
+    pub max_concurrent_requests: usize,
+    /// Failed authentications allowed per minute from one client address and for one key id; past it,
+    /// 503 SlowDown without checking (0 turns the throttle off).
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -109,8 +125,23 @@ impl Default for Limits {
             read_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
             grace_period_s: 5,
+            client_timeout_ms: 60_000,
+            keepalive_timeout_s: 60,
+            max_concurrent_requests: 1024,
+            auth_failures_per_minute: 30,
         }
     }
+}
+
+/// The HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    /// PEM certificate chain, leaf first. Reloaded on SIGHUP.
+    pub cert: String,
+    /// PEM private key. Reloaded on SIGHUP.
+    pub key: String,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +156,8 @@ pub struct Backend {
     pub region: String,
     pub addressing: AddressingStyle,
     pub credentials: BackendCredentials,
+    /// PEM file of extra CA certificates trusted for this (https) backend, besides the system roots.
+    pub ca_file: Option<String>,
 }
 
 /// Where a backend's credentials come from.
@@ -222,7 +255,13 @@ struct RawConfig {
     #[serde(default)]
     cors: Option<RawCors>,
     #[serde(default)]
-    limits: Option<RawLimits>,
+    limits: Limits,
+    #[serde(default)]
+    admin_listen: Option<String>,
+    #[serde(default = "default_audit_log")]
+    audit_log: String,
+    #[serde(default)]
+    tls: Option<TlsListener>,
     #[serde(default)]
     backends: BTreeMap<String, RawBackend>,
     #[serde(default)]
@@ -253,15 +292,6 @@ fn default_cors_max_age() -> u64 {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawLimits {
-    connect_timeout_ms: Option<u64>,
-    read_timeout_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
-    grace_period_s: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawBackend {
     endpoint: String,
     #[serde(default = "default_region")]
@@ -277,6 +307,8 @@ struct RawBackend {
     credentials: Option<String>,
     #[serde(default)]
     profile: Option<String>,
+    #[serde(default)]
+    ca_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -313,6 +345,9 @@ struct RawApiKey {
     data_sources: RawEntitlement,
 }
 
+fn default_audit_log() -> String {
+    "-".into()
+}
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }
@@ -566,6 +601,15 @@ impl Config {
                     BackendCredentials::Chain { profile: None }
                 }
             };
+            if let Some(ca) = &b.ca_file {
+                if !std::path::Path::new(ca).is_file() {
+                    err(
+                        &mut errors,
+                        format!("{field}.ca_file"),
+                        format!("`{ca}` is not a readable file"),
+                    );
+                }
+            }
             if b.profile.is_some() && b.credentials.is_none() {
                 err(
                     &mut errors,
@@ -584,6 +628,7 @@ impl Config {
                     region: b.region,
                     addressing: b.addressing,
                     credentials,
+                    ca_file: b.ca_file.clone(),
                 },
             );
         }
@@ -724,19 +769,39 @@ impl Config {
             });
         }
 
-        let l = raw.limits.unwrap_or(RawLimits {
-            connect_timeout_ms: None,
-            read_timeout_ms: None,
-            idle_timeout_ms: None,
-            grace_period_s: None,
-        });
-        let d = Limits::default();
-        let limits = Limits {
-            connect_timeout_ms: l.connect_timeout_ms.unwrap_or(d.connect_timeout_ms),
-            read_timeout_ms: l.read_timeout_ms.unwrap_or(d.read_timeout_ms),
-            idle_timeout_ms: l.idle_timeout_ms.unwrap_or(d.idle_timeout_ms),
-            grace_period_s: l.grace_period_s.unwrap_or(d.grace_period_s),
+        let limits = raw.limits;
+        if limits.max_concurrent_requests == 0 {
+            err(
+                &mut errors,
+                "limits.max_concurrent_requests".into(),
+                "must be at least 1".into(),
+            );
+        }
+        let admin_listen = match raw.admin_listen.as_deref() {
+            None => None,
+            Some(a) => match a.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    err(
+                        &mut errors,
+                        "admin_listen".into(),
+                        format!("`{a}` is not an address:port"),
+                    );
+                    None
+                }
+            },
         };
+        if let Some(t) = &raw.tls {
+            for (field, path) in [("tls.cert", &t.cert), ("tls.key", &t.key)] {
+                if !std::path::Path::new(path).is_file() {
+                    err(
+                        &mut errors,
+                        field.into(),
+                        format!("`{path}` is not a readable file"),
+                    );
+                }
+            }
+        }
 
         let mut virtual_host_suffixes = Vec::new();
         for (i, suffix) in raw.virtual_host_suffixes.iter().enumerate() {
@@ -796,6 +861,9 @@ impl Config {
             signature_base_path_tolerance: raw.signature_base_path_tolerance,
             cors,
             limits,
+            admin_listen,
+            audit_log: raw.audit_log,
+            tls: raw.tls,
             backends,
             data_sources,
             api_keys,

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod listing;
 pub mod namespace;
+pub mod ops;
 pub mod policy;
 pub mod proxy;
 pub mod request;

@@ -1,10 +1,21 @@
 //! The `s3p` command: `s3p --config proxy.yaml` runs the proxy, `s3p check --config proxy.yaml` validates.
 
+use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
+use pingora::apps::http_app::HttpServer;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 use s3p::config;
-use s3p::proxy::{S3Proxy, State};
+use s3p::ops::admin::AdminApp;
+use s3p::ops::audit::AuditLog;
+use s3p::ops::guard::AuthThrottle;
+use s3p::ops::metrics::Metrics;
+use s3p::ops::signals::{GracefulSignals, Reloader};
+use s3p::ops::tls::CertStore;
+use s3p::proxy::{Ops, S3Proxy, SharedState, State};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -75,18 +86,87 @@ fn main() -> ExitCode {
         graceful_shutdown_timeout_seconds: Some(cfg.limits.grace_period_s),
         ..ServerConf::default()
     };
-    let state = match State::new(cfg) {
-        Ok(s) => Arc::new(s),
+    let audit = match AuditLog::open(&cfg.audit_log) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{}: audit_log `{}`: {e}", cli.config, cfg.audit_log);
+            return ExitCode::from(2);
+        }
+    };
+    let ops = Arc::new(Ops {
+        metrics: Metrics::default(),
+        audit,
+        throttle: AuthThrottle::new(cfg.limits.auth_failures_per_minute),
+    });
+    let certs = match &cfg.tls {
+        Some(t) => match CertStore::load(&t.cert, &t.key) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                eprintln!("{}: tls: {e}", cli.config);
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let tls_listen = cfg.tls.as_ref().map(|t| t.listen.to_string());
+    let admin_listen = cfg.admin_listen.map(|a| a.to_string());
+    let state: SharedState = match State::new(cfg) {
+        Ok(s) => Arc::new(ArcSwap::from_pointee(s)),
         Err(e) => {
             eprintln!("{}: {e}", cli.config);
             return ExitCode::from(2);
         }
     };
+
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, S3Proxy { state });
+    let mut service = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        S3Proxy {
+            state: state.clone(),
+            ops: ops.clone(),
+        },
+    );
     service.add_tcp(&listen);
+    if let (Some(addr), Some(certs)) = (&tls_listen, &certs) {
+        // The paths given here are ignored: the resolver serves the certificate, reloadable on SIGHUP.
+        let mut settings = match TlsSettings::intermediate("", "") {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{}: tls: {e}", cli.config);
+                return ExitCode::from(2);
+            }
+        };
+        settings.set_cert_resolver(certs.clone());
+        service.add_tls_with_settings(addr, None, settings);
+        log::info!("s3p listening on https://{addr}");
+    }
     server.add_service(service);
+    if let Some(addr) = &admin_listen {
+        let mut admin = Service::new(
+            "s3p admin".to_string(),
+            HttpServer::new_app(AdminApp {
+                state: state.clone(),
+                ops: ops.clone(),
+            }),
+        );
+        admin.add_tcp(addr);
+        server.add_service(admin);
+        log::info!("s3p admin on http://{addr} (/health, /ready, /metrics)");
+    }
+    server.add_service(background_service(
+        "s3p reload",
+        Reloader {
+            config_path: cli.config.clone(),
+            state,
+            ops,
+            certs,
+        },
+    ));
     log::info!("s3p listening on http://{listen}");
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(GracefulSignals),
+    });
+    log::info!("s3p stopped");
+    ExitCode::SUCCESS
 }

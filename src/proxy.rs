@@ -4,7 +4,7 @@
 //! upstream_peer / upstream_request_filter:  connect to the data source's backend, re-sign with SigV4
 //! upstream_response_filter / body filter:  keep allow-listed headers; rewrite backend errors into the
 //!                                          virtual namespace
-//! logging:  one line per request
+//! logging:  one audit line and the metrics of the request
 
 use crate::auth::{self, KeyStore, RequestView};
 use crate::backend::{encode_query_value, Backends};
@@ -14,9 +14,13 @@ use crate::listing::merge::{list_page, ListQuery, Position};
 use crate::listing::params::{ListParams, ListVersion};
 use crate::listing::token::{TokenBinding, TokenSealer};
 use crate::namespace;
+use crate::ops::audit::{AuditLog, AuditRecord, Decision};
+use crate::ops::guard::AuthThrottle;
+use crate::ops::metrics::Metrics;
 use crate::policy;
 use crate::request::{self, Mount, Operation, Query};
 use crate::xml;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -45,8 +49,20 @@ impl State {
     }
 }
 
+/// The configuration-derived state, swapped as a whole on reload. Each request keeps the state it started
+/// with, so a reload never changes a request half-way.
+pub type SharedState = Arc<ArcSwap<State>>;
+
+/// What lives across reloads: metrics, the audit log, the authentication throttle.
+pub struct Ops {
+    pub metrics: Metrics,
+    pub audit: AuditLog,
+    pub throttle: AuthThrottle,
+}
+
 pub struct S3Proxy {
-    pub state: Arc<State>,
+    pub state: SharedState,
+    pub ops: Arc<Ops>,
 }
 
 /// Where an object request goes, decided in `request_filter`.
@@ -61,7 +77,14 @@ pub struct ObjectRoute {
 
 /// Per-request state.
 pub struct RequestCtx {
+    state: Arc<State>,
     request_id: String,
+    client: String,
+    data_source: Option<String>,
+    backend_name: Option<String>,
+    decision: Decision,
+    /// Whether this request was counted in the in-flight gauge (and must be uncounted).
+    counted: bool,
     started: Instant,
     key_name: Option<String>,
     operation: &'static str,
@@ -198,21 +221,33 @@ fn add_cors_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     Ok(())
 }
 
-impl S3Proxy {
-    fn mount(&self) -> Mount<'_> {
-        Mount {
-            base_path: &self.state.config.base_path,
-            bucket: &self.state.config.bucket,
-        }
+fn mount(st: &State) -> Mount<'_> {
+    Mount {
+        base_path: &st.config.base_path,
+        bucket: &st.config.bucket,
     }
+}
 
+/// Errors that mean "you are not allowed" (as opposed to "your request is wrong" or "s3p failed").
+fn is_denial(code: S3ErrorCode) -> bool {
+    matches!(
+        code,
+        S3ErrorCode::AccessDenied
+            | S3ErrorCode::InvalidAccessKeyId
+            | S3ErrorCode::SignatureDoesNotMatch
+            | S3ErrorCode::RequestTimeTooSkewed
+            | S3ErrorCode::SlowDown
+    )
+}
+
+impl S3Proxy {
     /// Decides what to do with a request. `Ok(None)` means the request goes to a backend (ctx.object set).
     async fn handle(
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
     ) -> std::result::Result<Option<(u16, Vec<(&'static str, String)>, Bytes)>, S3Error> {
-        let st = &self.state;
+        let st = ctx.state.clone();
         let req = session.req_header();
         let raw = std::str::from_utf8(req.raw_path())
             .map_err(|_| S3Error::new(S3ErrorCode::InvalidURI))?;
@@ -236,7 +271,7 @@ impl S3Proxy {
         };
         let host_bucket =
             request::host_bucket(view.header("host"), &st.config.virtual_host_suffixes);
-        ctx.target = request::resource_of(&self.mount(), raw_path, host_bucket.as_deref());
+        ctx.target = request::resource_of(&mount(&st), raw_path, host_bucket.as_deref());
 
         let sigv2_resources =
             auth::sigv2_resources(raw_path, &st.config.base_path, host_bucket.as_deref());
@@ -246,18 +281,45 @@ impl S3Proxy {
                 .signature_base_path_tolerance
                 .then_some(st.config.base_path.as_str()),
         };
-        let key = auth::authenticate(
+        // Repeated failures from one address, or for one claimed key, are throttled before any check.
+        let subjects = [
+            format!(
+                "ip:{}",
+                ctx.client
+                    .rsplit_once(':')
+                    .map_or(ctx.client.as_str(), |(ip, _)| ip)
+            ),
+            format!("key:{}", auth::claimed_key_id(&view).unwrap_or_default()),
+        ];
+        let subjects: Vec<&str> = subjects.iter().map(String::as_str).collect();
+        let now = Instant::now();
+        if self.ops.throttle.is_blocked(&subjects, now) {
+            return Err(S3Error::with_message(
+                S3ErrorCode::SlowDown,
+                "Too many failed authentications; retry later.",
+            ));
+        }
+        let key = match auth::authenticate(
             &st.keys,
             &view,
             &sigv2_resources,
             SystemTime::now(),
             &options,
-        )?;
+        ) {
+            Ok(key) => key,
+            Err(e) => {
+                self.ops.metrics.auth_failure(e.code.as_str());
+                if is_denial(e.code) {
+                    self.ops.throttle.record_failure(&subjects, now);
+                }
+                return Err(e);
+            }
+        };
         ctx.key_name = Some(key.name.clone());
 
         let query = Query::parse(raw_query)?;
         let op = request::route(
-            &self.mount(),
+            &mount(&st),
             method,
             raw_path,
             &query,
@@ -288,11 +350,16 @@ impl S3Proxy {
                 Bytes::new(),
             ))),
             Operation::ListObjects(params) => {
-                let body = self.list(&key, &params).await?;
+                ctx.decision = Decision::Allowed;
+                ctx.data_source = params.prefix.split_once('/').map(|(ds, _)| ds.to_string());
+                let body = self.list(&st, &key, &params).await?;
                 xml_ok(body)
             }
             Operation::GetObject(vkey) | Operation::HeadObject(vkey) => {
+                ctx.data_source = Some(vkey.data_source.clone());
                 let ds = policy::readable_data_source(&st.config, &key, &vkey.data_source)?;
+                ctx.decision = Decision::Allowed;
+                ctx.backend_name = Some(ds.backend.clone());
                 let obj = namespace::to_backend(ds, &vkey)?;
                 let backend = st
                     .backends
@@ -324,10 +391,10 @@ impl S3Proxy {
     /// ListObjects (v1) and ListObjectsV2 over the key's data sources.
     async fn list(
         &self,
+        st: &State,
         key: &crate::config::ApiKey,
         params: &ListParams,
     ) -> std::result::Result<String, S3Error> {
-        let st = &self.state;
         let binding = TokenBinding {
             api_key: key.id.expose(),
             prefix: &params.prefix,
@@ -412,6 +479,21 @@ impl S3Proxy {
             e.resource = Some(ctx.target.clone());
         }
         ctx.error_code = Some(e.code.as_str());
+        ctx.decision = if is_denial(e.code) {
+            Decision::Denied
+        } else if ctx.decision == Decision::Allowed
+            && matches!(
+                e.code,
+                S3ErrorCode::NoSuchKey
+                    | S3ErrorCode::InvalidRange
+                    | S3ErrorCode::PreconditionFailed
+            )
+        {
+            // Allowed, and answered with an ordinary S3 negative.
+            Decision::Allowed
+        } else {
+            Decision::Failed
+        };
         // A refused request may still carry a body (an upload): do not drain it, close the connection.
         let req = session.req_header();
         if req.headers.contains_key("content-length")
@@ -437,7 +519,13 @@ impl ProxyHttp for S3Proxy {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
+            state: self.state.load_full(),
             request_id: new_request_id(),
+            client: String::new(),
+            data_source: None,
+            backend_name: None,
+            decision: Decision::Failed,
+            counted: false,
             started: Instant::now(),
             key_name: None,
             operation: "Unknown",
@@ -454,7 +542,27 @@ impl ProxyHttp for S3Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.is_head = session.req_header().method == http::Method::HEAD;
-        let cors = &self.state.config.cors;
+        ctx.client = session
+            .client_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let limits = &ctx.state.config.limits;
+        // A stalled client cannot hold a connection longer than the client timeout per read or write.
+        let client_timeout = Some(Duration::from_millis(limits.client_timeout_ms));
+        session.set_read_timeout(client_timeout);
+        session.set_write_timeout(client_timeout);
+        session.set_keepalive(Some(limits.keepalive_timeout_s));
+        ctx.counted = true;
+        if self.ops.metrics.enter() > limits.max_concurrent_requests as i64 {
+            let e = S3Error::with_message(
+                S3ErrorCode::SlowDown,
+                "Too many requests at once; retry later.",
+            );
+            self.write_error(session, ctx, e).await?;
+            return Ok(true);
+        }
+        let state = ctx.state.clone();
+        let cors = &state.config.cors;
         let origin = session
             .req_header()
             .headers
@@ -497,17 +605,18 @@ impl ProxyHttp for S3Proxy {
             .object
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no object route"))?;
-        let backend = self
+        let backend = ctx
             .state
             .backends
             .get(&route.backend)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "unknown backend"))?;
-        let limits = &self.state.config.limits;
+        let limits = &ctx.state.config.limits;
         let mut peer = HttpPeer::new(backend.addr, backend.config.tls, route.sni.clone());
         peer.options.connection_timeout = Some(Duration::from_millis(limits.connect_timeout_ms));
         peer.options.read_timeout = Some(Duration::from_millis(limits.read_timeout_ms));
         peer.options.write_timeout = Some(Duration::from_millis(limits.read_timeout_ms));
         peer.options.idle_timeout = Some(Duration::from_millis(limits.idle_timeout_ms));
+        peer.options.ca = backend.ca.clone();
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -522,8 +631,8 @@ impl ProxyHttp for S3Proxy {
             .object
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no object route"))?;
-        let backend = self
-            .state
+        let state = ctx.state.clone();
+        let backend = state
             .backends
             .get(&route.backend)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "unknown backend"))?;
@@ -659,26 +768,55 @@ impl ProxyHttp for S3Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.counted {
+            self.ops.metrics.leave();
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        let client = session
-            .client_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let bytes = session.body_bytes_sent() as u64;
+        let duration = ctx.started.elapsed();
+        let data_source = ctx.data_source.as_deref().unwrap_or("");
+        self.ops
+            .metrics
+            .request(ctx.operation, data_source, status, bytes, duration);
+        if let Some(d) = ctx.backend_latency {
+            self.ops.metrics.backend_duration.observe(d);
+        }
+        if status >= 500 || e.is_some_and(|e| e.esource() == &ErrorSource::Upstream) {
+            let backend = ctx.backend_name.as_deref().unwrap_or("listing");
+            self.ops.metrics.backend_error(backend, &status.to_string());
+        }
+        let backend_ms = ctx.backend_latency.map(|d| d.as_secs_f64() * 1000.0);
+        self.ops.audit.write(&AuditRecord {
+            time: crate::ops::audit::now_rfc3339(),
+            request_id: &ctx.request_id,
+            api_key: ctx.key_name.as_deref(),
+            client: &ctx.client,
+            operation: ctx.operation,
+            data_source: ctx.data_source.as_deref(),
+            resource: &ctx.target,
+            decision: ctx.decision,
+            reason: ctx.error_code,
+            status,
+            bytes_sent: bytes,
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            backend_ms,
+        });
+        // The operator's log line (the audit line is the record of access; this one is for debugging).
         log::info!(
             "request_id={} client={} key={:?} op={} resource={:?} status={} error={} bytes={} duration_ms={:.3} backend_ms={}{}",
             ctx.request_id,
-            client,
+            ctx.client,
             ctx.key_name.as_deref().unwrap_or("-"),
             ctx.operation,
             ctx.target,
             status,
             ctx.error_code.unwrap_or("-"),
-            session.body_bytes_sent(),
-            ctx.started.elapsed().as_secs_f64() * 1000.0,
-            ctx.backend_latency.map(|d| format!("{:.3}", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into()),
+            bytes,
+            duration.as_secs_f64() * 1000.0,
+            backend_ms.map(|d| format!("{d:.3}")).unwrap_or_else(|| "-".into()),
             e.map(|e| format!(" failure={:?}", e.etype())).unwrap_or_default(),
         );
     }

@@ -170,6 +170,31 @@ fn presented<'a>(view: &RequestView<'a>) -> Result<Presented<'a>, S3Error> {
     .detail("ArgumentName", "Authorization"))
 }
 
+/// The access key id a request claims, before any verification (for throttling repeated failures).
+pub fn claimed_key_id<'a>(view: &RequestView<'a>) -> Option<&'a str> {
+    let from_query = |name: &str| {
+        view.raw_query
+            .split('&')
+            .find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+    };
+    if let Some(cred) = from_query("X-Amz-Credential") {
+        return cred.split(['/', '%']).next();
+    }
+    if let Some(id) = from_query("AWSAccessKeyId") {
+        return Some(id);
+    }
+    let value = view.header("authorization")?;
+    if let Some(rest) = value.strip_prefix("AWS4-HMAC-SHA256 ") {
+        let cred = rest.split("Credential=").nth(1)?;
+        return cred.split('/').next();
+    }
+    value
+        .strip_prefix("AWS ")?
+        .trim()
+        .rsplit_once(':')
+        .map(|(id, _)| id)
+}
+
 /// Options of the verifier that come from configuration.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AuthOptions<'a> {
@@ -391,6 +416,27 @@ mod tests {
             auth(&s, "AWS k1:immuta").unwrap_err().code,
             S3ErrorCode::AccessDenied
         );
+    }
+
+    #[test]
+    fn claimed_key_ids() {
+        let h = |v: &str| vec![("authorization".to_string(), v.to_string())];
+        let none: Vec<(String, String)> = vec![];
+        let cases: Vec<(Vec<(String, String)>, &str, Option<&str>)> = vec![
+            (h("AWS k1:immuta"), "", Some("k1")),
+            (h("AWS k2:c2lnbmF0dXJl"), "", Some("k2")),
+            (h("AWS4-HMAC-SHA256 Credential=k3/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00"), "", Some("k3")),
+            (none.clone(), "X-Amz-Credential=k4%2F20240101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=0", Some("k4")),
+            (none.clone(), "AWSAccessKeyId=k5&Signature=x&Expires=1", Some("k5")),
+            (none, "", None),
+        ];
+        for (headers, query, want) in &cases {
+            assert_eq!(
+                claimed_key_id(&view(headers, query)),
+                *want,
+                "{headers:?} {query}"
+            );
+        }
     }
 
     #[test]

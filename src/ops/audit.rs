@@ -1,0 +1,170 @@
+//! The audit log: one JSON line per request, to standard output or a file that is reopened on SIGHUP (so
+//! logrotate can move it). Lines name the API key by its display name, never the key or a secret.
+
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::sync::Mutex;
+
+/// What s3p decided about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Authenticated and entitled (the answer may still be an error from the backend, e.g. NoSuchKey).
+    Allowed,
+    /// Refused by authentication or entitlement.
+    Denied,
+    /// Not decided: a malformed request, or s3p could not serve it.
+    Failed,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditRecord<'a> {
+    pub time: String,
+    pub request_id: &'a str,
+    pub api_key: Option<&'a str>,
+    pub client: &'a str,
+    pub operation: &'a str,
+    pub data_source: Option<&'a str>,
+    /// The virtual key or listing prefix (`/immuta/<ds>/<key>`).
+    pub resource: &'a str,
+    pub decision: Decision,
+    /// The S3 error code when the answer is an error.
+    pub reason: Option<&'a str>,
+    pub status: u16,
+    pub bytes_sent: u64,
+    pub duration_ms: f64,
+    pub backend_ms: Option<f64>,
+}
+
+enum Sink {
+    Stdout,
+    File { path: String, file: File },
+}
+
+pub struct AuditLog {
+    sink: Mutex<Sink>,
+}
+
+impl AuditLog {
+    /// `-` is standard output; anything else a file opened for appending.
+    pub fn open(target: &str) -> io::Result<AuditLog> {
+        let sink = if target == "-" {
+            Sink::Stdout
+        } else {
+            Sink::File {
+                path: target.to_string(),
+                file: OpenOptions::new().create(true).append(true).open(target)?,
+            }
+        };
+        Ok(AuditLog {
+            sink: Mutex::new(sink),
+        })
+    }
+
+    /// Reopens the file (after logrotate moved it). Standard output needs nothing.
+    pub fn reopen(&self) -> io::Result<()> {
+        let mut sink = self.sink.lock().unwrap();
+        if let Sink::File { path, file } = &mut *sink {
+            *file = OpenOptions::new().create(true).append(true).open(&*path)?;
+        }
+        Ok(())
+    }
+
+    pub fn write(&self, record: &AuditRecord) {
+        let mut line = match serde_json::to_vec(record) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("audit record not serialisable: {e}");
+                return;
+            }
+        };
+        line.push(b'\n');
+        // One write per line, so concurrent lines never interleave.
+        let result = match &mut *self.sink.lock().unwrap() {
+            Sink::Stdout => io::stdout().lock().write_all(&line),
+            Sink::File { file, .. } => file.write_all(&line),
+        };
+        if let Err(e) = result {
+            log::error!("audit log write failed: {e}");
+        }
+    }
+}
+
+/// RFC 3339 UTC time with milliseconds.
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(20_512), (2026, 2, 28));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn writes_one_json_line_per_record_and_reopens() {
+        let dir = std::env::temp_dir().join(format!("s3p-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let log = AuditLog::open(path.to_str().unwrap()).unwrap();
+        let rec = AuditRecord {
+            time: now_rfc3339(),
+            request_id: "R1",
+            api_key: Some("Alice"),
+            client: "127.0.0.1:1",
+            operation: "GetObject",
+            data_source: Some("sales"),
+            resource: "/immuta/sales/a\"b",
+            decision: Decision::Allowed,
+            reason: None,
+            status: 200,
+            bytes_sent: 3,
+            duration_ms: 1.5,
+            backend_ms: Some(1.0),
+        };
+        log.write(&rec);
+        std::fs::rename(&path, dir.join("audit.log.1")).unwrap();
+        log.reopen().unwrap();
+        log.write(&rec);
+        let old = std::fs::read_to_string(dir.join("audit.log.1")).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(old.lines().count(), 1);
+        assert_eq!(new.lines().count(), 1);
+        let v: serde_json::Value = serde_json::from_str(new.trim()).unwrap();
+        assert_eq!(v["decision"], "allowed");
+        assert_eq!(v["resource"], "/immuta/sales/a\"b");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

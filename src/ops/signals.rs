@@ -1,0 +1,128 @@
+//! Signals. SIGHUP reloads `proxy.yaml` (data sources, API keys, entitlements, backends), reopens the audit
+//! file and reloads the TLS certificate; an invalid new configuration is refused with a log line and the
+//! old one stays. SIGTERM and SIGINT both drain in-flight requests for the grace period, then exit 0
+//! (pingora's own watcher treats SIGINT as an immediate stop). SIGQUIT keeps pingora's graceful upgrade.
+
+use crate::config::{self, Config};
+use crate::ops::tls::CertStore;
+use crate::proxy::{Ops, SharedState, State};
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+pub struct GracefulSignals;
+
+#[async_trait]
+impl ShutdownSignalWatch for GracefulSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
+        tokio::select! {
+            _ = term.recv() => { log::info!("SIGTERM: draining in-flight requests"); ShutdownSignal::GracefulTerminate }
+            _ = int.recv() => { log::info!("SIGINT: draining in-flight requests"); ShutdownSignal::GracefulTerminate }
+            _ = quit.recv() => { log::info!("SIGQUIT: graceful upgrade"); ShutdownSignal::GracefulUpgrade }
+        }
+    }
+}
+
+/// Reloads on SIGHUP.
+pub struct Reloader {
+    pub config_path: String,
+    pub state: SharedState,
+    pub ops: Arc<Ops>,
+    pub certs: Option<Arc<CertStore>>,
+}
+
+/// Settings that only take effect at start-up: a reload that changes them says so.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.listen != new.listen {
+        changed.push("listen");
+    }
+    if old.threads != new.threads {
+        changed.push("threads");
+    }
+    if old.admin_listen != new.admin_listen {
+        changed.push("admin_listen");
+    }
+    if old.audit_log != new.audit_log {
+        changed.push("audit_log");
+    }
+    if old.tls.as_ref().map(|t| t.listen) != new.tls.as_ref().map(|t| t.listen) {
+        changed.push("tls.listen");
+    }
+    if old.limits.grace_period_s != new.limits.grace_period_s
+        || old.limits.auth_failures_per_minute != new.limits.auth_failures_per_minute
+    {
+        changed.push("limits.grace_period_s/auth_failures_per_minute");
+    }
+    changed
+}
+
+impl Reloader {
+    pub fn reload(&self) {
+        let new_config = match config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(errors) => {
+                let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                log::error!(
+                    "reload refused, the running configuration stays: {}: {}",
+                    self.config_path,
+                    shown.join("; ")
+                );
+                self.ops.metrics.config_reload(false);
+                return;
+            }
+        };
+        let old = self.state.load_full();
+        let ignored = restart_only_changes(&old.config, &new_config);
+        match State::new(new_config) {
+            Ok(state) => {
+                self.state.store(Arc::new(state));
+                self.ops.metrics.config_reload(true);
+                log::info!("reloaded {}", self.config_path);
+                if !ignored.is_empty() {
+                    log::warn!(
+                        "changes to {} take effect only after a restart",
+                        ignored.join(", ")
+                    );
+                }
+            }
+            Err(e) => {
+                log::error!("reload refused, the running configuration stays: {e}");
+                self.ops.metrics.config_reload(false);
+            }
+        }
+        if let Err(e) = self.ops.audit.reopen() {
+            log::error!("cannot reopen the audit log: {e}");
+        }
+        if let Some(certs) = &self.certs {
+            match certs.reload() {
+                Ok(()) => log::info!("reloaded the TLS certificate"),
+                Err(e) => log::error!("TLS certificate reload refused, the old one stays: {e}"),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot watch SIGHUP, reloads are off: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => self.reload(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
