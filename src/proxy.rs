@@ -326,6 +326,10 @@ impl S3Proxy {
             host_bucket.as_deref(),
         )?;
         ctx.operation = op.name();
+        if !matches!(op, Operation::GetObject(_) | Operation::HeadObject(_)) {
+            // Bucket-level operations need only a valid key; objects also need the entitlement (below).
+            ctx.decision = Decision::Allowed;
+        }
         // As S3: a request that names an expected bucket owner other than the real one is refused.
         if let Some(owner) = view.header("x-amz-expected-bucket-owner") {
             if owner != st.config.owner.id {
