@@ -808,8 +808,8 @@ impl ProxyHttp for S3Proxy {
             duration_ms: duration.as_secs_f64() * 1000.0,
             backend_ms,
         });
-        // The operator's log line (the audit line is the record of access; this one is for debugging).
-        log::info!(
+        // The audit line is the record of access; this one is for debugging (RUST_LOG=s3p=debug).
+        log::debug!(
             "request_id={} client={} key={:?} op={} resource={:?} status={} error={} bytes={} duration_ms={:.3} backend_ms={}{}",
             ctx.request_id,
             ctx.client,

@@ -596,18 +596,19 @@ pub fn sigv4_headers(
         .collect()
 }
 
-/// The s3p log line of a request, found by its request id.
-pub fn log_line(s3p: &S3p, request_id: &str) -> String {
-    // Log lines are written after the response; give the writer a moment.
-    for _ in 0..50 {
+/// The audit line of a request (s3p writes audit lines to standard output, captured in its log file).
+pub fn audit_line(s3p: &S3p, request_id: &str) -> serde_json::Value {
+    // Lines are written after the response; give the writer a moment.
+    for _ in 0..100 {
+        let needle = format!("\"request_id\":\"{request_id}\"");
         if let Some(line) = s3p
             .log()
             .lines()
-            .find(|l| l.contains(&format!("request_id={request_id} ")))
+            .find(|l| l.starts_with('{') && l.contains(&needle))
         {
-            return line.to_string();
+            return serde_json::from_str(line).expect("audit lines are JSON");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("no log line for request {request_id}");
+    panic!("no audit line for request {request_id}");
 }
