@@ -111,6 +111,9 @@ pub struct Limits {
     pub client_timeout_ms: u64,
     /// How long an idle client keep-alive connection is kept.
     pub keepalive_timeout_s: u64,
+    /// Largest request line plus header section accepted, in bytes (S3 answers larger ones with 400
+    /// RequestHeaderSectionTooLarge). pingora itself refuses more than 1 MiB before s3p sees the request.
+    pub max_header_bytes: usize,
     /// Requests handled at once; more are answered 503 SlowDown.
     pub max_concurrent_requests: usize,
     /// Failed authentications allowed per minute from one client address and for one key id; past it,
@@ -127,6 +130,7 @@ impl Default for Limits {
             grace_period_s: 5,
             client_timeout_ms: 60_000,
             keepalive_timeout_s: 60,
+            max_header_bytes: 16 * 1024,
             max_concurrent_requests: 1024,
             auth_failures_per_minute: 30,
         }

@@ -26,6 +26,7 @@ pub enum S3ErrorCode {
     NotImplemented,
     NotModified,
     PreconditionFailed,
+    RequestHeaderSectionTooLarge,
     RequestTimeTooSkewed,
     RequestTimeout,
     ServiceUnavailable,
@@ -57,6 +58,7 @@ impl S3ErrorCode {
             NotImplemented => "NotImplemented",
             NotModified => "NotModified",
             PreconditionFailed => "PreconditionFailed",
+            RequestHeaderSectionTooLarge => "RequestHeaderSectionTooLarge",
             RequestTimeTooSkewed => "RequestTimeTooSkewed",
             RequestTimeout => "RequestTimeout",
             ServiceUnavailable => "ServiceUnavailable",
@@ -79,6 +81,7 @@ impl S3ErrorCode {
             | InvalidToken
             | InvalidURI
             | MissingSecurityHeader
+            | RequestHeaderSectionTooLarge
             | RequestTimeout => 400,
             AccessDenied | InvalidAccessKeyId | RequestTimeTooSkewed | SignatureDoesNotMatch => 403,
             NoSuchBucket | NoSuchKey => 404,
@@ -115,6 +118,7 @@ impl S3ErrorCode {
             NotImplemented => "A header or query you provided implies functionality that is not implemented.",
             NotModified => "Not Modified",
             PreconditionFailed => "At least one of the pre-conditions you specified did not hold",
+            RequestHeaderSectionTooLarge => "Your request header section exceeds the maximum allowed size.",
             RequestTimeTooSkewed => "The difference between the request time and the current time is too large.",
             RequestTimeout => "Your socket connection to the server was not read from or written to within the timeout period.",
             ServiceUnavailable => "Please reduce your request rate.",

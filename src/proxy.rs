@@ -556,6 +556,20 @@ impl ProxyHttp for S3Proxy {
         session.set_read_timeout(client_timeout);
         session.set_write_timeout(client_timeout);
         session.set_keepalive(Some(limits.keepalive_timeout_s));
+        let req = session.req_header();
+        let header_bytes = req.raw_path().len()
+            + req
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if header_bytes > limits.max_header_bytes {
+            session.set_keepalive(None);
+            let e = S3Error::new(S3ErrorCode::RequestHeaderSectionTooLarge)
+                .detail("MaxSizeAllowed", limits.max_header_bytes.to_string());
+            self.write_error(session, ctx, e).await?;
+            return Ok(true);
+        }
         ctx.counted = true;
         if self.ops.metrics.enter() > limits.max_concurrent_requests as i64 {
             let e = S3Error::with_message(

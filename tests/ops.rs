@@ -788,6 +788,36 @@ fn concurrency_limit_answers_slow_down() {
 }
 
 #[test]
+fn oversized_headers_are_refused_with_s3_xml() {
+    let f = setup();
+    let s = S3p::start(
+        &dir("s3p-headers"),
+        &config_with(f, "", "  max_header_bytes: 4096\n"),
+    );
+    let big = "a".repeat(5000);
+    let r = raw(
+        s.addr(),
+        "GET",
+        "/s3p/immuta/sales/plain.txt",
+        &[("Authorization", &legacy(ALICE)), ("x-amz-meta-big", &big)],
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("<Code>RequestHeaderSectionTooLarge</Code>"),
+        "{}",
+        r.text()
+    );
+    let r = raw(
+        s.addr(),
+        "GET",
+        "/s3p/immuta/sales/plain.txt",
+        &[("Authorization", &legacy(ALICE)), ("x-small", "b")],
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
 fn repeated_authentication_failures_are_throttled() {
     let f = setup();
     let s = S3p::start(
