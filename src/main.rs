@@ -97,7 +97,9 @@ fn main() -> ExitCode {
         metrics: Metrics::default(),
         audit,
         throttle: AuthThrottle::new(cfg.limits.auth_failures_per_minute),
+        draining: Default::default(),
     });
+    let grace = std::time::Duration::from_secs(cfg.limits.grace_period_s);
     let certs = match &cfg.tls {
         Some(t) => match CertStore::load(&t.cert, &t.key) {
             Ok(c) => Some(Arc::new(c)),
@@ -154,6 +156,7 @@ fn main() -> ExitCode {
         server.add_service(admin);
         log::info!("s3p admin on http://{addr} (/health, /ready, /metrics)");
     }
+    let drain_ops = ops.clone();
     server.add_service(background_service(
         "s3p reload",
         Reloader {
@@ -165,7 +168,10 @@ fn main() -> ExitCode {
     ));
     log::info!("s3p listening on http://{listen}");
     server.run(RunArgs {
-        shutdown_signal: Box::new(GracefulSignals),
+        shutdown_signal: Box::new(GracefulSignals {
+            ops: drain_ops,
+            grace,
+        }),
     });
     log::info!("s3p stopped");
     ExitCode::SUCCESS

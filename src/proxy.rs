@@ -58,6 +58,8 @@ pub struct Ops {
     pub metrics: Metrics,
     pub audit: AuditLog,
     pub throttle: AuthThrottle,
+    /// Set on SIGTERM/SIGINT: new requests are refused while in-flight ones finish.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 pub struct S3Proxy {
@@ -567,6 +569,15 @@ impl ProxyHttp for S3Proxy {
             session.set_keepalive(None);
             let e = S3Error::new(S3ErrorCode::RequestHeaderSectionTooLarge)
                 .detail("MaxSizeAllowed", limits.max_header_bytes.to_string());
+            self.write_error(session, ctx, e).await?;
+            return Ok(true);
+        }
+        if self.ops.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            session.set_keepalive(None);
+            let e = S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                "The server is shutting down.",
+            );
             self.write_error(session, ctx, e).await?;
             return Ok(true);
         }

@@ -748,6 +748,16 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
         let reader = std::thread::spawn(move || already + drain_slowly(stream));
         std::thread::sleep(Duration::from_millis(200));
         s.signal(signal);
+        // While draining, a new request is refused rather than started.
+        std::thread::sleep(Duration::from_millis(100));
+        let r = raw(
+            s.addr(),
+            "GET",
+            "/s3p/immuta/sales/plain.txt",
+            &[("Authorization", &legacy(ALICE))],
+        );
+        assert_eq!(r.status, 503, "{signal}: {}", r.text());
+        assert!(r.text().contains("shutting down"));
         let received = reader.join().unwrap();
         assert_eq!(received, BIG_LEN, "{signal}: the download was cut");
         let status = s
@@ -759,6 +769,22 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
             "{signal}: still accepting"
         );
     }
+    // An idle s3p does not sit out its grace period.
+    let mut s = S3p::start(
+        &dir("s3p-drain-idle"),
+        &config_with(f, "", "  grace_period_s: 30\n"),
+    );
+    let started = Instant::now();
+    s.signal("TERM");
+    let status = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("an idle s3p exits at once");
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

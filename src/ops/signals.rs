@@ -12,7 +12,14 @@ use pingora::services::background::BackgroundService;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 
-pub struct GracefulSignals;
+/// Turns SIGTERM and SIGINT into a drain: new requests are refused (503, connection closed) while the
+/// requests in flight finish, for at most the grace period; then the server stops at once. Unlike
+/// pingora's own graceful terminate, which always sleeps the whole grace period, an idle s3p stops
+/// immediately.
+pub struct GracefulSignals {
+    pub ops: Arc<Ops>,
+    pub grace: std::time::Duration,
+}
 
 #[async_trait]
 impl ShutdownSignalWatch for GracefulSignals {
@@ -20,11 +27,28 @@ impl ShutdownSignalWatch for GracefulSignals {
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
-        tokio::select! {
-            _ = term.recv() => { log::info!("SIGTERM: draining in-flight requests"); ShutdownSignal::GracefulTerminate }
-            _ = int.recv() => { log::info!("SIGINT: draining in-flight requests"); ShutdownSignal::GracefulTerminate }
-            _ = quit.recv() => { log::info!("SIGQUIT: graceful upgrade"); ShutdownSignal::GracefulUpgrade }
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = quit.recv() => { log::info!("SIGQUIT: graceful upgrade"); return ShutdownSignal::GracefulUpgrade }
+        };
+        self.ops
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        log::info!(
+            "{name}: draining {} in-flight requests (at most {:?})",
+            self.ops.metrics.in_flight(),
+            self.grace
+        );
+        while self.ops.metrics.in_flight() > 0 && started.elapsed() < self.grace {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        let left = self.ops.metrics.in_flight();
+        if left > 0 {
+            log::warn!("grace period over with {left} requests in flight: stopping them");
+        }
+        ShutdownSignal::FastShutdown
     }
 }
 
