@@ -20,4 +20,5 @@ pub mod ops;
 pub mod policy;
 pub mod proxy;
 pub mod request;
+pub mod timefmt;
 pub mod xml;

@@ -62,6 +62,23 @@ pub struct Ops {
     pub draining: std::sync::atomic::AtomicBool,
 }
 
+/// A request's place in the in-flight count.
+pub struct InFlight(Arc<Ops>);
+
+impl InFlight {
+    /// Counts a request in; returns the guard and the count including this request.
+    fn enter(ops: &Arc<Ops>) -> (InFlight, i64) {
+        let count = ops.metrics.enter();
+        (InFlight(ops.clone()), count)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.metrics.leave();
+    }
+}
+
 pub struct S3Proxy {
     pub state: SharedState,
     pub ops: Arc<Ops>,
@@ -85,8 +102,9 @@ pub struct RequestCtx {
     data_source: Option<String>,
     backend_name: Option<String>,
     decision: Decision,
-    /// Whether this request was counted in the in-flight gauge (and must be uncounted).
-    counted: bool,
+    /// Holds this request's place in the in-flight count; dropping it (whatever way the request ends,
+    /// a panic included) gives the place back.
+    in_flight: Option<InFlight>,
     started: Instant,
     key_name: Option<String>,
     operation: &'static str,
@@ -531,7 +549,7 @@ impl ProxyHttp for S3Proxy {
             data_source: None,
             backend_name: None,
             decision: Decision::Failed,
-            counted: false,
+            in_flight: None,
             started: Instant::now(),
             key_name: None,
             operation: "Unknown",
@@ -581,8 +599,9 @@ impl ProxyHttp for S3Proxy {
             self.write_error(session, ctx, e).await?;
             return Ok(true);
         }
-        ctx.counted = true;
-        if self.ops.metrics.enter() > limits.max_concurrent_requests as i64 {
+        let (guard, count) = InFlight::enter(&self.ops);
+        ctx.in_flight = Some(guard);
+        if count > limits.max_concurrent_requests as i64 {
             let e = S3Error::with_message(
                 S3ErrorCode::SlowDown,
                 "Too many requests at once; retry later.",
@@ -797,9 +816,7 @@ impl ProxyHttp for S3Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if ctx.counted {
-            self.ops.metrics.leave();
-        }
+        ctx.in_flight = None;
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

@@ -814,6 +814,46 @@ fn concurrency_limit_answers_slow_down() {
 }
 
 #[test]
+fn malformed_dates_neither_crash_nor_leak_in_flight_places() {
+    let f = setup();
+    let admin = free_port();
+    let s = S3p::start(
+        &dir("s3p-baddate"),
+        &config_with(
+            f,
+            &format!("admin_listen: 127.0.0.1:{admin}\n"),
+            "  max_concurrent_requests: 3\n",
+        ),
+    );
+    let presigned = "/s3p/immuta/sales/plain.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=nobody%2F20240101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=202%C3%A9101T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=00";
+    for _ in 0..5 {
+        let r = raw(s.addr(), "GET", presigned, &[]);
+        assert_eq!(r.status, 400, "{}", r.text());
+        let auth = format!("AWS4-HMAC-SHA256 Credential={ALICE}/20240101/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=00");
+        let r = raw(
+            s.addr(),
+            "GET",
+            "/s3p/immuta/sales/plain.txt",
+            &[
+                ("Authorization", &auth),
+                ("x-amz-date", "2024\u{e9}101T0000Z"),
+            ],
+        );
+        assert!(r.status == 400 || r.status == 403, "{}", r.text());
+    }
+    let r = raw(
+        s.addr(),
+        "GET",
+        "/s3p/immuta/sales/plain.txt",
+        &[("Authorization", &legacy(ALICE))],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(100));
+    let samples = parse_prometheus(&http_get(admin, "/metrics").text());
+    assert_eq!(sample(&samples, "s3p_requests_in_flight", &[]), 0.0);
+}
+
+#[test]
 fn oversized_headers_are_refused_with_s3_xml() {
     let f = setup();
     let s = S3p::start(

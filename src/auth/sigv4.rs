@@ -20,7 +20,7 @@
 //!   so a body never has to be read to verify a signature (the backend, or the caller, checks the
 //!   body).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
 use percent_encoding::{percent_decode, percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -724,88 +724,13 @@ pub fn spaced_hex(bytes: &[u8]) -> String {
         .join(" ")
 }
 
-// -------------------------------------------------------------------------------------------------
-// Time, without a date library: UTC civil dates <-> days since the epoch (Howard Hinnant's
-// algorithms)
-// -------------------------------------------------------------------------------------------------
-
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
-/// Parses `yyyymmddThhmmssZ` (ISO 8601 basic, UTC), rejecting impossible dates and years before
-/// 1970.
-pub fn parse_amz_date(value: &str) -> Option<SystemTime> {
-    let b = value.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let s = &value[range];
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (hour, minute, second) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    let days = days_from_civil(year, month, day);
-    if year < 1970
-        || civil_from_days(days) != (year, month, day)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
-        return None;
-    }
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
-    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
-}
-
-fn civil_parts(time: SystemTime) -> (i64, i64, i64, i64, i64, i64) {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// `yyyymmddThhmmssZ` (ISO 8601 basic, UTC), as in `X-Amz-Date`.
-pub fn format_amz_date(time: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = civil_parts(time);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
-}
-
-/// `yyyy-mm-ddThh:mm:ssZ` (ISO 8601 extended, UTC), as AWS shows `ServerTime` and `Expires` in
-/// errors.
-pub fn format_iso8601(time: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = civil_parts(time);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-}
+pub use crate::timefmt::{format_amz_date, format_iso8601, parse_amz_date};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
+    use std::time::UNIX_EPOCH;
 
     // ---------------------------------------------------------------------------------------------
     // Official AWS SigV4 test suite (shipped inside the aws-sigv4 crate's source), run against the
@@ -1933,6 +1858,9 @@ mod tests {
             "20240501T120000",
             "19690101T000000Z",
             "2024050aT120000Z",
+            // Non-ASCII of the right byte length must not panic (a char boundary inside a field).
+            "202\u{e9}101T000000Z",
+            "20240\u{fffd}1T0000Z",
         ] {
             assert_eq!(parse_amz_date(bad), None, "{bad}");
         }
