@@ -815,6 +815,23 @@ impl ProxyHttp for S3Proxy {
         }
     }
 
+    /// What pingora's own error lines say about a request: the request id, method and virtual
+    /// resource, never the query (presigned signatures) or headers (credentials).
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        format!(
+            "request_id={} {} {:?}",
+            ctx.request_id,
+            session.req_header().method,
+            ctx.target
+        )
+    }
+
+    /// A backend's 404/403/412/416 is an ordinary S3 answer (already in the audit line), not an error
+    /// worth an ERROR line from pingora.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        ctx.backend_error.is_some() || ctx.error_code.is_some()
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.in_flight = None;
         let status = session

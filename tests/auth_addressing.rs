@@ -569,3 +569,44 @@ fn backend_credentials_from_the_standard_aws_chain() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("<Code>ServiceUnavailable</Code>"));
 }
+
+#[test]
+fn presigned_credentials_never_reach_the_log() {
+    let s = &fixture().s3p;
+    let client = sdk_client(
+        &format!("{}/", s.endpoint()),
+        ALICE,
+        ALICE_SECRET,
+        "us-east-1",
+    );
+    let cfg =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(300)).unwrap();
+    let req = runtime()
+        .block_on(
+            client
+                .get_object()
+                .bucket("immuta")
+                .key("sales/no-such-object")
+                .presigned(cfg),
+        )
+        .unwrap();
+    let url = url::Url::parse(req.uri()).unwrap();
+    let signature = url
+        .query_pairs()
+        .find(|(k, _)| k == "X-Amz-Signature")
+        .unwrap()
+        .1
+        .to_string();
+    let r = get(s, &format!("{}?{}", url.path(), url.query().unwrap()), &[]);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let _ = audit_line(s, r.header("x-amz-request-id").unwrap());
+    let log = s.log();
+    assert!(
+        !log.contains(&signature),
+        "the presigned signature was logged"
+    );
+    assert!(
+        !log.contains("X-Amz-Credential"),
+        "a presigned query was logged"
+    );
+}
