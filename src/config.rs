@@ -340,8 +340,9 @@ struct RawApiKey {
     #[serde(default)]
     secrets: Vec<String>,
     name: String,
-    #[serde(default = "yes")]
-    legacy_header: bool,
+    /// Defaults to allowed for keys without a secret (Immuta's keys), refused for keys with one.
+    #[serde(default)]
+    legacy_header: Option<bool>,
     #[serde(default = "yes")]
     enabled: bool,
     #[serde(default)]
@@ -718,6 +719,23 @@ impl Config {
                     &mut errors,
                 )));
             }
+            // A key that signs must not also be a bearer credential: its id travels in clear in every
+            // signed request and presigned URL, so the legacy header would turn a shared presigned URL
+            // into permanent access to everything the key may read.
+            let legacy_header = match k.legacy_header {
+                Some(true) if !secrets.is_empty() => {
+                    err(
+                        &mut errors,
+                        format!("{field}.legacy_header"),
+                        "a key with a secret cannot accept the legacy header (its id is public in every \
+                         signature and presigned URL); give legacy clients a separate key without a secret"
+                            .into(),
+                    );
+                    false
+                }
+                Some(v) => v,
+                None => secrets.is_empty(),
+            };
             if secrets.len() > 2 {
                 err(
                     &mut errors,
@@ -766,7 +784,7 @@ impl Config {
                 id: Secret(id),
                 secrets,
                 name: k.name,
-                legacy_header: k.legacy_header,
+                legacy_header,
                 enabled: k.enabled,
                 expires_at: k.expires_at,
                 data_sources: data_sources_ent,
@@ -945,9 +963,34 @@ api_keys:
         assert!(!c.api_keys[1].data_sources.allows("data"));
         assert!(c.api_keys[0].data_sources.allows("anything"));
         assert!(
-            c.api_keys[0].legacy_header,
-            "legacy header allowed by default, as Immuta does"
+            !c.api_keys[0].legacy_header,
+            "a key with a secret refuses the legacy header by default"
         );
+        assert!(
+            c.api_keys[1].legacy_header,
+            "a key without a secret accepts it by default, as Immuta does"
+        );
+    }
+
+    #[test]
+    fn a_key_with_a_secret_cannot_be_a_bearer_credential() {
+        let text = GOOD.replacen(
+            "    secret: alice-secret\n",
+            "    secret: alice-secret\n    legacy_header: true\n",
+            1,
+        );
+        assert_ne!(text, GOOD);
+        let errs = Config::from_yaml_str(&text, &env).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.field == "api_keys[0].legacy_header"),
+            "{errs:?}"
+        );
+        let off = GOOD.replacen(
+            "    name: Bob\n",
+            "    name: Bob\n    legacy_header: false\n",
+            1,
+        );
+        assert!(!Config::from_yaml_str(&off, &env).unwrap().api_keys[1].legacy_header);
     }
 
     #[test]

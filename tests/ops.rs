@@ -556,7 +556,7 @@ backends:
 data_sources:
   relayed: {{ backend: inner, bucket: immuta, prefix: sales/ }}
 api_keys:
-  - {{ id: outer-key, secret: outer-secret, name: Outer, data_sources: all }}
+  - {{ id: outer-key, name: Outer, data_sources: all }}
 "#,
         ca = ca.display()
     );

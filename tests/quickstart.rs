@@ -431,6 +431,7 @@ fn printed_commands_work_and_ctrl_c_stops_everything() {
     for k in [
         "S3P_ANALYST_KEY",
         "S3P_ANALYST_SECRET",
+        "S3P_ANALYST_TOKEN",
         "S3P_ADMIN_KEY",
         "S3P_ADMIN_SECRET",
     ] {
@@ -448,7 +449,7 @@ fn printed_commands_work_and_ctrl_c_stops_everything() {
 
     // curl with the legacy header: a listing and an object
     let out = paste(&blocks["curl"], &path, &cwd);
-    assert!(blocks["curl"].contains(&format!("AWS {}:immuta", env["S3P_ANALYST_KEY"])));
+    assert!(blocks["curl"].contains(&format!("AWS {}:immuta", env["S3P_ANALYST_TOKEN"])));
     let q1 = String::from_utf8(data[&("demo-sales".into(), "2024/q1.csv".into())].clone()).unwrap();
     assert!(out.contains(&q1), "curl GET q1.csv:\n{out}");
     let listed: BTreeSet<String> = out
@@ -583,7 +584,7 @@ fn command_mode_runs_the_command_then_stops_everything() {
         &[
             "bash",
             "-c",
-            r#"curl -sSf -H "Authorization: AWS $S3P_ANALYST_KEY:immuta" "$S3P_URL/immuta/sales/2024/q1.csv" && echo "== pid $$" && exit 3"#,
+            r#"curl -sSf -H "Authorization: AWS $S3P_ANALYST_TOKEN:immuta" "$S3P_URL/immuta/sales/2024/q1.csv" && echo "== pid $$" && exit 3"#,
         ],
     );
     let code = qs.wait(Duration::from_secs(120));

@@ -22,6 +22,10 @@ pub const ALICE_SECRET: &str = "alice-secret-0123456789";
 pub const BOB: &str = "bob-api-key";
 pub const BOB_SECRET: &str = "bob-secret-0123456789";
 pub const NOLEGACY: &str = "nolegacy-api-key";
+/// Alice's and Bob's keys for the legacy header: a key with a secret never accepts it (its id is public in
+/// every signature), so each has a second, secret-less key with the same entitlements.
+pub const ALICE_LEGACY: &str = "alice-legacy-token";
+pub const BOB_LEGACY: &str = "bob-legacy-token";
 
 /// Objects put on the backends: (bucket, backend key, body).
 pub fn seed_objects() -> Vec<(&'static str, String, Vec<u8>)> {
@@ -385,6 +389,12 @@ api_keys:
     name: No legacy
     legacy_header: false
     data_sources: all
+  - id: {ALICE_LEGACY}
+    name: Alice
+    data_sources: all
+  - id: {BOB_LEGACY}
+    name: Bob
+    data_sources: [sales, data]
 "#,
         endpoint = garage.endpoint()
     )
@@ -527,8 +537,13 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The legacy Immuta header for a key.
+/// The legacy Immuta header for a key. `ALICE` and `BOB` stand for their secret-less legacy keys.
 pub fn legacy(key: &str) -> String {
+    let key = match key {
+        ALICE => ALICE_LEGACY,
+        BOB => BOB_LEGACY,
+        other => other,
+    };
     format!("AWS {key}:immuta")
 }
 
