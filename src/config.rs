@@ -638,11 +638,27 @@ impl Config {
             );
         }
 
+        // A data source named like the base path's first segment (`s3p` under `/s3p`) would make
+        // `/s3p/s3p/<key>` and `/s3p/<key>` differ only by the base path, which clients that sign
+        // without it (and virtual-hosted SigV2) cannot tell apart.
+        let base_segment = base_path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
         let mut data_sources = BTreeMap::new();
         for (name, d) in raw.data_sources {
             let field = format!("data_sources.{name}");
             if let Err(p) = check_segment_name(&name) {
                 err(&mut errors, field.clone(), format!("name {p}"));
+            }
+            if !base_segment.is_empty() && name == base_segment {
+                err(
+                    &mut errors,
+                    field.clone(),
+                    format!("must not be named like the base path segment `{base_segment}`"),
+                );
             }
             if !backends.contains_key(&d.backend) {
                 err(
@@ -1101,7 +1117,7 @@ api_keys:
 
     #[test]
     fn data_source_names_are_one_segment() {
-        for bad in ["\"a/b\"", "\".\"", "\"..\"", "\"\""] {
+        for bad in ["\"a/b\"", "\".\"", "\"..\"", "\"\"", "s3p"] {
             let text = GOOD.replacen("  sales:", &format!("  {bad}:"), 1);
             let errs = Config::from_yaml_str(&text, &env).expect_err(bad);
             assert!(

@@ -610,3 +610,75 @@ fn presigned_credentials_never_reach_the_log() {
         "a presigned query was logged"
     );
 }
+
+#[test]
+fn sigv2_presigned_urls_cannot_be_extended_or_replayed() {
+    let s = &fixture().s3p;
+    let path = "/s3p/immuta/sales/plain.txt";
+    let expires = (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300)
+        .to_string();
+    // botocore's form: the resource without the base path.
+    let sts = format!("GET\n\n\n{expires}\n/immuta/sales/plain.txt");
+    let sig = enc(&sigv2_signature(ALICE_SECRET, &sts));
+    let good = format!("{path}?AWSAccessKeyId={ALICE}&Expires={expires}&Signature={sig}");
+    assert_eq!(get(s, &good, &[]).status, 200);
+    // Sub-resources the signature does not cover, spelled plainly or encoded, are refused.
+    for extra in [
+        "&response-content-type=text%2Fhtml",
+        "&response%2Dcontent-type=text%2Fhtml",
+        "&response%2Dcontent-disposition=attachment%3B%20filename%3Devil.html",
+        "&version%49d=1",
+    ] {
+        let r = get(s, &format!("{good}{extra}"), &[]);
+        assert_refused_before_backend(s, &r, 403, "SignatureDoesNotMatch");
+        assert_eq!(r.header("content-type"), Some("application/xml"), "{extra}");
+    }
+    // No presigned URL lives longer than seven days.
+    let far = (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 8 * 86_400)
+        .to_string();
+    let sts = format!("GET\n\n\n{far}\n/immuta/sales/plain.txt");
+    let target = format!(
+        "{path}?AWSAccessKeyId={ALICE}&Expires={far}&Signature={}",
+        enc(&sigv2_signature(ALICE_SECRET, &sts))
+    );
+    assert_refused_before_backend(
+        s,
+        &get(s, &target, &[]),
+        400,
+        "AuthorizationQueryParametersError",
+    );
+}
+
+#[test]
+fn virtual_hosted_sigv2_cannot_replay_a_path_style_signature_for_another_key() {
+    let s = extended();
+    let host = format!("immuta.s3p.localhost:{}", s.port);
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    // A signature botocore would make for the path-style key `s3p/sales/plain.txt`...
+    let sts = format!("GET\n\n\n{date}\n/immuta/s3p/sales/plain.txt");
+    let auth = format!("AWS {ALICE}:{}", sigv2_signature(ALICE_SECRET, &sts));
+    // ...is not accepted for the virtual-hosted request of `sales/plain.txt`.
+    let r = get(
+        s,
+        "/s3p/sales/plain.txt",
+        &[("Host", &host), ("Date", &date), ("Authorization", &auth)],
+    );
+    assert_refused_before_backend(s, &r, 403, "SignatureDoesNotMatch");
+    // The canonical virtual-hosted form works.
+    let sts = format!("GET\n\n\n{date}\n/immuta/sales/plain.txt");
+    let auth = format!("AWS {ALICE}:{}", sigv2_signature(ALICE_SECRET, &sts));
+    let r = get(
+        s,
+        "/s3p/sales/plain.txt",
+        &[("Host", &host), ("Date", &date), ("Authorization", &auth)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}

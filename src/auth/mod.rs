@@ -333,7 +333,9 @@ pub fn sigv2_resources(raw_path: &str, base_path: &str, host_bucket: Option<&str
     } else {
         canonical
     };
-    if canonical == as_sent {
+    // Virtual-hosted: only the canonical form. `/<bucket>/s3p/<key>` as sent would equal botocore's
+    // path-style signature for the different key `s3p/<key>`, and SigV2 does not sign the Host.
+    if canonical == as_sent || host_bucket.is_some() {
         vec![canonical]
     } else {
         vec![canonical, as_sent]
@@ -448,7 +450,7 @@ mod tests {
         assert_eq!(sigv2_resources("/immuta/k", "", None), vec!["/immuta/k"]);
         assert_eq!(
             sigv2_resources("/s3p/k", "/s3p", Some("immuta")),
-            vec!["/immuta/k", "/immuta/s3p/k"]
+            vec!["/immuta/k"]
         );
         assert_eq!(sigv2_resources("/s3p", "/s3p", None), vec!["/", "/s3p"]);
     }

@@ -88,28 +88,35 @@ pub fn is_presigned(raw_query: &str) -> bool {
 
 /// CanonicalizedResource: `resource_path` (empty means `/`) and, after a `?`, the sub-resources of
 /// the raw query sorted by name (stable, so repeated names keep their order), `name` or
-/// `name=value`. Names are compared as sent; values are percent-decoded, as the documentation says
-/// ("you do not encode these values") and botocore does; `+` stays `+`, as in botocore's `unquote`.
+/// `name=value`. Names are decoded exactly as s3p decodes them when it acts on the query (so a
+/// sub-resource spelled `response%2Dcontent-type` is signed as the `response-content-type` it will
+/// become, and cannot be smuggled past the signature); values are percent-decoded, as the documentation
+/// says ("you do not encode these values") and botocore does; `+` stays `+`, as in botocore's `unquote`.
 pub fn canonical_resource(resource_path: &str, raw_query: &str) -> String {
     let mut out = if resource_path.is_empty() {
         "/".to_string()
     } else {
         resource_path.to_string()
     };
-    let mut subresources: Vec<(&str, Option<String>)> = raw_query
+    let mut subresources: Vec<(String, Option<String>)> = raw_query
         .split('&')
         .filter_map(|piece| {
-            let (name, value) = match piece.split_once('=') {
+            let (raw_name, value) = match piece.split_once('=') {
                 Some((name, value)) => (
                     name,
                     Some(percent_decode_str(value).decode_utf8_lossy().into_owned()),
                 ),
                 None => (piece, None),
             };
-            SUBRESOURCES.contains(&name).then_some((name, value))
+            let name = percent_decode_str(&raw_name.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned();
+            SUBRESOURCES
+                .contains(&name.as_str())
+                .then_some((name, value))
         })
         .collect();
-    subresources.sort_by(|a, b| a.0.cmp(b.0));
+    subresources.sort_by(|a, b| a.0.cmp(&b.0));
     for (i, (name, value)) in subresources.iter().enumerate() {
         out.push(if i == 0 { '?' } else { '&' });
         out.push_str(name);
@@ -250,6 +257,14 @@ pub fn verify_query(
         ));
     };
     let secrets = secrets_for(&access_key, lookup)?;
+    // SigV2 itself sets no limit; s3p holds presigned URLs of both versions to SigV4's seven days, so a
+    // leaked URL cannot be valid for years.
+    if expiry > now + Duration::from_secs(super::sigv4::MAX_PRESIGN_EXPIRES) {
+        return Err(S3Error::with_message(
+            S3ErrorCode::AuthorizationQueryParametersError,
+            "Expires must be at most 604800 seconds (7 days) in the future",
+        ));
+    }
     if now > expiry {
         return Err(
             S3Error::with_message(S3ErrorCode::AccessDenied, "Request has expired")
