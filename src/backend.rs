@@ -331,7 +331,9 @@ impl Backend {
             }
         };
         let status = response.status();
-        let body = match tokio::time::timeout(timeout, response.into_body().collect()).await {
+        // A listing page of 1,000 keys is well under 1 MiB; anything past 16 MiB is not a listing.
+        let limited = http_body_util::Limited::new(response.into_body(), 16 << 20);
+        let body = match tokio::time::timeout(timeout, limited.collect()).await {
             Ok(Ok(b)) => b.to_bytes(),
             _ => {
                 log::warn!(

@@ -44,10 +44,17 @@ pub fn decode_once(raw: &str) -> Result<String, S3Error> {
         .map_err(|_| S3Error::new(S3ErrorCode::InvalidURI))
 }
 
+/// `.` and `..`, also as some servers read them: with a `;parameter` suffix (Java servlet path
+/// parameters). Segments are split on `\\` as well as `/` by the caller, for backends on Windows.
+fn is_dot_segment(seg: &str) -> bool {
+    let bare = seg.split(';').next().unwrap_or(seg);
+    bare == "." || bare == ".."
+}
+
 /// Splits a decoded object path (everything after `<bucket>/`) into data source and key.
 /// Refuses `.`/`..` segments anywhere with 400 InvalidArgument.
 pub fn parse_virtual_key(decoded: &str) -> Result<VirtualKey, S3Error> {
-    if decoded.split('/').any(|seg| seg == "." || seg == "..") {
+    if decoded.split(['/', '\\']).any(is_dot_segment) {
         return Err(S3Error::with_message(
             S3ErrorCode::InvalidArgument,
             "Object keys with `.` or `..` path segments are not accepted.",
@@ -149,6 +156,10 @@ mod tests {
             "sales/a/..",
             "sales/%2e",
             "..",
+            "sales/..\\data\\x",
+            "sales\\..\\data",
+            "sales/..;x/data",
+            "sales/.;/x",
         ] {
             let err = parse_virtual_key(&decode_once(raw).unwrap()).unwrap_err();
             assert_eq!(err.code, S3ErrorCode::InvalidArgument, "{raw}");

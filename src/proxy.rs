@@ -301,19 +301,14 @@ impl S3Proxy {
                 .signature_base_path_tolerance
                 .then_some(st.config.base_path.as_str()),
         };
-        // Repeated failures from one address, or for one claimed key, are throttled before any check.
-        let subjects = [
-            format!(
-                "ip:{}",
-                ctx.client
-                    .rsplit_once(':')
-                    .map_or(ctx.client.as_str(), |(ip, _)| ip)
-            ),
-            format!("key:{}", auth::claimed_key_id(&view).unwrap_or_default()),
-        ];
-        let subjects: Vec<&str> = subjects.iter().map(String::as_str).collect();
+        // Repeated failures from one client network (and key) are throttled before any check.
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let claimed = auth::claimed_key_id(&view);
         let now = Instant::now();
-        if self.ops.throttle.is_blocked(&subjects, now) {
+        if self.ops.throttle.is_blocked(client_ip, claimed, now) {
             return Err(S3Error::with_message(
                 S3ErrorCode::SlowDown,
                 "Too many failed authentications; retry later.",
@@ -330,7 +325,7 @@ impl S3Proxy {
             Err(e) => {
                 self.ops.metrics.auth_failure(e.code.as_str());
                 if is_denial(e.code) {
-                    self.ops.throttle.record_failure(&subjects, now);
+                    self.ops.throttle.record_failure(client_ip, claimed, now);
                 }
                 return Err(e);
             }
@@ -375,7 +370,13 @@ impl S3Proxy {
             ))),
             Operation::ListObjects(params) => {
                 ctx.decision = Decision::Allowed;
-                ctx.data_source = params.prefix.split_once('/').map(|(ds, _)| ds.to_string());
+                // Audit the listed prefix; name its data source only when the key may read it.
+                ctx.target = format!("/{}/{}", st.config.bucket, params.prefix);
+                ctx.data_source = params
+                    .prefix
+                    .split_once('/')
+                    .and_then(|(ds, _)| policy::readable_data_source(&st.config, &key, ds).ok())
+                    .map(|ds| ds.name.clone());
                 let body = self.list(&st, &key, &params).await?;
                 xml_ok(body)
             }
@@ -446,7 +447,12 @@ impl S3Proxy {
             start,
             max_keys: params.max_keys,
         };
-        let page = list_page(&st.backends, &data_sources, &query).await?;
+        // Errors of list_page come only from backend calls (the position was validated above).
+        let page = list_page(&st.backends, &data_sources, &query)
+            .await
+            .inspect_err(|e| {
+                self.ops.metrics.backend_error("listing", e.code.as_str());
+            })?;
         let next_token = match (&page.next, params.version) {
             (Some(p), ListVersion::V2) => Some(st.tokens.seal(p, &binding)),
             _ => None,
@@ -840,16 +846,27 @@ impl ProxyHttp for S3Proxy {
             .unwrap_or(0);
         let bytes = session.body_bytes_sent() as u64;
         let duration = ctx.started.elapsed();
-        let data_source = ctx.data_source.as_deref().unwrap_or("");
+        // Metric labels only ever hold configured names of allowed requests: a client cannot grow the
+        // label set by asking for names that do not exist.
+        let data_source = match (&ctx.data_source, ctx.decision) {
+            (Some(ds), Decision::Allowed) if ctx.state.config.data_sources.contains_key(ds) => {
+                ds.as_str()
+            }
+            _ => "",
+        };
         self.ops
             .metrics
             .request(ctx.operation, data_source, status, bytes, duration);
         if let Some(d) = ctx.backend_latency {
             self.ops.metrics.backend_duration.observe(d);
         }
-        if status >= 500 || e.is_some_and(|e| e.esource() == &ErrorSource::Upstream) {
-            let backend = ctx.backend_name.as_deref().unwrap_or("listing");
-            self.ops.metrics.backend_error(backend, &status.to_string());
+        // Object requests: a failed connection or a 5xx from the backend (listings count theirs in list()).
+        if let Some(backend) = &ctx.backend_name {
+            if e.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
+                || (status >= 500 && ctx.backend_latency.is_some())
+            {
+                self.ops.metrics.backend_error(backend, &status.to_string());
+            }
         }
         let backend_ms = ctx.backend_latency.map(|d| d.as_secs_f64() * 1000.0);
         self.ops.audit.write(&AuditRecord {

@@ -250,15 +250,19 @@ pub async fn list_page<S: PageSource + ?Sized>(
         } else {
             None
         };
+        let backend_prefix = format!("{}{}", ds.prefix, inside_prefix);
+        // A start-after below the prefix excludes nothing under it, so it is not sent: some backends
+        // (Garage 2.5) answer an empty page when keys outside the prefix lie between the two.
         let start_after = match &query.start {
             Position::After(k) | Position::AfterPrefix(k) => k
                 .strip_prefix(root.as_str())
                 .map(|inside| format!("{}{}", ds.prefix, inside)),
             Position::Start => None,
-        };
+        }
+        .filter(|s| s.as_str() >= backend_prefix.as_str());
         let mut request = BackendListRequest {
             data_source: ds.name.clone(),
-            prefix: format!("{}{}", ds.prefix, inside_prefix),
+            prefix: backend_prefix,
             delimiter: backend_delimiter,
             start_after,
             continuation: None,
@@ -297,14 +301,30 @@ pub async fn list_page<S: PageSource + ?Sized>(
                 if !admitted {
                     continue;
                 }
+                let rolled_here = !is_prefix && rollup(&name, prefix, delimiter).is_some();
                 let entry = match rollup(&name, prefix, delimiter) {
                     Some(cp) => Entry::CommonPrefix(cp.to_string()),
                     None if is_prefix => Entry::CommonPrefix(name),
                     None => Entry::Object(object.expect("objects carry their entry")),
                 };
+                let skip_after = match (&entry, rolled_here && request.delimiter.is_none()) {
+                    (Entry::CommonPrefix(cp), true) => {
+                        cp.strip_prefix(root.as_str()).map(str::to_string)
+                    }
+                    _ => None,
+                };
                 out.push(entry);
                 if out.is_full() || whole_ds_prefix.is_some() {
                     break 'pages;
+                }
+                if let Some(inside) = skip_after {
+                    // Rolled up here, not by the backend: everything else under this prefix rolls into
+                    // it too, so ask the backend to go on after the whole subtree instead of paging
+                    // through it (U+10FFFF is the largest character; keys holding it right after the
+                    // prefix are the one case this would skip).
+                    request.start_after = Some(format!("{}{inside}{}", ds.prefix, char::MAX));
+                    request.continuation = None;
+                    continue 'pages;
                 }
             }
             match page.next_continuation {

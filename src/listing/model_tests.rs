@@ -302,3 +302,39 @@ fn data_sources_show_as_directories_at_the_root_even_when_empty() {
         "root directories need no backend call"
     );
 }
+
+#[test]
+fn a_locally_rolled_prefix_is_skipped_not_paged_through() {
+    // `/2` straddles `sales/` and the keys, so the backend cannot roll up: s3p does, and must then jump
+    // past the subtree instead of reading all 500 keys 10 at a time.
+    let ds = DataSource {
+        name: "sales".into(),
+        backend: "m".into(),
+        bucket: "b".into(),
+        prefix: String::new(),
+    };
+    let mut keys: Vec<String> = (0..500).map(|i| format!("2/x{i:04}")).collect();
+    keys.push("3-last".into());
+    keys.sort();
+    let mut buckets = BTreeMap::new();
+    buckets.insert("b".to_string(), keys);
+    let source = MemorySource {
+        buckets,
+        short_pages: 10,
+        calls: Default::default(),
+    };
+    let q = ListQuery {
+        prefix: String::new(),
+        delimiter: Some("/2".into()),
+        start: Position::Start,
+        max_keys: 1000,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let page = rt.block_on(list_page(&source, &[&ds], &q)).unwrap();
+    let got: Vec<String> = page.entries.iter().map(show).collect();
+    assert_eq!(got, vec!["P:sales/2", "K:sales/3-last"]);
+    let calls = source.calls.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(calls <= 3, "{calls} backend calls");
+}
