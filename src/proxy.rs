@@ -390,6 +390,20 @@ impl S3Proxy {
                     .backends
                     .get(&obj.backend)
                     .ok_or_else(|| S3Error::new(S3ErrorCode::InternalError))?;
+                // Forwarded headers are signed for the backend as text: refuse what is not, rather
+                // than sign a lossy copy the backend would reject as a bad signature.
+                if let Some((name, _)) = session
+                    .req_header()
+                    .headers
+                    .iter()
+                    .find(|(n, v)| forwarded_request_header(n.as_str()) && v.to_str().is_err())
+                {
+                    return Err(S3Error::invalid_argument(
+                        "Header values must be visible ASCII.",
+                        name.as_str(),
+                        "",
+                    ));
+                }
                 let target = backend.object_target(&obj.bucket, &obj.key);
                 let forwarded: Vec<String> = query
                     .iter()

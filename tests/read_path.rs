@@ -317,6 +317,22 @@ fn range_requests_return_206() {
 }
 
 #[test]
+fn non_ascii_forwarded_headers_are_refused_up_front() {
+    let f = fixture();
+    let r = raw(
+        f.s3p.addr(),
+        "GET",
+        "/s3p/immuta/sales/plain.txt",
+        &[
+            ("Authorization", &legacy(ALICE)),
+            ("If-None-Match", "\"caf\u{e9}\""),
+        ],
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("<Code>InvalidArgument</Code>"));
+}
+
+#[test]
 fn conditional_requests() {
     let f = fixture();
     let auth = legacy(ALICE);

@@ -552,7 +552,12 @@ pub fn verify_presigned(
     let secrets = secrets_for(&params.credential.access_key_id, lookup)?;
     // Valid from X-Amz-Date (with the usual skew allowance) until X-Amz-Date + X-Amz-Expires.
     if request_time > now + MAX_SKEW {
-        return Err(too_skewed(&params.amz_date, now));
+        // As S3: a presigned URL dated in the future is not valid yet (header auth says "skewed").
+        return Err(
+            S3Error::with_message(S3ErrorCode::AccessDenied, "Request is not valid yet")
+                .detail("X-Amz-Date", params.amz_date.clone())
+                .detail("ServerTime", format_iso8601(now)),
+        );
     }
     let expiry = request_time + Duration::from_secs(params.expires);
     if now > expiry {
@@ -1634,11 +1639,11 @@ mod tests {
                 expect: Err(S3ErrorCode::AccessDenied),
             },
             Case {
-                name: "signed 16 minutes in the future",
+                name: "signed 16 minutes in the future (not valid yet)",
                 signing: presigned("/s3p/immuta/ds/f", 3600),
                 alter: keep,
                 now: -16 * 60,
-                expect: Err(S3ErrorCode::RequestTimeTooSkewed),
+                expect: Err(S3ErrorCode::AccessDenied),
             },
             Case {
                 name: "X-Amz-Expires over a week",
