@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::utf8_percent_encode;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -34,14 +34,8 @@ use std::time::{Duration, SystemTime};
 
 /// Query values are encoded with the strictest set (RFC 3986 unreserved only), so that the query we send
 /// is already in SigV4 canonical form and no backend can read it differently.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
 pub fn encode_query_value(v: &str) -> String {
-    utf8_percent_encode(v, QUERY_VALUE).to_string()
+    utf8_percent_encode(v, crate::auth::sigv4::UNRESERVED).to_string()
 }
 
 /// Resolves every name to the backend's own addresses: virtual-host requests name `<bucket>.<host>` in
@@ -313,10 +307,7 @@ impl Backend {
                     self.config.name,
                     ds.name
                 );
-                return Err(S3Error::with_message(
-                    S3ErrorCode::ServiceUnavailable,
-                    "The data source's storage is unavailable.",
-                ));
+                return Err(S3Error::storage_unavailable());
             }
             Err(_) => {
                 log::warn!(
@@ -324,10 +315,7 @@ impl Backend {
                     self.config.name,
                     ds.name
                 );
-                return Err(S3Error::with_message(
-                    S3ErrorCode::ServiceUnavailable,
-                    "The data source's storage did not answer in time.",
-                ));
+                return Err(S3Error::storage_timeout());
             }
         };
         let status = response.status();
@@ -341,10 +329,7 @@ impl Backend {
                     self.config.name,
                     ds.name
                 );
-                return Err(S3Error::with_message(
-                    S3ErrorCode::ServiceUnavailable,
-                    "The data source's storage did not answer in time.",
-                ));
+                return Err(S3Error::storage_timeout());
             }
         };
         log::debug!(
@@ -446,12 +431,7 @@ impl Backend {
                     })
                     .await;
                 use aws_credential_types::provider::ProvideCredentials;
-                let unavailable = || {
-                    S3Error::with_message(
-                        S3ErrorCode::ServiceUnavailable,
-                        "The data source's storage is unavailable.",
-                    )
-                };
+                let unavailable = || S3Error::storage_unavailable();
                 let Some(provider) = provider else {
                     log::error!(
                         "backend {}: the AWS chain has no credentials provider",

@@ -60,8 +60,9 @@ pub struct Config {
     /// Host names under which the virtual bucket is also addressed virtual-host style
     /// (`<bucket>.<suffix>`), lowercase, without port.
     pub virtual_host_suffixes: Vec<String>,
-    /// Accept SigV4/SigV2 signatures computed without the base path in the path (s3fs-fuse 1.90) or with
-    /// it appended to the host (s3cmd). Off by default; see README "Clients that sign without the base path".
+    /// Accept SigV4 signatures computed without the base path in the path (s3fs-fuse 1.90) or with it
+    /// appended to the host (s3cmd). Off by default; see README "Clients that sign without the base
+    /// path". (SigV2 always accepts botocore's resource form, which leaves the base path out.)
     pub signature_base_path_tolerance: bool,
     pub cors: Cors,
     pub limits: Limits,

@@ -9,26 +9,19 @@ pub enum S3ErrorCode {
     AccessDenied,
     AuthorizationHeaderMalformed,
     AuthorizationQueryParametersError,
-    BadDigest,
-    EntityTooLarge,
     InternalError,
     InvalidAccessKeyId,
     InvalidArgument,
-    InvalidBucketName,
     InvalidRange,
     InvalidRequest,
-    InvalidToken,
     InvalidURI,
     MethodNotAllowed,
-    MissingSecurityHeader,
     NoSuchBucket,
     NoSuchKey,
     NotImplemented,
-    NotModified,
     PreconditionFailed,
     RequestHeaderSectionTooLarge,
     RequestTimeTooSkewed,
-    RequestTimeout,
     ServiceUnavailable,
     SignatureDoesNotMatch,
     SlowDown,
@@ -41,26 +34,19 @@ impl S3ErrorCode {
             AccessDenied => "AccessDenied",
             AuthorizationHeaderMalformed => "AuthorizationHeaderMalformed",
             AuthorizationQueryParametersError => "AuthorizationQueryParametersError",
-            BadDigest => "BadDigest",
-            EntityTooLarge => "EntityTooLarge",
             InternalError => "InternalError",
             InvalidAccessKeyId => "InvalidAccessKeyId",
             InvalidArgument => "InvalidArgument",
-            InvalidBucketName => "InvalidBucketName",
             InvalidRange => "InvalidRange",
             InvalidRequest => "InvalidRequest",
-            InvalidToken => "InvalidToken",
             InvalidURI => "InvalidURI",
             MethodNotAllowed => "MethodNotAllowed",
-            MissingSecurityHeader => "MissingSecurityHeader",
             NoSuchBucket => "NoSuchBucket",
             NoSuchKey => "NoSuchKey",
             NotImplemented => "NotImplemented",
-            NotModified => "NotModified",
             PreconditionFailed => "PreconditionFailed",
             RequestHeaderSectionTooLarge => "RequestHeaderSectionTooLarge",
             RequestTimeTooSkewed => "RequestTimeTooSkewed",
-            RequestTimeout => "RequestTimeout",
             ServiceUnavailable => "ServiceUnavailable",
             SignatureDoesNotMatch => "SignatureDoesNotMatch",
             SlowDown => "SlowDown",
@@ -73,22 +59,15 @@ impl S3ErrorCode {
         match self {
             AuthorizationHeaderMalformed
             | AuthorizationQueryParametersError
-            | BadDigest
-            | EntityTooLarge
             | InvalidArgument
-            | InvalidBucketName
             | InvalidRequest
-            | InvalidToken
             | InvalidURI
-            | MissingSecurityHeader
-            | RequestHeaderSectionTooLarge
-            | RequestTimeout => 400,
+            | RequestHeaderSectionTooLarge => 400,
             AccessDenied | InvalidAccessKeyId | RequestTimeTooSkewed | SignatureDoesNotMatch => 403,
             NoSuchBucket | NoSuchKey => 404,
             MethodNotAllowed => 405,
             PreconditionFailed => 412,
             InvalidRange => 416,
-            NotModified => 304,
             InternalError => 500,
             NotImplemented => 501,
             ServiceUnavailable | SlowDown => 503,
@@ -101,26 +80,19 @@ impl S3ErrorCode {
             AccessDenied => "Access Denied",
             AuthorizationHeaderMalformed => "The authorization header is malformed.",
             AuthorizationQueryParametersError => "Error parsing the query-string authentication parameters.",
-            BadDigest => "The Content-MD5 or checksum value that you specified did not match what the server received.",
-            EntityTooLarge => "Your proposed upload exceeds the maximum allowed object size.",
             InternalError => "We encountered an internal error. Please try again.",
             InvalidAccessKeyId => "The AWS Access Key Id you provided does not exist in our records.",
             InvalidArgument => "Invalid Argument",
-            InvalidBucketName => "The specified bucket is not valid.",
             InvalidRange => "The requested range is not satisfiable",
             InvalidRequest => "Invalid Request",
-            InvalidToken => "The provided token is malformed or otherwise invalid.",
             InvalidURI => "Couldn't parse the specified URI.",
             MethodNotAllowed => "The specified method is not allowed against this resource.",
-            MissingSecurityHeader => "Your request is missing a required header.",
             NoSuchBucket => "The specified bucket does not exist",
             NoSuchKey => "The specified key does not exist.",
             NotImplemented => "A header or query you provided implies functionality that is not implemented.",
-            NotModified => "Not Modified",
             PreconditionFailed => "At least one of the pre-conditions you specified did not hold",
             RequestHeaderSectionTooLarge => "Your request header section exceeds the maximum allowed size.",
             RequestTimeTooSkewed => "The difference between the request time and the current time is too large.",
-            RequestTimeout => "Your socket connection to the server was not read from or written to within the timeout period.",
             ServiceUnavailable => "Please reduce your request rate.",
             SignatureDoesNotMatch => "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
             SlowDown => "Please reduce your request rate.",
@@ -175,6 +147,22 @@ impl S3Error {
         S3Error::with_message(S3ErrorCode::InvalidArgument, message)
             .detail("ArgumentName", name)
             .detail("ArgumentValue", value)
+    }
+
+    /// A backend could not be reached or did not answer: 503, saying nothing about which or where.
+    pub fn storage_unavailable() -> Self {
+        S3Error::with_message(
+            S3ErrorCode::ServiceUnavailable,
+            "The data source's storage is unavailable.",
+        )
+    }
+
+    /// A backend took longer than the configured read timeout.
+    pub fn storage_timeout() -> Self {
+        S3Error::with_message(
+            S3ErrorCode::ServiceUnavailable,
+            "The data source's storage did not answer in time.",
+        )
     }
 
     pub fn not_implemented(what: impl Into<String>) -> Self {

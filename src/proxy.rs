@@ -807,10 +807,7 @@ impl ProxyHttp for S3Proxy {
             ErrorSource::Downstream => None,
             ErrorSource::Upstream => {
                 log::warn!("request {}: backend failed: {e}", ctx.request_id);
-                Some(S3Error::with_message(
-                    S3ErrorCode::ServiceUnavailable,
-                    "The data source's storage is unavailable.",
-                ))
+                Some(S3Error::storage_unavailable())
             }
             _ => {
                 log::error!("request {}: {e}", ctx.request_id);

@@ -6,7 +6,7 @@ use crate::config::Owner;
 use crate::error::S3Error;
 use crate::listing::merge::{BackendPage, Entry, ObjectEntry};
 use crate::listing::params::{ListParams, ListVersion};
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::percent_decode_str;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use std::fmt::Write;
@@ -37,16 +37,10 @@ pub fn escape(s: &str) -> String {
 }
 
 /// `encoding-type=url`: everything but RFC 3986 unreserved characters and `/` is percent-encoded (a space
-/// becomes `%20`, which every client's decoder reads, where `+` would be misread by plain URL decoders).
-const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
-
+/// becomes `%20`, which every client's decoder reads, where `+` would be misread by plain URL decoders):
+/// the same encoding as a key in a request path.
 pub fn url_encode(s: &str) -> String {
-    utf8_percent_encode(s, URL_ENCODE).to_string()
+    crate::namespace::encode_path(s)
 }
 
 /// Decodes a value a backend sent with `encoding-type=url` (S3 itself writes spaces as `+`).

@@ -45,8 +45,8 @@ impl<'a> RequestView<'a> {
 pub enum SecretLookup {
     /// No usable key with this id (unknown, disabled or expired): answer InvalidAccessKeyId.
     Unknown,
-    /// The key exists but has no secret, so it cannot sign: answer SignatureDoesNotMatch.
-    /// One or two secrets (two while a secret is being rotated); any of them may have signed.
+    /// The key's secrets: one, or two while a secret is being rotated (any of them may have signed);
+    /// none for a key that cannot sign (its signatures never match).
     Secrets(Vec<String>),
 }
 
@@ -111,19 +111,10 @@ enum Presented<'a> {
     SigV2Query,
 }
 
-fn query_has(raw_query: &str, name: &str) -> bool {
-    raw_query
-        .split('&')
-        .any(|p| p.split_once('=').map_or(p, |(n, _)| n) == name)
-}
-
 fn presented<'a>(view: &RequestView<'a>) -> Result<Presented<'a>, S3Error> {
     let header = view.header("authorization");
-    let v4_query = query_has(view.raw_query, "X-Amz-Algorithm")
-        || query_has(view.raw_query, "X-Amz-Credential")
-        || query_has(view.raw_query, "X-Amz-Signature");
-    let v2_query =
-        query_has(view.raw_query, "AWSAccessKeyId") || query_has(view.raw_query, "Signature");
+    let v4_query = sigv4::is_presigned(view.raw_query);
+    let v2_query = sigv2::is_presigned(view.raw_query);
     if [header.is_some(), v4_query, v2_query]
         .iter()
         .filter(|b| **b)
@@ -149,14 +140,11 @@ fn presented<'a>(view: &RequestView<'a>) -> Result<Presented<'a>, S3Error> {
     if value.starts_with("AWS4-HMAC-SHA256 ") || value == "AWS4-HMAC-SHA256" {
         return Ok(Presented::SigV4Header(value));
     }
-    if let Some(rest) = value.strip_prefix("AWS ") {
-        let rest = rest.trim();
-        return match rest.rsplit_once(':') {
-            Some((key, LEGACY_MARKER)) if !key.is_empty() => Ok(Presented::Legacy(key)),
-            Some((key, sig)) if !key.is_empty() && !sig.is_empty() => {
-                Ok(Presented::SigV2Header(key, sig))
-            }
-            _ => Err(S3Error::with_message(
+    if value.starts_with("AWS ") {
+        return match sigv2::parse_authorization(value) {
+            Some((key, LEGACY_MARKER)) => Ok(Presented::Legacy(key)),
+            Some((key, sig)) => Ok(Presented::SigV2Header(key, sig)),
+            None => Err(S3Error::with_message(
                 S3ErrorCode::InvalidArgument,
                 "AWS authorization header is invalid.  Expected AwsAccessKeyId:signature",
             )

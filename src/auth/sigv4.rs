@@ -56,8 +56,8 @@ const SPECIAL_PAYLOAD_HASHES: &[&str] = &[
 ];
 
 /// Everything except the RFC 3986 unreserved characters `A-Za-z0-9-._~` is percent-encoded in
-/// SigV4.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+/// SigV4 (also used for the query strings s3p sends to backends).
+pub const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

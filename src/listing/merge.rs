@@ -134,7 +134,6 @@ pub struct ListPage {
 /// One ListObjectsV2 call to a backend bucket, in backend terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendListRequest {
-    pub data_source: String,
     pub prefix: String,
     pub delimiter: Option<String>,
     pub start_after: Option<String>,
@@ -261,7 +260,6 @@ pub async fn list_page<S: PageSource + ?Sized>(
         }
         .filter(|s| s.as_str() >= backend_prefix.as_str());
         let mut request = BackendListRequest {
-            data_source: ds.name.clone(),
             prefix: backend_prefix,
             delimiter: backend_delimiter,
             start_after,

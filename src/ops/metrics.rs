@@ -68,12 +68,18 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Requests and bytes of one (operation, data source).
+#[derive(Default)]
+struct RequestSeries {
+    by_status: BTreeMap<u16, u64>,
+    bytes: u64,
+}
+
 #[derive(Default)]
 pub struct Metrics {
-    /// (operation, data source, status) -> count
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    /// (operation, data source) -> bytes sent to clients
-    bytes_sent: Mutex<BTreeMap<(String, String), u64>>,
+    /// operation -> data source -> series. Nested so that counting an existing series allocates nothing
+    /// (the lookups borrow `&str`).
+    requests: Mutex<BTreeMap<&'static str, BTreeMap<String, RequestSeries>>>,
     auth_failures: Mutex<BTreeMap<String, u64>>,
     /// (backend, kind) -> count
     backend_errors: Mutex<BTreeMap<(String, String), u64>>,
@@ -86,24 +92,22 @@ pub struct Metrics {
 impl Metrics {
     pub fn request(
         &self,
-        operation: &str,
+        operation: &'static str,
         data_source: &str,
         status: u16,
         bytes: u64,
         duration: Duration,
     ) {
-        *self
-            .requests
-            .lock()
-            .unwrap()
-            .entry((operation.into(), data_source.into(), status))
-            .or_default() += 1;
-        *self
-            .bytes_sent
-            .lock()
-            .unwrap()
-            .entry((operation.into(), data_source.into()))
-            .or_default() += bytes;
+        {
+            let mut requests = self.requests.lock().unwrap();
+            let by_ds = requests.entry(operation).or_default();
+            let series = match by_ds.get_mut(data_source) {
+                Some(s) => s,
+                None => by_ds.entry(data_source.to_string()).or_default(),
+            };
+            *series.by_status.entry(status).or_default() += 1;
+            series.bytes += bytes;
+        }
         self.request_duration.observe(duration);
     }
 
@@ -151,23 +155,32 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP s3p_requests_total Requests answered, by S3 operation, data source and HTTP status.\n");
         out.push_str("# TYPE s3p_requests_total counter\n");
-        for ((op, ds, status), n) in self.requests.lock().unwrap().iter() {
-            let _ = writeln!(
-                out,
-                "s3p_requests_total{{operation=\"{}\",data_source=\"{}\",status=\"{status}\"}} {n}",
-                label(op),
-                label(ds)
-            );
+        let requests = self.requests.lock().unwrap();
+        for (op, by_ds) in requests.iter() {
+            for (ds, series) in by_ds {
+                for (status, n) in &series.by_status {
+                    let _ = writeln!(
+                        out,
+                        "s3p_requests_total{{operation=\"{}\",data_source=\"{}\",status=\"{status}\"}} {n}",
+                        label(op),
+                        label(ds)
+                    );
+                }
+            }
         }
         out.push_str("# HELP s3p_response_bytes_total Body bytes sent to clients.\n# TYPE s3p_response_bytes_total counter\n");
-        for ((op, ds), n) in self.bytes_sent.lock().unwrap().iter() {
-            let _ = writeln!(
-                out,
-                "s3p_response_bytes_total{{operation=\"{}\",data_source=\"{}\"}} {n}",
-                label(op),
-                label(ds)
-            );
+        for (op, by_ds) in requests.iter() {
+            for (ds, series) in by_ds {
+                let _ = writeln!(
+                    out,
+                    "s3p_response_bytes_total{{operation=\"{}\",data_source=\"{}\"}} {}",
+                    label(op),
+                    label(ds),
+                    series.bytes
+                );
+            }
         }
+        drop(requests);
         out.push_str(
             "# HELP s3p_request_duration_seconds Time from request to the end of the response.\n",
         );
