@@ -70,6 +70,7 @@ fn http_get(port: u16, path: &str) -> RawResponse {
 }
 
 #[test]
+#[allow(clippy::type_complexity)]
 fn audit_log_has_one_line_per_request_and_no_secret() {
     let f = setup();
     let audit = dir("audit").join("audit.log");
@@ -263,7 +264,10 @@ fn audit_log_has_one_line_per_request_and_no_secret() {
 }
 
 /// Parses the Prometheus text format strictly enough to catch malformed output.
-fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// (metric name, labels, value)
+type Sample = (String, Vec<(String, String)>, f64);
+
+fn parse_prometheus(text: &str) -> Vec<Sample> {
     let mut samples = Vec::new();
     for line in text.lines() {
         if line.starts_with("# HELP ") || line.starts_with("# TYPE ") || line.is_empty() {
@@ -304,11 +308,7 @@ fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
     samples
 }
 
-fn sample(
-    samples: &[(String, Vec<(String, String)>, f64)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .filter(|(n, l, _)| {

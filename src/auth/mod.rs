@@ -409,6 +409,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn claimed_key_ids() {
         let h = |v: &str| vec![("authorization".to_string(), v.to_string())];
         let none: Vec<(String, String)> = vec![];

@@ -117,6 +117,8 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
 }
 
 /// Kills `child` when this test process ends, however it ends (statics are never dropped).
+/// The watchdog is never waited for on purpose: it must outlive the test process, and init reaps it.
+#[allow(clippy::zombie_processes)]
 fn kill_with_test_process(child: &Child) {
     let script = format!(
         "while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill {} 2>/dev/null; sleep 1; kill -9 {} 2>/dev/null",
