@@ -210,7 +210,8 @@ pub async fn list_page<S: PageSource + ?Sized>(
     let prefix = query.prefix.as_str();
     let delimiter = query.delimiter.as_deref().filter(|d| !d.is_empty());
 
-    for ds in sorted {
+    let mut more_after_page = false;
+    'sources: for ds in sorted {
         if out.is_full() {
             break;
         }
@@ -287,6 +288,7 @@ pub async fn list_page<S: PageSource + ?Sized>(
                 }
             }
             items.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut filled_here = false;
             for (name, is_prefix, object) in items {
                 if !name.starts_with(prefix) {
                     continue;
@@ -312,6 +314,7 @@ pub async fn list_page<S: PageSource + ?Sized>(
                     _ => None,
                 };
                 out.push(entry);
+                filled_here |= out.entries.len() == query.max_keys;
                 if out.is_full() || whole_ds_prefix.is_some() {
                     break 'pages;
                 }
@@ -326,6 +329,14 @@ pub async fn list_page<S: PageSource + ?Sized>(
                 }
             }
             match page.next_continuation {
+                // The page is full and the backend has more: when the backend rolls up (or there is no
+                // delimiter), its next entry is after every entry of this page, hence admitted and a new
+                // entry of ours. The page is then truncated without fetching one entry more, which
+                // would cost a second backend call per page.
+                Some(_) if filled_here && request.delimiter.as_deref() == delimiter => {
+                    more_after_page = true;
+                    break 'sources;
+                }
                 Some(token) => {
                     request.continuation = Some(token);
                     request.start_after = None;
@@ -335,7 +346,7 @@ pub async fn list_page<S: PageSource + ?Sized>(
         }
     }
 
-    let is_truncated = out.entries.len() > query.max_keys;
+    let is_truncated = out.entries.len() > query.max_keys || more_after_page;
     let mut entries = out.entries;
     entries.truncate(query.max_keys);
     let next = if is_truncated {

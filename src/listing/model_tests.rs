@@ -338,3 +338,46 @@ fn a_locally_rolled_prefix_is_skipped_not_paged_through() {
     let calls = source.calls.load(std::sync::atomic::Ordering::Relaxed);
     assert!(calls <= 3, "{calls} backend calls");
 }
+
+#[test]
+fn a_full_page_costs_one_backend_call() {
+    let ds = DataSource {
+        name: "sales".into(),
+        backend: "m".into(),
+        bucket: "b".into(),
+        prefix: "p/".into(),
+    };
+    let keys: Vec<String> = (0..2500).map(|i| format!("p/k{i:05}")).collect();
+    let mut buckets = BTreeMap::new();
+    buckets.insert("b".to_string(), keys);
+    let source = MemorySource {
+        buckets,
+        short_pages: 1000,
+        calls: Default::default(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut start = Position::Start;
+    let mut pages = 0;
+    loop {
+        let q = ListQuery {
+            prefix: String::new(),
+            delimiter: None,
+            start: start.clone(),
+            max_keys: 1000,
+        };
+        let page = rt.block_on(list_page(&source, &[&ds], &q)).unwrap();
+        pages += 1;
+        match page.next {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(
+        source.calls.load(std::sync::atomic::Ordering::Relaxed),
+        3,
+        "one backend call per page"
+    );
+}
