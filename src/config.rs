@@ -112,6 +112,8 @@ pub struct Limits {
     pub client_timeout_ms: u64,
     /// How long an idle client keep-alive connection is kept.
     pub keepalive_timeout_s: u64,
+    /// Read buffer per client connection (pingora's default is 64 KiB; request heads are small).
+    pub client_read_buffer_bytes: usize,
     /// Largest request line plus header section accepted, in bytes (S3 answers larger ones with 400
     /// RequestHeaderSectionTooLarge). pingora itself refuses more than 1 MiB before s3p sees the request.
     pub max_header_bytes: usize,
@@ -131,6 +133,7 @@ impl Default for Limits {
             grace_period_s: 5,
             client_timeout_ms: 60_000,
             keepalive_timeout_s: 60,
+            client_read_buffer_bytes: 8 * 1024,
             max_header_bytes: 16 * 1024,
             max_concurrent_requests: 1024,
             auth_failures_per_minute: 30,

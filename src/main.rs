@@ -4,6 +4,8 @@ use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
     }
 
     let listen = cfg.listen.to_string();
+    let client_read_buffer = cfg.limits.client_read_buffer_bytes;
     let conf = ServerConf {
         threads: cfg.threads,
         // pingora's default grace period is 300 s; a proxy of short reads should stop in seconds.
@@ -129,7 +132,10 @@ fn main() -> ExitCode {
             ops: ops.clone(),
         },
     );
-    service.add_tcp(&listen);
+    // pingora reads each client connection through a 64 KiB buffer by default; s3p only reads request
+    // heads (it serves no uploads), so a small one keeps idle keep-alive connections cheap.
+    let l4_buffer = L4BufferSettings::new(client_read_buffer, DEFAULT_L4_WRITE_BUFFER_SIZE);
+    service.add_listener(ListenerConfig::tcp(listen.clone()).l4_buffer(l4_buffer));
     if let (Some(addr), Some(certs)) = (&tls_listen, &certs) {
         // The paths given here are ignored: the resolver serves the certificate, reloadable on SIGHUP.
         let mut settings = match TlsSettings::intermediate("", "") {
@@ -140,7 +146,11 @@ fn main() -> ExitCode {
             }
         };
         settings.set_cert_resolver(certs.clone());
-        service.add_tls_with_settings(addr, None, settings);
+        service.add_listener(
+            ListenerConfig::tcp(addr.clone())
+                .tls(settings)
+                .l4_buffer(l4_buffer),
+        );
         log::info!("s3p listening on https://{addr}");
     }
     server.add_service(service);
