@@ -68,8 +68,12 @@ impl AuthThrottle {
         if self.limit == 0 {
             return false;
         }
-        let subjects = Self::subjects(client, key_id);
         let map = self.failures.lock().unwrap();
+        // The common case, no recent failures at all, costs no hashing.
+        if map.is_empty() {
+            return false;
+        }
+        let subjects = Self::subjects(client, key_id);
         subjects.iter().any(|s| {
             map.get(s).is_some_and(|(start, count)| {
                 now.duration_since(*start) < WINDOW && *count >= self.limit
