@@ -950,3 +950,45 @@ fn stalled_and_idle_clients_are_disconnected() {
         "idle keep-alive connection kept {waited:?}"
     );
 }
+
+#[test]
+fn response_overrides_and_metadata_pass_through() {
+    let f = setup();
+    runtime().block_on(async {
+        f.garage
+            .client()
+            .put_object()
+            .bucket(ALPHA_BUCKET)
+            .key("meta/tagged.csv")
+            .content_type("text/csv")
+            .metadata("owner", "finance")
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"a,b\n"))
+            .send()
+            .await
+            .unwrap();
+    });
+    let auth = legacy(ALICE);
+    let r = raw(
+        f.s3p.addr(),
+        "GET",
+        "/s3p/immuta/sales/meta/tagged.csv",
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/csv"));
+    assert_eq!(r.header("x-amz-meta-owner"), Some("finance"));
+    let r = raw(
+        f.s3p.addr(),
+        "GET",
+        "/s3p/immuta/sales/meta/tagged.csv?response-content-type=application%2Foctet-stream&response-content-disposition=attachment%3B%20filename%3Dx.csv",
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(
+        r.header("content-disposition"),
+        Some("attachment; filename=x.csv")
+    );
+    assert_eq!(r.body, b"a,b\n");
+    assert_no_leak("overrides", &r.all_bytes());
+}
