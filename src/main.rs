@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
-use pingora::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -19,7 +19,13 @@ use s3p::ops::signals::{GracefulSignals, Reloader};
 use s3p::ops::tls::CertStore;
 use s3p::proxy::{Ops, S3Proxy, SharedState, State};
 use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
+
+/// Client write buffer: a response head plus a 4 KiB body (pingora's default is one MSS, 1460 bytes).
+const CLIENT_WRITE_BUFFER: usize = 16 * 1024;
 
 #[derive(Parser)]
 #[command(
@@ -134,7 +140,8 @@ fn main() -> ExitCode {
     );
     // pingora reads each client connection through a 64 KiB buffer by default; s3p only reads request
     // heads (it serves no uploads), so a small one keeps idle keep-alive connections cheap.
-    let l4_buffer = L4BufferSettings::new(client_read_buffer, DEFAULT_L4_WRITE_BUFFER_SIZE);
+    // A write buffer big enough for a response head and a small body lets them leave in one send.
+    let l4_buffer = L4BufferSettings::new(client_read_buffer, CLIENT_WRITE_BUFFER);
     service.add_listener(ListenerConfig::tcp(listen.clone()).l4_buffer(l4_buffer));
     if let (Some(addr), Some(certs)) = (&tls_listen, &certs) {
         // The paths given here are ignored: the resolver serves the certificate, reloadable on SIGHUP.
@@ -167,6 +174,7 @@ fn main() -> ExitCode {
         log::info!("s3p admin on http://{addr} (/health, /ready, /metrics)");
     }
     let drain_ops = ops.clone();
+    let drain_audit = ops.clone();
     server.add_service(background_service(
         "s3p reload",
         Reloader {
@@ -183,6 +191,7 @@ fn main() -> ExitCode {
             grace,
         }),
     });
+    drain_audit.audit.flush();
     log::info!("s3p stopped");
     ExitCode::SUCCESS
 }

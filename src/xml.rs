@@ -20,6 +20,20 @@ pub const BUCKET_CREATION_DATE: &str = "2006-03-19T00:00:00.000Z";
 /// as S3 does (clients that cannot read them should ask for `encoding-type=url`).
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    escape_into(&mut out, s);
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    matches!(c, '&' | '<' | '>' | '"' | '\'') || (c as u32) < 0x20 || c == '\u{7f}'
+}
+
+/// Appends `s` escaped; text without special characters (nearly every key) is copied as is.
+fn escape_into(out: &mut String, s: &str) {
+    if !s.chars().any(needs_escape) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -33,7 +47,6 @@ pub fn escape(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
 /// `encoding-type=url`: everything but RFC 3986 unreserved characters and `/` is percent-encoded (a space
@@ -50,7 +63,13 @@ pub fn url_decode_plus(s: &str) -> String {
 }
 
 fn elem(out: &mut String, name: &str, value: &str) {
-    let _ = write!(out, "<{name}>{}</{name}>", escape(value));
+    out.push('<');
+    out.push_str(name);
+    out.push('>');
+    escape_into(out, value);
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
 }
 
 pub fn list_buckets(owner: &Owner, bucket: &str) -> String {
@@ -107,13 +126,13 @@ pub struct ListingView<'a> {
 }
 
 /// Renders ListBucketResult, echoing the client's own parameters (never the backend's).
-pub fn list_objects(v: &ListingView) -> String {
+pub fn list_objects<'a>(v: &ListingView<'a>) -> String {
     let p = v.params;
-    let enc = |s: &str| {
+    let enc = |s: &'a str| -> std::borrow::Cow<'a, str> {
         if p.encoding_url {
-            url_encode(s)
+            url_encode(s).into()
         } else {
-            s.to_string()
+            s.into()
         }
     };
     let mut x = String::with_capacity(512 + v.entries.len() * 256);
@@ -186,85 +205,119 @@ pub fn list_objects(v: &ListingView) -> String {
     x
 }
 
+/// Which text field of a ListBucketResult the parser is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Other,
+    Key,
+    LastModified,
+    ETag,
+    Size,
+    StorageClass,
+    CommonPrefix,
+    EncodingType,
+    IsTruncated,
+    NextToken,
+}
+
 /// Parses a backend's ListObjectsV2 answer (asked for with `encoding-type=url`, so keys and prefixes are
-/// decoded here when the backend says it encoded them).
+/// decoded here when the backend says it encoded them). A small state machine over the element depth:
+/// no allocation per element beyond the values themselves.
 pub fn parse_backend_listing(body: &[u8]) -> Result<BackendPage, String> {
+    let err = |e: &dyn std::fmt::Display| format!("backend listing XML: {e}");
     let mut reader = Reader::from_reader(body);
     let mut page = BackendPage::default();
-    let mut path: Vec<String> = Vec::new();
-    let mut current: Option<ObjectEntry> = None;
-    let mut encoded = false;
-    let mut truncated = false;
-    let mut raw_prefixes = Vec::new();
+    let (mut depth, mut in_contents, mut in_prefixes) = (0usize, false, false);
+    let mut field = Field::Other;
+    let mut current = ObjectEntry {
+        key: String::new(),
+        last_modified: String::new(),
+        etag: String::new(),
+        size: 0,
+        storage_class: None,
+    };
+    let (mut size_text, mut encoded, mut truncated) = (String::new(), false, false);
+    let mut raw_prefixes: Vec<String> = Vec::new();
+    let mut text = String::new();
     let mut buf = Vec::new();
     loop {
-        match reader
-            .read_event_into(&mut buf)
-            .map_err(|e| format!("backend listing XML: {e}"))?
-        {
-            Event::Start(s) => {
-                let name = String::from_utf8_lossy(s.local_name().as_ref()).into_owned();
-                if name == "Contents" {
-                    current = Some(ObjectEntry {
-                        key: String::new(),
-                        last_modified: String::new(),
-                        etag: String::new(),
-                        size: 0,
-                        storage_class: None,
-                    });
-                }
-                if name == "Prefix" && path.last().map(String::as_str) == Some("CommonPrefixes") {
-                    raw_prefixes.push(String::new());
-                }
-                path.push(name);
-            }
-            Event::End(_) if path.pop().as_deref() == Some("Contents") => {
-                if let Some(o) = current.take() {
-                    page.objects.push(o);
-                }
-            }
-            Event::Text(t) => {
-                let text = t
-                    .decode()
-                    .map_err(|e| format!("backend listing XML: {e}"))?;
-                let text = quick_xml::escape::unescape(&text)
-                    .map_err(|e| format!("backend listing XML: {e}"))?
-                    .into_owned();
-                push_text(
-                    &path,
-                    &text,
-                    &mut current,
-                    &mut raw_prefixes,
-                    &mut page,
-                    &mut encoded,
-                    &mut truncated,
-                )?;
-            }
-            Event::GeneralRef(r) => {
-                // Character and entity references arrive separately from text in quick-xml 0.38.
-                let text = match r
-                    .resolve_char_ref()
-                    .map_err(|e| format!("backend listing XML: {e}"))?
-                {
-                    Some(c) => c.to_string(),
-                    None => {
-                        let name = r
-                            .decode()
-                            .map_err(|e| format!("backend listing XML: {e}"))?;
-                        quick_xml::escape::resolve_xml_entity(&name)
-                            .unwrap_or("")
-                            .to_string()
+        match reader.read_event_into(&mut buf).map_err(|e| err(&e))? {
+            Event::Start(start) => {
+                let name = start.local_name();
+                let name = name.as_ref();
+                field = match (depth, in_contents, in_prefixes, name) {
+                    (1, _, _, b"Contents") => {
+                        in_contents = true;
+                        Field::Other
                     }
+                    (1, _, _, b"CommonPrefixes") => {
+                        in_prefixes = true;
+                        Field::Other
+                    }
+                    (1, _, _, b"EncodingType") => Field::EncodingType,
+                    (1, _, _, b"IsTruncated") => Field::IsTruncated,
+                    (1, _, _, b"NextContinuationToken") => Field::NextToken,
+                    (2, true, _, b"Key") => Field::Key,
+                    (2, true, _, b"LastModified") => Field::LastModified,
+                    (2, true, _, b"ETag") => Field::ETag,
+                    (2, true, _, b"Size") => Field::Size,
+                    (2, true, _, b"StorageClass") => Field::StorageClass,
+                    (2, _, true, b"Prefix") => Field::CommonPrefix,
+                    _ => Field::Other,
                 };
-                push_text(
-                    &path,
-                    &text,
-                    &mut current,
-                    &mut raw_prefixes,
-                    &mut page,
-                    &mut encoded,
-                    &mut truncated,
-                )?;
+                text.clear();
+                depth += 1;
+            }
+            Event::End(_) => {
+                depth = depth.saturating_sub(1);
+                let value = std::mem::take(&mut text);
+                match field {
+                    Field::Key => current.key = value,
+                    Field::LastModified => current.last_modified = value,
+                    Field::ETag => current.etag = value,
+                    Field::Size => size_text = value,
+                    Field::StorageClass => current.storage_class = Some(value),
+                    Field::CommonPrefix => raw_prefixes.push(value),
+                    Field::EncodingType => encoded = value.trim() == "url",
+                    Field::IsTruncated => truncated = value.trim() == "true",
+                    Field::NextToken => page.next_continuation = Some(value),
+                    Field::Other => {}
+                }
+                field = Field::Other;
+                if depth == 1 && in_contents {
+                    in_contents = false;
+                    let size = std::mem::take(&mut size_text);
+                    current.size = match size.trim() {
+                        "" => 0,
+                        n => n.parse().map_err(|_| format!("bad Size `{n}`"))?,
+                    };
+                    page.objects.push(std::mem::replace(
+                        &mut current,
+                        ObjectEntry {
+                            key: String::new(),
+                            last_modified: String::new(),
+                            etag: String::new(),
+                            size: 0,
+                            storage_class: None,
+                        },
+                    ));
+                } else if depth == 1 {
+                    in_prefixes = false;
+                }
+            }
+            // Text and references arrive in pieces (text, reference, text): every piece appends.
+            Event::Text(t) if field != Field::Other => {
+                let decoded = t.decode().map_err(|e| err(&e))?;
+                text.push_str(&quick_xml::escape::unescape(&decoded).map_err(|e| err(&e))?);
+            }
+            Event::GeneralRef(r) if field != Field::Other => {
+                match r.resolve_char_ref().map_err(|e| err(&e))? {
+                    Some(c) => text.push(c),
+                    None => {
+                        let name = r.decode().map_err(|e| err(&e))?;
+                        text.push_str(quick_xml::escape::resolve_xml_entity(&name).unwrap_or(""));
+                    }
+                }
             }
             Event::Eof => break,
             _ => {}
@@ -282,54 +335,6 @@ pub fn parse_backend_listing(body: &[u8]) -> Result<BackendPage, String> {
         return Err("backend listing is truncated but has no NextContinuationToken".into());
     }
     Ok(page)
-}
-
-fn push_text(
-    path: &[String],
-    text: &str,
-    current: &mut Option<ObjectEntry>,
-    raw_prefixes: &mut [String],
-    page: &mut BackendPage,
-    encoded: &mut bool,
-    truncated: &mut bool,
-) -> Result<(), String> {
-    let names: Vec<&str> = path.iter().map(String::as_str).collect();
-    match names.as_slice() {
-        [_, "Contents", field] => {
-            if let Some(o) = current.as_mut() {
-                match *field {
-                    "Key" => o.key.push_str(text),
-                    "LastModified" => o.last_modified.push_str(text),
-                    "ETag" => o.etag.push_str(text),
-                    "Size" => {
-                        o.size = text
-                            .trim()
-                            .parse()
-                            .map_err(|_| format!("bad Size `{text}`"))?
-                    }
-                    "StorageClass" => o
-                        .storage_class
-                        .get_or_insert_with(String::new)
-                        .push_str(text),
-                    _ => {}
-                }
-            }
-        }
-        // Text may arrive in pieces (text, reference, text): every field appends.
-        [_, "CommonPrefixes", "Prefix"] => {
-            if let Some(last) = raw_prefixes.last_mut() {
-                last.push_str(text);
-            }
-        }
-        [_, "EncodingType"] => *encoded = text.trim() == "url",
-        [_, "IsTruncated"] => *truncated = text.trim() == "true",
-        [_, "NextContinuationToken"] => page
-            .next_continuation
-            .get_or_insert_with(String::new)
-            .push_str(text),
-        _ => {}
-    }
-    Ok(())
 }
 
 /// The `<Code>` of a backend's error body, if it has one.
