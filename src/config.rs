@@ -133,7 +133,7 @@ impl Default for Limits {
             grace_period_s: 5,
             client_timeout_ms: 60_000,
             keepalive_timeout_s: 60,
-            client_read_buffer_bytes: 8 * 1024,
+            client_read_buffer_bytes: 4 * 1024,
             max_header_bytes: 16 * 1024,
             max_concurrent_requests: 1024,
             auth_failures_per_minute: 30,

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
-use pingora::protocols::l4::stream::L4BufferSettings;
+use pingora::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -23,9 +23,6 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
-
-/// Client write buffer: a response head plus a 4 KiB body (pingora's default is one MSS, 1460 bytes).
-const CLIENT_WRITE_BUFFER: usize = 16 * 1024;
 
 #[derive(Parser)]
 #[command(
@@ -140,8 +137,10 @@ fn main() -> ExitCode {
     );
     // pingora reads each client connection through a 64 KiB buffer by default; s3p only reads request
     // heads (it serves no uploads), so a small one keeps idle keep-alive connections cheap.
-    // A write buffer big enough for a response head and a small body lets them leave in one send.
-    let l4_buffer = L4BufferSettings::new(client_read_buffer, CLIENT_WRITE_BUFFER);
+    // The write side keeps pingora's default (one MSS): a bigger buffer would let a response head and a
+    // small body leave in one send, but costs its size on every idle keep-alive connection (measured:
+    // 16 KiB took 1,000 idle connections over 64 MiB).
+    let l4_buffer = L4BufferSettings::new(client_read_buffer, DEFAULT_L4_WRITE_BUFFER_SIZE);
     service.add_listener(ListenerConfig::tcp(listen.clone()).l4_buffer(l4_buffer));
     if let (Some(addr), Some(certs)) = (&tls_listen, &certs) {
         // The paths given here are ignored: the resolver serves the certificate, reloadable on SIGHUP.
