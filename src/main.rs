@@ -20,8 +20,6 @@ use s3p::ops::tls::CertStore;
 use s3p::proxy::{Ops, S3Proxy, SharedState, State};
 use std::process::ExitCode;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 #[derive(Parser)]

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::sync::mpsc;
+use std::sync::Mutex;
 
 /// What s3p decided about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -42,79 +42,8 @@ enum Sink {
     File { path: String, file: File },
 }
 
-impl Sink {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Stdout => {
-                let mut out = io::stdout().lock();
-                out.write_all(bytes)?;
-                out.flush()
-            }
-            Sink::File { file, .. } => file.write_all(bytes),
-        }
-    }
-}
-
-enum Message {
-    Line(Vec<u8>),
-    Reopen(mpsc::Sender<io::Result<()>>),
-    Flush(mpsc::Sender<()>),
-}
-
-/// The audit log. Requests hand their line to a writer thread, which writes whatever has queued up in
-/// one system call: under load that is one write per batch instead of one per request, and the
-/// request path never waits on the disk. `flush` waits until every line handed over is written.
 pub struct AuditLog {
-    tx: mpsc::Sender<Message>,
-}
-
-/// A batch is written once it reaches this size, or when the queue runs empty.
-const BATCH_BYTES: usize = 64 * 1024;
-
-fn writer(mut sink: Sink, rx: mpsc::Receiver<Message>) {
-    let mut buf = Vec::with_capacity(BATCH_BYTES);
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Message::Line(line) => {
-                    buf.extend_from_slice(&line);
-                    if buf.len() >= BATCH_BYTES {
-                        flush_buf(&mut sink, &mut buf);
-                    }
-                }
-                Message::Reopen(done) => {
-                    flush_buf(&mut sink, &mut buf);
-                    let result = match &mut sink {
-                        Sink::File { path, file } => OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&*path)
-                            .map(|f| *file = f),
-                        Sink::Stdout => Ok(()),
-                    };
-                    let _ = done.send(result);
-                }
-                Message::Flush(done) => {
-                    flush_buf(&mut sink, &mut buf);
-                    let _ = done.send(());
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        // The queue ran empty: write what has gathered.
-        flush_buf(&mut sink, &mut buf);
-    }
-}
-
-fn flush_buf(sink: &mut Sink, buf: &mut Vec<u8>) {
-    if buf.is_empty() {
-        return;
-    }
-    if let Err(e) = sink.write_all(buf) {
-        log::error!("audit log write failed: {e}");
-    }
-    buf.clear();
+    sink: Mutex<Sink>,
 }
 
 impl AuditLog {
@@ -128,29 +57,24 @@ impl AuditLog {
                 file: OpenOptions::new().create(true).append(true).open(target)?,
             }
         };
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("s3p-audit".into())
-            .spawn(move || writer(sink, rx))?;
-        Ok(AuditLog { tx })
+        Ok(AuditLog {
+            sink: Mutex::new(sink),
+        })
     }
 
-    /// Reopens the file (after logrotate moved it), after writing every line queued before. Standard
-    /// output needs nothing.
+    /// Reopens the file (after logrotate moved it). Standard output needs nothing.
     pub fn reopen(&self) -> io::Result<()> {
-        let (done, wait) = mpsc::channel();
-        self.tx
-            .send(Message::Reopen(done))
-            .map_err(|_| io::Error::other("the audit writer stopped"))?;
-        wait.recv()
-            .map_err(|_| io::Error::other("the audit writer stopped"))?
+        let mut sink = self.sink.lock().unwrap();
+        if let Sink::File { path, file } = &mut *sink {
+            *file = OpenOptions::new().create(true).append(true).open(&*path)?;
+        }
+        Ok(())
     }
 
-    /// Waits until every line handed over so far is written.
+    /// Lines are written as they come (one write each); nothing is held back to flush.
     pub fn flush(&self) {
-        let (done, wait) = mpsc::channel();
-        if self.tx.send(Message::Flush(done)).is_ok() {
-            let _ = wait.recv();
+        if let Sink::File { file, .. } = &mut *self.sink.lock().unwrap() {
+            let _ = file.flush();
         }
     }
 
@@ -163,8 +87,13 @@ impl AuditLog {
             }
         };
         line.push(b'\n');
-        if self.tx.send(Message::Line(line)).is_err() {
-            log::error!("audit log write failed: the writer stopped");
+        // One write per line, so concurrent lines never interleave.
+        let result = match &mut *self.sink.lock().unwrap() {
+            Sink::Stdout => io::stdout().lock().write_all(&line),
+            Sink::File { file, .. } => file.write_all(&line),
+        };
+        if let Err(e) = result {
+            log::error!("audit log write failed: {e}");
         }
     }
 }
@@ -200,11 +129,9 @@ mod tests {
             backend_ms: Some(1.0),
         };
         log.write(&rec);
-        log.flush();
         std::fs::rename(&path, dir.join("audit.log.1")).unwrap();
         log.reopen().unwrap();
         log.write(&rec);
-        log.flush();
         let old = std::fs::read_to_string(dir.join("audit.log.1")).unwrap();
         let new = std::fs::read_to_string(&path).unwrap();
         assert_eq!(old.lines().count(), 1);
