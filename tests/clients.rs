@@ -241,20 +241,6 @@ fn virtual_keys(ds: &str) -> BTreeMap<String, usize> {
     out
 }
 
-fn body_of(vkey: &str) -> Vec<u8> {
-    for (bucket, key, body) in seed_objects() {
-        let v = if bucket == ALPHA_BUCKET {
-            format!("sales/{key}")
-        } else {
-            key.clone()
-        };
-        if v == vkey {
-            return body;
-        }
-    }
-    panic!("no seed object {vkey}");
-}
-
 /// A JSON string literal.
 fn js(s: &str) -> String {
     let mut o = String::from("\"");

@@ -36,20 +36,6 @@ fn expected_virtual_keys() -> BTreeSet<String> {
     out
 }
 
-fn body_of(vkey: &str) -> Vec<u8> {
-    for (bucket, key, body) in seed_objects() {
-        let v = if bucket == ALPHA_BUCKET {
-            format!("sales/{key}")
-        } else {
-            key.clone()
-        };
-        if v == vkey {
-            return body;
-        }
-    }
-    panic!("no seed object {vkey}");
-}
-
 #[test]
 fn seed_curl_list_buckets() {
     let f = fixture();

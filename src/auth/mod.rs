@@ -50,6 +50,19 @@ pub enum SecretLookup {
     Secrets(Vec<String>),
 }
 
+impl SecretLookup {
+    /// The secrets, or InvalidAccessKeyId (naming the id, as AWS does) for an unknown key.
+    pub fn into_secrets(self, access_key_id: &str) -> Result<Vec<String>, crate::error::S3Error> {
+        match self {
+            SecretLookup::Unknown => Err(crate::error::S3Error::new(
+                crate::error::S3ErrorCode::InvalidAccessKeyId,
+            )
+            .detail("AWSAccessKeyId", access_key_id)),
+            SecretLookup::Secrets(secrets) => Ok(secrets),
+        }
+    }
+}
+
 use crate::config::{ApiKey, Config};
 use crate::error::{S3Error, S3ErrorCode};
 use std::collections::HashMap;

@@ -193,7 +193,7 @@ pub fn verify_header(
             "AWS authentication requires a valid Date or x-amz-date header",
         ));
     };
-    let secrets = secrets_for(access_key, lookup)?;
+    let secrets = lookup(access_key).into_secrets(access_key)?;
     let skew = match now.duration_since(request_time) {
         Ok(behind) => behind,
         Err(ahead) => ahead.duration(),
@@ -256,7 +256,7 @@ pub fn verify_query(
             format!("Invalid date (should be seconds since epoch): {expires}"),
         ));
     };
-    let secrets = secrets_for(&access_key, lookup)?;
+    let secrets = lookup(&access_key).into_secrets(&access_key)?;
     // SigV2 itself sets no limit; s3p holds presigned URLs of both versions to SigV4's seven days, so a
     // leaked URL cannot be valid for years.
     if expiry > now + Duration::from_secs(super::sigv4::MAX_PRESIGN_EXPIRES) {
@@ -285,18 +285,6 @@ fn parse_date(value: &str) -> Option<SystemTime> {
     }
     let gmt = format!("{} GMT", value.strip_suffix("+0000")?.trim_end());
     httpdate::parse_http_date(&gmt).ok()
-}
-
-fn secrets_for(
-    access_key: &str,
-    lookup: &dyn Fn(&str) -> SecretLookup,
-) -> Result<Vec<String>, S3Error> {
-    match lookup(access_key) {
-        SecretLookup::Unknown => {
-            Err(S3Error::new(S3ErrorCode::InvalidAccessKeyId).detail("AWSAccessKeyId", access_key))
-        }
-        SecretLookup::Secrets(secrets) => Ok(secrets),
-    }
 }
 
 /// Accepts if any secret (two during a rotation) produces the provided signature; constant-time,

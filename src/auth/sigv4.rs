@@ -511,7 +511,8 @@ pub fn verify_header(
     check_payload_hash(payload_hash)?;
     check_amz_headers_signed(req, &auth.signed_headers)?;
 
-    let secrets = secrets_for(&auth.credential.access_key_id, lookup)?;
+    let secrets =
+        lookup(&auth.credential.access_key_id).into_secrets(&auth.credential.access_key_id)?;
     check_skew(&amz_date, request_time, now)?;
 
     let creq = canonical_request(req, &auth.signed_headers, payload_hash, false);
@@ -549,7 +550,8 @@ pub fn verify_presigned(
     check_payload_hash(&payload_hash)?;
     check_amz_headers_signed(req, &params.signed_headers)?;
 
-    let secrets = secrets_for(&params.credential.access_key_id, lookup)?;
+    let secrets =
+        lookup(&params.credential.access_key_id).into_secrets(&params.credential.access_key_id)?;
     // Valid from X-Amz-Date (with the usual skew allowance) until X-Amz-Date + X-Amz-Expires.
     if request_time > now + MAX_SKEW {
         // As S3: a presigned URL dated in the future is not valid yet (header auth says "skewed").
@@ -642,21 +644,6 @@ fn check_amz_headers_signed(req: &RequestView, signed_headers: &[String]) -> Res
         "There were headers present in the request which were not signed",
     )
     .detail("HeadersNotSigned", unsigned.join(", ")))
-}
-
-/// The secrets of an access key: unknown -> InvalidAccessKeyId. An empty list is returned as is (no
-/// signature can match it, so it ends as SignatureDoesNotMatch).
-fn secrets_for(
-    access_key_id: &str,
-    lookup: &dyn Fn(&str) -> SecretLookup,
-) -> Result<Vec<String>, S3Error> {
-    match lookup(access_key_id) {
-        SecretLookup::Unknown => {
-            Err(S3Error::new(S3ErrorCode::InvalidAccessKeyId)
-                .detail("AWSAccessKeyId", access_key_id))
-        }
-        SecretLookup::Secrets(secrets) => Ok(secrets),
-    }
 }
 
 /// Header auth: the request time must be within [`MAX_SKEW`] of ours, either way.

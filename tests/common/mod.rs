@@ -77,6 +77,22 @@ pub fn seed_objects() -> Vec<(&'static str, String, Vec<u8>)> {
     v
 }
 
+/// The body of a seeded object, by its virtual key (`sales/...` lives at the root of alpha, `data/...` and
+/// `data-private/...` under the same prefixes of beta).
+pub fn body_of(vkey: &str) -> Vec<u8> {
+    for (bucket, key, body) in seed_objects() {
+        let v = if bucket == ALPHA_BUCKET {
+            format!("sales/{key}")
+        } else {
+            key.clone()
+        };
+        if v == vkey {
+            return body;
+        }
+    }
+    panic!("no seed object {vkey}");
+}
+
 /// Keys with characters that break naive proxies.
 pub fn awkward_keys() -> Vec<&'static str> {
     vec![
