@@ -58,6 +58,10 @@ pub fn url_encode(s: &str) -> String {
 
 /// Decodes a value a backend sent with `encoding-type=url` (S3 itself writes spaces as `+`).
 pub fn url_decode_plus(s: &str) -> String {
+    // Most keys need no decoding at all: no copy then.
+    if !s.contains(['+', '%']) {
+        return s.to_string();
+    }
     let spaced = s.replace('+', " ");
     percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
 }
@@ -324,7 +328,13 @@ pub fn parse_backend_listing(body: &[u8]) -> Result<BackendPage, String> {
         }
         buf.clear();
     }
-    let decode = |s: String| if encoded { url_decode_plus(&s) } else { s };
+    let decode = |s: String| {
+        if encoded && s.contains(['+', '%']) {
+            url_decode_plus(&s)
+        } else {
+            s
+        }
+    };
     for o in &mut page.objects {
         o.key = decode(std::mem::take(&mut o.key));
     }

@@ -274,38 +274,51 @@ pub async fn list_page<S: PageSource + ?Sized>(
 
         'pages: loop {
             let page = source.list(ds, request.clone()).await?;
-            // Objects and prefixes of one backend page interleave in key order.
-            let mut items: Vec<(String, bool, Option<ObjectEntry>)> =
+            // Objects and prefixes of one backend page interleave in key order. The name of an object is
+            // its key: `(name, None)` is a common prefix, `(String::new(), Some(object))` an object.
+            let mut items: Vec<(String, Option<ObjectEntry>)> =
                 Vec::with_capacity(page.objects.len() + page.common_prefixes.len());
             for o in page.objects {
                 if let Some(vkey) = crate::namespace::from_backend_key(ds, &o.key) {
-                    items.push((vkey.clone(), false, Some(ObjectEntry { key: vkey, ..o })));
+                    items.push((String::new(), Some(ObjectEntry { key: vkey, ..o })));
                 }
             }
+            let objects_only = page.common_prefixes.is_empty();
             for p in page.common_prefixes {
                 if let Some(vcp) = crate::namespace::from_backend_key(ds, &p) {
-                    items.push((vcp, true, None));
+                    items.push((vcp, None));
                 }
             }
-            items.sort_by(|a, b| a.0.cmp(&b.0));
+            // Backends list in key order already; only a mix of objects and prefixes needs merging.
+            if !objects_only {
+                let name = |item: &(String, Option<ObjectEntry>)| -> String {
+                    item.1
+                        .as_ref()
+                        .map_or_else(|| item.0.clone(), |o| o.key.clone())
+                };
+                items.sort_by_cached_key(name);
+            }
             let mut filled_here = false;
-            for (name, is_prefix, object) in items {
+            for (cp_name, object) in items {
+                let is_prefix = object.is_none();
+                let name: &str = object.as_ref().map_or(cp_name.as_str(), |o| o.key.as_str());
                 if !name.starts_with(prefix) {
                     continue;
                 }
                 let admitted = if is_prefix {
-                    query.start.admits_prefix(&name)
+                    query.start.admits_prefix(name)
                 } else {
-                    query.start.admits_key(&name)
+                    query.start.admits_key(name)
                 };
                 if !admitted {
                     continue;
                 }
-                let rolled_here = !is_prefix && rollup(&name, prefix, delimiter).is_some();
-                let entry = match rollup(&name, prefix, delimiter) {
-                    Some(cp) => Entry::CommonPrefix(cp.to_string()),
-                    None if is_prefix => Entry::CommonPrefix(name),
-                    None => Entry::Object(object.expect("objects carry their entry")),
+                let rolled = rollup(name, prefix, delimiter).map(str::to_string);
+                let rolled_here = !is_prefix && rolled.is_some();
+                let entry = match (rolled, object) {
+                    (Some(cp), _) => Entry::CommonPrefix(cp),
+                    (None, Some(o)) => Entry::Object(o),
+                    (None, None) => Entry::CommonPrefix(cp_name),
                 };
                 let skip_after = match (&entry, rolled_here && request.delimiter.is_none()) {
                     (Entry::CommonPrefix(cp), true) => {
