@@ -5,6 +5,9 @@
 //! scripts; the scripts that the compose services run are run here (the init script against a stub `mc`),
 //! and the s3p healthcheck command is run against a real s3p process.
 
+mod common;
+use common::TempDir;
+
 use s3p::config::{BackendCredentials, Config};
 use serde_yaml_ng::{Mapping, Value};
 use std::cell::RefCell;
@@ -23,24 +26,6 @@ fn repo() -> PathBuf {
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
-/// A directory removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("s3p-deploy-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn compose() -> Value {
@@ -1140,7 +1125,7 @@ fn init_script_creates_the_buckets_proxy_yaml_uses() {
     );
 
     // run gen-demo-data, then minio-init against a stub mc that records its calls
-    let tmp = TempDir::new("init");
+    let tmp = TempDir::new("deploy-init");
     let files = generate_demo_data(&tmp.0.join("data"));
     let bin = tmp.0.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -1242,7 +1227,7 @@ fn init_script_creates_the_buckets_proxy_yaml_uses() {
 #[test]
 fn demo_data_covers_every_data_source_in_csv_json_and_parquet() {
     let (config, _) = proxy_config();
-    let tmp = TempDir::new("data");
+    let tmp = TempDir::new("deploy-data");
     let files = generate_demo_data(&tmp.0);
     for (name, ds) in &config.data_sources {
         let n = files
@@ -1290,7 +1275,7 @@ fn demo_data_covers_every_data_source_in_csv_json_and_parquet() {
         }
     }
     // deterministic: a second run writes the same bytes
-    let tmp2 = TempDir::new("data2");
+    let tmp2 = TempDir::new("deploy-data2");
     generate_demo_data(&tmp2.0);
     for (b, k) in &files {
         assert_eq!(
@@ -1583,7 +1568,7 @@ fn s3p_healthcheck_tells_a_ready_s3p_from_a_dead_or_unready_one() {
         .collect();
     assert!(yaml.contains(&format!("admin_listen: 127.0.0.1:{admin_port}")));
     assert!(yaml.contains(&format!("http://127.0.0.1:{backend_port}")));
-    let tmp = TempDir::new("health");
+    let tmp = TempDir::new("deploy-health");
     let path = tmp.0.join("proxy.yaml");
     std::fs::write(&path, yaml).unwrap();
     let log = std::fs::File::create(tmp.0.join("s3p.log")).unwrap();

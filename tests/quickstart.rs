@@ -8,6 +8,7 @@
 //! duckdb-extension-httpfs package), because the DuckDB CLI would download its httpfs extension.
 
 mod common;
+use common::TempDir;
 
 use s3p::config::{Config, Entitlement};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,23 +30,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("s3p-qs-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn env_example() -> BTreeMap<String, String> {
@@ -372,7 +356,7 @@ fn paste(block: &str, path: &str, cwd: &Path) -> String {
 
 #[test]
 fn printed_commands_work_and_ctrl_c_stops_everything() {
-    let tmp = TempDir::new("interactive");
+    let tmp = TempDir::new("qs-interactive");
     let port = free_port();
     let env = env_example();
     let config = proxy_config();
@@ -576,7 +560,7 @@ fn printed_commands_work_and_ctrl_c_stops_everything() {
 
 #[test]
 fn command_mode_runs_the_command_then_stops_everything() {
-    let tmp = TempDir::new("command");
+    let tmp = TempDir::new("qs-command");
     let port = free_port();
     let mut qs = Quickstart::start(
         &tmp.0,
@@ -617,7 +601,7 @@ fn command_mode_runs_the_command_then_stops_everything() {
 
 #[test]
 fn a_busy_port_is_refused_before_anything_starts() {
-    let tmp = TempDir::new("busy");
+    let tmp = TempDir::new("qs-busy");
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
     let mut qs = Quickstart::start(&tmp.0, port, &["true"]);
