@@ -343,6 +343,43 @@ pub fn sigv2_resources(raw_path: &str, base_path: &str, host_bucket: Option<&str
     }
 }
 
+/// Keys, secrets and times shared by the signature tests of both versions.
+#[cfg(test)]
+pub(crate) mod test_keys {
+    use super::SecretLookup;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    pub const AKID: &str = "AKIDS3PEXAMPLE";
+    pub const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    pub const ROTATING: &str = "AKIDROTATING";
+    pub const OLD_SECRET: &str = "old/Secret+Key0000000000000000000000000";
+    pub const NEW_SECRET: &str = "new/Secret+Key1111111111111111111111111";
+    pub const NO_SECRET: &str = "AKIDNOSECRET";
+
+    pub fn lookup(akid: &str) -> SecretLookup {
+        match akid {
+            AKID => SecretLookup::Secrets(vec![SECRET.to_string()]),
+            ROTATING => SecretLookup::Secrets(vec![OLD_SECRET.to_string(), NEW_SECRET.to_string()]),
+            NO_SECRET => SecretLookup::Secrets(vec![]),
+            _ => SecretLookup::Unknown,
+        }
+    }
+
+    /// 2024-05-01T12:00:00Z, when the test requests are signed.
+    pub fn t0() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_714_564_800)
+    }
+
+    /// `t0` moved by a number of seconds, either way.
+    pub fn at(offset_secs: i64) -> SystemTime {
+        if offset_secs >= 0 {
+            t0() + Duration::from_secs(offset_secs as u64)
+        } else {
+            t0() - Duration::from_secs(offset_secs.unsigned_abs())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

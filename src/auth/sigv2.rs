@@ -477,36 +477,9 @@ mod tests {
         }
     }
 
-    const AKID: &str = "AKIDS3PEXAMPLE";
-    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
-    const ROTATING: &str = "AKIDROTATING";
-    const OLD_SECRET: &str = "old/Secret+Key0000000000000000000000000";
-    const NEW_SECRET: &str = "new/Secret+Key1111111111111111111111111";
-    const NO_SECRET: &str = "AKIDNOSECRET";
+    use crate::auth::test_keys::*;
     /// t0 as an HTTP date.
     const DATE: &str = "Wed, 01 May 2024 12:00:00 GMT";
-
-    fn lookup(akid: &str) -> SecretLookup {
-        match akid {
-            AKID => SecretLookup::Secrets(vec![SECRET.to_string()]),
-            ROTATING => SecretLookup::Secrets(vec![OLD_SECRET.to_string(), NEW_SECRET.to_string()]),
-            NO_SECRET => SecretLookup::Secrets(vec![]),
-            _ => SecretLookup::Unknown,
-        }
-    }
-
-    /// 2024-05-01T12:00:00Z.
-    fn t0() -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(1_714_564_800)
-    }
-
-    fn at(offset_secs: i64) -> SystemTime {
-        if offset_secs >= 0 {
-            t0() + Duration::from_secs(offset_secs as u64)
-        } else {
-            t0() - Duration::from_secs(offset_secs.unsigned_abs())
-        }
-    }
 
     struct StsCase {
         name: &'static str,
