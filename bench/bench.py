@@ -564,7 +564,11 @@ api_keys:
         return res
 
     def listing_run(self, target, walks):
-        if target == "direct":
+        extra = []
+        if target == "direct_url":
+            # What s3p itself asks its backend: the same listing with URL-encoded keys (information only).
+            extra = ["--encoding-type", "url"]
+        if target in ("direct", "direct_url"):
             host, path, key, secret, region = f"127.0.0.1:{self.port_garage}", f"/{LIST_BUCKET}", GARAGE_KEY, \
                 GARAGE_SECRET, "garage"
         else:
@@ -575,7 +579,7 @@ api_keys:
         g0 = cpu_ticks(g_pid)
         out, _, client_cpu = self.run_tool(
             [self.a.loadgen, "list", "--host", host, "--path", path, "--key", key, "--secret", secret, "--region",
-             region, "--max-keys", "1000", "--walks", str(walks)], timeout=300)
+             region, "--max-keys", "1000", "--walks", str(walks)] + extra, timeout=300)
         r = json.loads(out.strip().splitlines()[-1])
         assert r["keys"] == LIST_KEYS, f"{target} listed {r['keys']} keys"
         s3p_cpu = (cpu_ticks(self.procs["s3p"].pid) - s0) / CLK_TCK
@@ -751,7 +755,7 @@ api_keys:
                         f"p50 {r['p50_us']:6d}us p99 {r['p99_us']:7d}us cpu {r['subject_cpu_s']}s "
                         f"foreign {r['foreign_cpu_s']}s")
             if self.selected("5_list10k"):
-                for t in (["direct", "s3p"] if rnd % 2 else ["s3p", "direct"]):
+                for t in (["direct", "s3p", "direct_url"] if rnd % 2 else ["s3p", "direct", "direct_url"]):
                     r = self.emit(rnd, self.listing_run(t, a.list_walks))
                     log(f"  5_list10k            {t:12s} {r['seconds']:.3f}s (median of {len(r['walks'])} walks, "
                         f"{r['pages']} pages)")

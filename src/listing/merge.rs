@@ -274,35 +274,12 @@ pub async fn list_page<S: PageSource + ?Sized>(
 
         'pages: loop {
             let page = source.list(ds, request.clone()).await?;
-            // Objects and prefixes of one backend page interleave in key order. The name of an object is
-            // its key: `(name, None)` is a common prefix, `(String::new(), Some(object))` an object.
-            let mut items: Vec<(String, Option<ObjectEntry>)> =
-                Vec::with_capacity(page.objects.len() + page.common_prefixes.len());
-            for o in page.objects {
-                if let Some(vkey) = crate::namespace::from_backend_key(ds, &o.key) {
-                    items.push((String::new(), Some(ObjectEntry { key: vkey, ..o })));
-                }
-            }
-            let objects_only = page.common_prefixes.is_empty();
-            for p in page.common_prefixes {
-                if let Some(vcp) = crate::namespace::from_backend_key(ds, &p) {
-                    items.push((vcp, None));
-                }
-            }
-            // Backends list in key order already; only a mix of objects and prefixes needs merging.
-            if !objects_only {
-                let name = |item: &(String, Option<ObjectEntry>)| -> String {
-                    item.1
-                        .as_ref()
-                        .map_or_else(|| item.0.clone(), |o| o.key.clone())
-                };
-                items.sort_by_cached_key(name);
-            }
+            let items = virtual_entries(ds, page.objects, page.common_prefixes);
             let mut filled_here = false;
-            for (cp_name, object) in items {
-                let is_prefix = object.is_none();
-                let name: &str = object.as_ref().map_or(cp_name.as_str(), |o| o.key.as_str());
-                if !name.starts_with(prefix) {
+            for item in items {
+                let is_prefix = matches!(item, Entry::CommonPrefix(_));
+                let name = item.name();
+                if !prefix.is_empty() && !name.starts_with(prefix) {
                     continue;
                 }
                 let admitted = if is_prefix {
@@ -315,10 +292,9 @@ pub async fn list_page<S: PageSource + ?Sized>(
                 }
                 let rolled = rollup(name, prefix, delimiter).map(str::to_string);
                 let rolled_here = !is_prefix && rolled.is_some();
-                let entry = match (rolled, object) {
-                    (Some(cp), _) => Entry::CommonPrefix(cp),
-                    (None, Some(o)) => Entry::Object(o),
-                    (None, None) => Entry::CommonPrefix(cp_name),
+                let entry = match rolled {
+                    Some(cp) => Entry::CommonPrefix(cp),
+                    None => item,
                 };
                 let skip_after = match (&entry, rolled_here && request.delimiter.is_none()) {
                     (Entry::CommonPrefix(cp), true) => {
@@ -375,6 +351,44 @@ pub async fn list_page<S: PageSource + ?Sized>(
         is_truncated,
         next,
     })
+}
+
+/// A backend page in virtual terms and in key order: its objects and common prefixes (each list already in
+/// order) merged, entries outside the data source's prefix dropped.
+fn virtual_entries(
+    ds: &DataSource,
+    objects: Vec<ObjectEntry>,
+    prefixes: Vec<String>,
+) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(objects.len() + prefixes.len());
+    let objects = objects.into_iter().filter_map(|o| {
+        let key = crate::namespace::from_backend_key(ds, &o.key)?;
+        Some(Entry::Object(ObjectEntry { key, ..o }))
+    });
+    if prefixes.is_empty() {
+        out.extend(objects);
+        return out;
+    }
+    let mut objects = objects.peekable();
+    let mut prefixes = prefixes
+        .iter()
+        .filter_map(|p| crate::namespace::from_backend_key(ds, p))
+        .map(Entry::CommonPrefix)
+        .peekable();
+    loop {
+        let take_object = match (objects.peek(), prefixes.peek()) {
+            (Some(o), Some(p)) => o.name() <= p.name(),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return out,
+        };
+        let next = if take_object {
+            objects.next()
+        } else {
+            prefixes.next()
+        };
+        out.extend(next);
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! s3p-loadgen presign --host H --key K --secret S [--region R] [--expires 3600] --count N  < paths > urls
 //! s3p-loadgen get     --host H --paths FILE --conns C --duration SECS [--sign header --key K --secret S]
 //! s3p-loadgen list    --host H --path /bucket --key K --secret S [--region R] [--max-keys 1000] [--walks N]
+//!                     [--encoding-type url]
 //! s3p-loadgen put     --host H --path /bucket --prefix P --count N [--size B] [--conns C] --key K --secret S
 //! ```
 //! `--host` is `127.0.0.1:port` (also the signed Host header). Paths are already percent-encoded.
@@ -525,6 +526,8 @@ fn list(args: &Args) {
     let signer = signer_from(args, "us-east-1");
     let max_keys: usize = args.num("max-keys", "1000");
     let walks: usize = args.num("walks", "1");
+    // `--encoding-type url` asks for URL-encoded keys, as s3p asks its backends.
+    let encoding = args.0.get("encoding-type").cloned();
     let timeout = Duration::from_secs_f64(args.num("timeout", "60"));
     let mut conn = Conn::new(addr, timeout);
     let mut times = Vec::new();
@@ -541,6 +544,9 @@ fn list(args: &Args) {
             ];
             if let Some(t) = &token {
                 q.push(("continuation-token".into(), t.clone()));
+            }
+            if let Some(e) = &encoding {
+                q.push(("encoding-type".into(), e.clone()));
             }
             q.sort();
             let qs: Vec<String> = q

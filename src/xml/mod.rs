@@ -7,9 +7,12 @@ use crate::error::S3Error;
 use crate::listing::merge::{BackendPage, Entry, ObjectEntry};
 use crate::listing::params::{ListParams, ListVersion};
 use percent_encoding::percent_decode_str;
-use quick_xml::events::Event;
-use quick_xml::Reader;
+use scan::{unescape_into, Scanner, Token};
 use std::fmt::Write;
+
+#[cfg(test)]
+mod parse_oracle_tests;
+pub mod scan;
 
 pub const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 const DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
@@ -24,13 +27,14 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-fn needs_escape(c: char) -> bool {
-    matches!(c, '&' | '<' | '>' | '"' | '\'') || (c as u32) < 0x20 || c == '\u{7f}'
+/// Whether a byte of UTF-8 text needs escaping (every such character is ASCII, so bytes can be tested).
+fn needs_escape(b: u8) -> bool {
+    matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'') || b < 0x20 || b == 0x7f
 }
 
 /// Appends `s` escaped; text without special characters (nearly every key) is copied as is.
 fn escape_into(out: &mut String, s: &str) {
-    if !s.chars().any(needs_escape) {
+    if !s.bytes().any(needs_escape) {
         out.push_str(s);
         return;
     }
@@ -224,121 +228,118 @@ enum Field {
     NextToken,
 }
 
-/// Parses a backend's ListObjectsV2 answer (asked for with `encoding-type=url`, so keys and prefixes are
-/// decoded here when the backend says it encoded them). A small state machine over the element depth:
-/// no allocation per element beyond the values themselves.
-pub fn parse_backend_listing(body: &[u8]) -> Result<BackendPage, String> {
-    let err = |e: &dyn std::fmt::Display| format!("backend listing XML: {e}");
-    let mut reader = Reader::from_reader(body);
-    let mut page = BackendPage::default();
-    let (mut depth, mut in_contents, mut in_prefixes) = (0usize, false, false);
-    let mut field = Field::Other;
-    let mut current = ObjectEntry {
+fn empty_entry() -> ObjectEntry {
+    ObjectEntry {
         key: String::new(),
         last_modified: String::new(),
         etag: String::new(),
         size: 0,
         storage_class: None,
-    };
-    let (mut size_text, mut encoded, mut truncated) = (String::new(), false, false);
-    let mut raw_prefixes: Vec<String> = Vec::new();
-    let mut text = String::new();
-    let mut buf = Vec::new();
-    loop {
-        match reader.read_event_into(&mut buf).map_err(|e| err(&e))? {
-            Event::Start(start) => {
-                let name = start.local_name();
-                let name = name.as_ref();
-                field = match (depth, in_contents, in_prefixes, name) {
-                    (1, _, _, b"Contents") => {
+    }
+}
+
+/// Parses a backend's ListObjectsV2 answer (asked for with `encoding-type=url`, so keys and prefixes are
+/// decoded here when the backend says it encoded them). A state machine over the element depth; the text
+/// of a key, date or ETag is written straight into its entry, so each costs one allocation.
+pub fn parse_backend_listing(body: &[u8]) -> Result<BackendPage, String> {
+    let err = |e: String| format!("backend listing XML: {e}");
+    let mut scanner = Scanner::new(body).map_err(err)?;
+    let mut page = BackendPage::default();
+    let (mut in_contents, mut in_prefixes) = (false, false);
+    let mut field = Field::Other;
+    let mut current = empty_entry();
+    let (mut encoded, mut truncated) = (false, false);
+    // The text of the fields that are not written straight into the entry.
+    let mut scratch = String::new();
+    while let Some(token) = scanner.next_token().map_err(err)? {
+        match token {
+            Token::Start(name) => {
+                // The depth of the element's parent: 1 is inside ListBucketResult.
+                let parent = scanner.depth() - 1;
+                field = match (parent, in_contents, in_prefixes, name) {
+                    (1, _, _, "Contents") => {
                         in_contents = true;
                         Field::Other
                     }
-                    (1, _, _, b"CommonPrefixes") => {
+                    (1, _, _, "CommonPrefixes") => {
                         in_prefixes = true;
                         Field::Other
                     }
-                    (1, _, _, b"EncodingType") => Field::EncodingType,
-                    (1, _, _, b"IsTruncated") => Field::IsTruncated,
-                    (1, _, _, b"NextContinuationToken") => Field::NextToken,
-                    (2, true, _, b"Key") => Field::Key,
-                    (2, true, _, b"LastModified") => Field::LastModified,
-                    (2, true, _, b"ETag") => Field::ETag,
-                    (2, true, _, b"Size") => Field::Size,
-                    (2, true, _, b"StorageClass") => Field::StorageClass,
-                    (2, _, true, b"Prefix") => Field::CommonPrefix,
+                    (1, _, _, "EncodingType") => Field::EncodingType,
+                    (1, _, _, "IsTruncated") => Field::IsTruncated,
+                    (1, _, _, "NextContinuationToken") => Field::NextToken,
+                    (2, true, _, "Key") => Field::Key,
+                    (2, true, _, "LastModified") => Field::LastModified,
+                    (2, true, _, "ETag") => Field::ETag,
+                    (2, true, _, "Size") => Field::Size,
+                    (2, true, _, "StorageClass") => Field::StorageClass,
+                    (2, _, true, "Prefix") => Field::CommonPrefix,
                     _ => Field::Other,
                 };
-                text.clear();
-                depth += 1;
-            }
-            Event::End(_) => {
-                depth = depth.saturating_sub(1);
-                let value = std::mem::take(&mut text);
+                // A repeated element replaces the earlier value, as the last one read wins.
                 match field {
-                    Field::Key => current.key = value,
-                    Field::LastModified => current.last_modified = value,
-                    Field::ETag => current.etag = value,
-                    Field::Size => size_text = value,
-                    Field::StorageClass => current.storage_class = Some(value),
-                    Field::CommonPrefix => raw_prefixes.push(value),
-                    Field::EncodingType => encoded = value.trim() == "url",
-                    Field::IsTruncated => truncated = value.trim() == "true",
-                    Field::NextToken => page.next_continuation = Some(value),
-                    Field::Other => {}
+                    Field::Key => current.key.clear(),
+                    Field::LastModified => current.last_modified.clear(),
+                    Field::ETag => current.etag.clear(),
+                    _ => scratch.clear(),
+                }
+            }
+            Token::Text(raw) | Token::CData(raw) if field != Field::Other => {
+                let into = match field {
+                    Field::Key => &mut current.key,
+                    Field::LastModified => &mut current.last_modified,
+                    Field::ETag => &mut current.etag,
+                    _ => &mut scratch,
+                };
+                if matches!(token, Token::Text(_)) {
+                    unescape_into(into, raw).map_err(err)?;
+                } else {
+                    into.push_str(raw);
+                }
+            }
+            Token::End(_) => {
+                match field {
+                    Field::Size => {
+                        current.size = match scratch.trim() {
+                            "" => 0,
+                            n => n.parse().map_err(|_| format!("bad Size `{n}`"))?,
+                        }
+                    }
+                    // STANDARD is what an absent class stands for: no copy of it per entry.
+                    Field::StorageClass => {
+                        current.storage_class =
+                            (scratch != "STANDARD").then(|| std::mem::take(&mut scratch))
+                    }
+                    Field::CommonPrefix => page.common_prefixes.push(std::mem::take(&mut scratch)),
+                    Field::EncodingType => encoded = scratch.trim() == "url",
+                    Field::IsTruncated => truncated = scratch.trim() == "true",
+                    Field::NextToken => page.next_continuation = Some(std::mem::take(&mut scratch)),
+                    Field::Key | Field::LastModified | Field::ETag | Field::Other => {}
                 }
                 field = Field::Other;
-                if depth == 1 && in_contents {
+                if scanner.depth() == 1 && in_contents {
                     in_contents = false;
-                    let size = std::mem::take(&mut size_text);
-                    current.size = match size.trim() {
-                        "" => 0,
-                        n => n.parse().map_err(|_| format!("bad Size `{n}`"))?,
-                    };
-                    page.objects.push(std::mem::replace(
-                        &mut current,
-                        ObjectEntry {
-                            key: String::new(),
-                            last_modified: String::new(),
-                            etag: String::new(),
-                            size: 0,
-                            storage_class: None,
-                        },
-                    ));
-                } else if depth == 1 {
+                    page.objects
+                        .push(std::mem::replace(&mut current, empty_entry()));
+                } else if scanner.depth() == 1 {
                     in_prefixes = false;
                 }
             }
-            // Text and references arrive in pieces (text, reference, text): every piece appends.
-            Event::Text(t) if field != Field::Other => {
-                let decoded = t.decode().map_err(|e| err(&e))?;
-                text.push_str(&quick_xml::escape::unescape(&decoded).map_err(|e| err(&e))?);
-            }
-            Event::GeneralRef(r) if field != Field::Other => {
-                match r.resolve_char_ref().map_err(|e| err(&e))? {
-                    Some(c) => text.push(c),
-                    None => {
-                        let name = r.decode().map_err(|e| err(&e))?;
-                        text.push_str(quick_xml::escape::resolve_xml_entity(&name).unwrap_or(""));
-                    }
-                }
-            }
-            Event::Eof => break,
             _ => {}
         }
-        buf.clear();
     }
-    let decode = |s: String| {
-        if encoded && s.contains(['+', '%']) {
-            url_decode_plus(&s)
-        } else {
-            s
+    if encoded {
+        for o in &mut page.objects {
+            if o.key.contains(['+', '%']) {
+                o.key = url_decode_plus(&o.key);
+            }
         }
-    };
-    for o in &mut page.objects {
-        o.key = decode(std::mem::take(&mut o.key));
+        for p in &mut page.common_prefixes {
+            if p.contains(['+', '%']) {
+                *p = url_decode_plus(p);
+            }
+        }
     }
-    page.common_prefixes = raw_prefixes.into_iter().map(decode).collect();
     if !truncated {
         page.next_continuation = None;
     } else if page.next_continuation.is_none() {
@@ -349,19 +350,19 @@ pub fn parse_backend_listing(body: &[u8]) -> Result<BackendPage, String> {
 
 /// The `<Code>` of a backend's error body, if it has one.
 pub fn parse_error_code(body: &[u8]) -> Option<String> {
-    let mut reader = Reader::from_reader(body);
+    let mut scanner = Scanner::new(body).ok()?;
     let mut in_code = false;
-    let mut buf = Vec::new();
-    loop {
-        match reader.read_event_into(&mut buf).ok()? {
-            Event::Start(s) => in_code = s.local_name().as_ref() == b"Code",
-            Event::Text(t) if in_code => return Some(t.decode().ok()?.trim().to_string()),
-            Event::End(_) => in_code = false,
-            Event::Eof => return None,
+    let mut code = String::new();
+    while let Some(token) = scanner.next_token().ok()? {
+        match token {
+            Token::Start(name) => in_code = name == "Code",
+            Token::Text(raw) if in_code => unescape_into(&mut code, raw).ok()?,
+            Token::CData(raw) if in_code => code.push_str(raw),
+            Token::End(_) if in_code => return Some(code.trim().to_string()),
             _ => {}
         }
-        buf.clear();
     }
+    None
 }
 
 #[cfg(test)]
