@@ -7,6 +7,7 @@
 //! Prints the median time per page of each stage over many runs.
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use s3p::config::{DataSource, Owner};
 use s3p::error::S3Error;
 use s3p::listing::merge::{
@@ -17,8 +18,8 @@ use s3p::xml;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-/// A ListObjectsV2 answer shaped like Garage's for `encoding-type=url`: 1,000 keys `data/part-NNNNNN`.
-fn backend_body(keys: usize) -> Vec<u8> {
+/// A ListObjectsV2 answer shaped like Garage's for `encoding-type=url`: keys `data/part-NNNNNN`.
+fn backend_body(keys: usize) -> Bytes {
     let mut x = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
          <Name>bench-list</Name><Prefix></Prefix><MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>\
@@ -27,17 +28,17 @@ fn backend_body(keys: usize) -> Vec<u8> {
     );
     for i in 0..keys {
         x.push_str(&format!(
-            "<Contents><Key>data/part-{i:06}</Key><LastModified>2026-11-26T02:29:19.123Z</LastModified>\
+            "<Contents><Key>data%2Fpart-{i:06}</Key><LastModified>2026-11-26T02:29:19.123Z</LastModified>\
              <ETag>&quot;{i:032x}&quot;</ETag><Size>16</Size><StorageClass>STANDARD</StorageClass></Contents>"
         ));
     }
     x.push_str("</ListBucketResult>");
-    x.into_bytes()
+    Bytes::from(x)
 }
 
 /// Answers every backend call by parsing the same body, as the real backend client does after the HTTP call.
 struct ParsingSource {
-    body: Vec<u8>,
+    body: Bytes,
 }
 
 #[async_trait]
@@ -90,7 +91,7 @@ fn main() {
         max_keys: 1000,
     };
 
-    let rounds = 400;
+    let rounds = 1500;
     let (mut parse, mut merge, mut render) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         let t = Instant::now();

@@ -17,6 +17,7 @@
 
 use crate::config::DataSource;
 use crate::error::S3Error;
+use crate::xml::XmlText;
 use async_trait::async_trait;
 
 /// Where a listing resumes. Positions are virtual strings, never backend ones.
@@ -100,10 +101,11 @@ pub struct ListQuery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectEntry {
     pub key: String,
-    pub last_modified: String,
-    pub etag: String,
+    pub last_modified: XmlText,
+    pub etag: XmlText,
     pub size: u64,
-    pub storage_class: Option<String>,
+    /// `None` for STANDARD.
+    pub storage_class: Option<XmlText>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +206,7 @@ pub async fn list_page<S: PageSource + ?Sized>(
     sorted.sort_by_cached_key(|ds| format!("{}/", ds.name));
 
     let mut out = Collector {
-        entries: Vec::new(),
+        entries: Vec::with_capacity(query.max_keys + 1),
         limit: query.max_keys + 1,
     };
     let prefix = query.prefix.as_str();

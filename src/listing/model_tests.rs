@@ -59,7 +59,7 @@ impl PageSource for MemorySource {
                     page.objects.push(ObjectEntry {
                         key: k.clone(),
                         last_modified: "2024-01-01T00:00:00.000Z".into(),
-                        etag: format!("\"{}\"", k.len()),
+                        etag: format!("\"{}\"", k.len()).into(),
                         size: k.len() as u64,
                         storage_class: None,
                     });

@@ -6,13 +6,15 @@ use crate::config::Owner;
 use crate::error::S3Error;
 use crate::listing::merge::{BackendPage, Entry, ObjectEntry};
 use crate::listing::params::{ListParams, ListVersion};
-use percent_encoding::percent_decode_str;
+use bytes::Bytes;
 use scan::{unescape_into, Scanner, Token};
 use std::fmt::Write;
+pub use text::XmlText;
 
 #[cfg(test)]
 mod parse_oracle_tests;
 pub mod scan;
+pub mod text;
 
 pub const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 const DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
@@ -38,19 +40,26 @@ fn escape_into(out: &mut String, s: &str) {
         out.push_str(s);
         return;
     }
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "&#x{:X};", c as u32);
+    // Runs of plain text are copied whole; the special characters are all ASCII.
+    let mut plain_from = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if !needs_escape(b) {
+            continue;
+        }
+        out.push_str(&s[plain_from..i]);
+        plain_from = i + 1;
+        match b {
+            b'&' => out.push_str("&amp;"),
+            b'<' => out.push_str("&lt;"),
+            b'>' => out.push_str("&gt;"),
+            b'"' => out.push_str("&quot;"),
+            b'\'' => out.push_str("&apos;"),
+            b => {
+                let _ = write!(out, "&#x{b:X};");
             }
-            c => out.push(c),
         }
     }
+    out.push_str(&s[plain_from..]);
 }
 
 /// `encoding-type=url`: everything but RFC 3986 unreserved characters and `/` is percent-encoded (a space
@@ -62,12 +71,40 @@ pub fn url_encode(s: &str) -> String {
 
 /// Decodes a value a backend sent with `encoding-type=url` (S3 itself writes spaces as `+`).
 pub fn url_decode_plus(s: &str) -> String {
-    // Most keys need no decoding at all: no copy then.
-    if !s.contains(['+', '%']) {
-        return s.to_string();
+    let mut out = String::new();
+    url_decode_plus_into(&mut out, s, &mut Vec::new());
+    out
+}
+
+/// Appends the decoded form of `s` to `out`, using `scratch` for the bytes (a listing page decodes a
+/// thousand keys with it). Sequences that are not UTF-8 once decoded become U+FFFD.
+fn url_decode_plus_into(out: &mut String, s: &str, scratch: &mut Vec<u8>) {
+    // Most keys need no decoding at all: a plain copy then.
+    if !s.bytes().any(|b| b == b'+' || b == b'%') {
+        out.push_str(s);
+        return;
     }
-    let spaced = s.replace('+', " ");
-    percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
+    scratch.clear();
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let hex = |j: usize| bytes.get(j).and_then(|&h| (h as char).to_digit(16));
+        match b {
+            b'+' => scratch.push(b' '),
+            b'%' => match (hex(i + 1), hex(i + 2)) {
+                (Some(h), Some(l)) => {
+                    scratch.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                // A `%` that starts no escape stands for itself, as percent-decoders read it.
+                _ => scratch.push(b'%'),
+            },
+            b => scratch.push(b),
+        }
+        i += 1;
+    }
+    out.push_str(&String::from_utf8_lossy(scratch));
 }
 
 fn elem(out: &mut String, name: &str, value: &str) {
@@ -75,6 +112,17 @@ fn elem(out: &mut String, name: &str, value: &str) {
     out.push_str(name);
     out.push('>');
     escape_into(out, value);
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
+}
+
+/// An element whose text is already escaped.
+fn elem_escaped(out: &mut String, name: &str, value: &XmlText) {
+    out.push('<');
+    out.push_str(name);
+    out.push('>');
+    out.push_str(value.escaped());
     out.push_str("</");
     out.push_str(name);
     out.push('>');
@@ -186,20 +234,19 @@ pub fn list_objects<'a>(v: &ListingView<'a>) -> String {
             Entry::Object(o) => {
                 x.push_str("<Contents>");
                 elem(&mut x, "Key", &enc(&o.key));
-                elem(&mut x, "LastModified", &o.last_modified);
-                elem(&mut x, "ETag", &o.etag);
-                elem(&mut x, "Size", &o.size.to_string());
+                elem_escaped(&mut x, "LastModified", &o.last_modified);
+                elem_escaped(&mut x, "ETag", &o.etag);
+                let _ = write!(x, "<Size>{}</Size>", o.size);
                 if with_owner {
                     x.push_str("<Owner>");
                     elem(&mut x, "ID", &v.owner.id);
                     elem(&mut x, "DisplayName", &v.owner.display_name);
                     x.push_str("</Owner>");
                 }
-                elem(
-                    &mut x,
-                    "StorageClass",
-                    o.storage_class.as_deref().unwrap_or("STANDARD"),
-                );
+                match &o.storage_class {
+                    Some(class) => elem_escaped(&mut x, "StorageClass", class),
+                    None => x.push_str("<StorageClass>STANDARD</StorageClass>"),
+                }
                 x.push_str("</Contents>");
             }
             Entry::CommonPrefix(cp) => {
@@ -231,26 +278,84 @@ enum Field {
 fn empty_entry() -> ObjectEntry {
     ObjectEntry {
         key: String::new(),
-        last_modified: String::new(),
-        etag: String::new(),
+        last_modified: XmlText::default(),
+        etag: XmlText::default(),
         size: 0,
         storage_class: None,
     }
 }
 
+/// The text of one element as it is read: kept as a slice of the body when it comes in one piece (the
+/// usual case), resolved into `plain` when CDATA or comments split it.
+#[derive(Default)]
+struct ElementText<'a> {
+    raw: Option<&'a str>,
+    plain: String,
+    pieces: usize,
+}
+
+impl<'a> ElementText<'a> {
+    fn start(&mut self) {
+        self.raw = None;
+        self.plain.clear();
+        self.pieces = 0;
+    }
+
+    /// Moves a first piece kept raw into `plain`, as more pieces follow.
+    fn resolve_first(&mut self) -> Result<(), String> {
+        match self.raw.take() {
+            Some(first) => unescape_into(&mut self.plain, first),
+            None => Ok(()),
+        }
+    }
+
+    fn text(&mut self, raw: &'a str) -> Result<(), String> {
+        self.pieces += 1;
+        if self.pieces == 1 {
+            self.raw = Some(raw);
+            return Ok(());
+        }
+        self.resolve_first()?;
+        unescape_into(&mut self.plain, raw)
+    }
+
+    fn cdata(&mut self, data: &str) -> Result<(), String> {
+        self.pieces += 1;
+        self.resolve_first()?;
+        self.plain.push_str(data);
+        Ok(())
+    }
+
+    fn finish(&self, body: &Bytes) -> Result<XmlText, String> {
+        match self.raw {
+            Some(raw) => XmlText::from_raw(body, raw),
+            None => Ok(XmlText::from_plain(&self.plain)),
+        }
+    }
+
+    /// The text resolved (for the few fields that are read, not passed on).
+    fn resolved(&mut self) -> Result<&str, String> {
+        self.resolve_first()?;
+        Ok(&self.plain)
+    }
+}
+
 /// Parses a backend's ListObjectsV2 answer (asked for with `encoding-type=url`, so keys and prefixes are
-/// decoded here when the backend says it encoded them). A state machine over the element depth; the text
-/// of a key, date or ETag is written straight into its entry, so each costs one allocation.
-pub fn parse_backend_listing(body: &[u8]) -> Result<BackendPage, String> {
+/// decoded here when the backend says it encoded them). A state machine over the element depth. Keys are
+/// decoded into their entry (one allocation each); dates and ETags stay slices of `body`.
+pub fn parse_backend_listing(body: &Bytes) -> Result<BackendPage, String> {
     let err = |e: String| format!("backend listing XML: {e}");
     let mut scanner = Scanner::new(body).map_err(err)?;
     let mut page = BackendPage::default();
+    // Room for every entry up front (each takes well over 160 bytes of XML): no regrowing of the list.
+    page.objects.reserve((body.len() / 160).min(1000));
     let (mut in_contents, mut in_prefixes) = (false, false);
     let mut field = Field::Other;
     let mut current = empty_entry();
     let (mut encoded, mut truncated) = (false, false);
-    // The text of the fields that are not written straight into the entry.
-    let mut scratch = String::new();
+    let mut text = ElementText::default();
+    // The bytes of a key being URL-decoded.
+    let mut bytes = Vec::new();
     while let Some(token) = scanner.next_token().map_err(err)? {
         match token {
             Token::Start(name) => {
@@ -276,45 +381,66 @@ pub fn parse_backend_listing(body: &[u8]) -> Result<BackendPage, String> {
                     (2, _, true, "Prefix") => Field::CommonPrefix,
                     _ => Field::Other,
                 };
-                // A repeated element replaces the earlier value, as the last one read wins.
-                match field {
-                    Field::Key => current.key.clear(),
-                    Field::LastModified => current.last_modified.clear(),
-                    Field::ETag => current.etag.clear(),
-                    _ => scratch.clear(),
-                }
+                text.start();
             }
-            Token::Text(raw) | Token::CData(raw) if field != Field::Other => {
-                let into = match field {
-                    Field::Key => &mut current.key,
-                    Field::LastModified => &mut current.last_modified,
-                    Field::ETag => &mut current.etag,
-                    _ => &mut scratch,
-                };
-                if matches!(token, Token::Text(_)) {
-                    unescape_into(into, raw).map_err(err)?;
-                } else {
-                    into.push_str(raw);
-                }
-            }
+            Token::Text(raw) if field != Field::Other => text.text(raw).map_err(err)?,
+            Token::CData(data) if field != Field::Other => text.cdata(data).map_err(err)?,
             Token::End(_) => {
+                // A repeated element replaces the earlier value: the last one read wins.
                 match field {
+                    Field::Key => {
+                        current.key.clear();
+                        let key = text.resolved().map_err(err)?;
+                        if encoded {
+                            url_decode_plus_into(&mut current.key, key, &mut bytes);
+                        } else {
+                            current.key.push_str(key);
+                        }
+                    }
+                    Field::LastModified => {
+                        current.last_modified = text.finish(body).map_err(err)?
+                    }
+                    Field::ETag => current.etag = text.finish(body).map_err(err)?,
+                    // STANDARD is what an absent class stands for.
+                    Field::StorageClass => {
+                        let class = text.finish(body).map_err(err)?;
+                        current.storage_class = (class.escaped() != "STANDARD").then_some(class);
+                    }
                     Field::Size => {
-                        current.size = match scratch.trim() {
+                        current.size = match text.resolved().map_err(err)?.trim() {
                             "" => 0,
                             n => n.parse().map_err(|_| format!("bad Size `{n}`"))?,
                         }
                     }
-                    // STANDARD is what an absent class stands for: no copy of it per entry.
-                    Field::StorageClass => {
-                        current.storage_class =
-                            (scratch != "STANDARD").then(|| std::mem::take(&mut scratch))
+                    Field::CommonPrefix => {
+                        let mut prefix = String::new();
+                        let raw = text.resolved().map_err(err)?;
+                        if encoded {
+                            url_decode_plus_into(&mut prefix, raw, &mut bytes);
+                        } else {
+                            prefix.push_str(raw);
+                        }
+                        page.common_prefixes.push(prefix);
                     }
-                    Field::CommonPrefix => page.common_prefixes.push(std::mem::take(&mut scratch)),
-                    Field::EncodingType => encoded = scratch.trim() == "url",
-                    Field::IsTruncated => truncated = scratch.trim() == "true",
-                    Field::NextToken => page.next_continuation = Some(std::mem::take(&mut scratch)),
-                    Field::Key | Field::LastModified | Field::ETag | Field::Other => {}
+                    Field::EncodingType => {
+                        if !encoded && text.resolved().map_err(err)?.trim() == "url" {
+                            encoded = true;
+                            // Keys read before the encoding was announced are decoded now.
+                            for o in &mut page.objects {
+                                o.key = url_decode_plus(&o.key);
+                            }
+                            for p in &mut page.common_prefixes {
+                                *p = url_decode_plus(p);
+                            }
+                        }
+                    }
+                    Field::IsTruncated => {
+                        truncated = text.resolved().map_err(err)?.trim() == "true"
+                    }
+                    Field::NextToken => {
+                        page.next_continuation = Some(text.resolved().map_err(err)?.to_string())
+                    }
+                    Field::Other => {}
                 }
                 field = Field::Other;
                 if scanner.depth() == 1 && in_contents {
@@ -326,18 +452,6 @@ pub fn parse_backend_listing(body: &[u8]) -> Result<BackendPage, String> {
                 }
             }
             _ => {}
-        }
-    }
-    if encoded {
-        for o in &mut page.objects {
-            if o.key.contains(['+', '%']) {
-                o.key = url_decode_plus(&o.key);
-            }
-        }
-        for p in &mut page.common_prefixes {
-            if p.contains(['+', '%']) {
-                *p = url_decode_plus(p);
-            }
         }
     }
     if !truncated {
@@ -486,7 +600,7 @@ mod tests {
 <EncodingType>url</EncodingType><IsTruncated>true</IsTruncated><NextContinuationToken>abc==</NextContinuationToken>
 <Contents><Key>data/a+b%2Bc%25</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified><ETag>&quot;x&quot;</ETag><Size>12</Size><StorageClass>STANDARD</StorageClass></Contents>
 <CommonPrefixes><Prefix>data/dir%20x/</Prefix></CommonPrefixes></ListBucketResult>"#;
-        let p = parse_backend_listing(body).unwrap();
+        let p = parse_backend_listing(&Bytes::from_static(body)).unwrap();
         assert_eq!(p.objects.len(), 1);
         assert_eq!(p.objects[0].key, "data/a b+c%");
         assert_eq!(p.objects[0].etag, "\"x\"");
@@ -494,7 +608,12 @@ mod tests {
         assert_eq!(p.common_prefixes, vec!["data/dir x/"]);
         assert_eq!(p.next_continuation.as_deref(), Some("abc=="));
         let done = br#"<ListBucketResult><IsTruncated>false</IsTruncated><NextContinuationToken>zz</NextContinuationToken></ListBucketResult>"#;
-        assert_eq!(parse_backend_listing(done).unwrap().next_continuation, None);
+        assert_eq!(
+            parse_backend_listing(&Bytes::from_static(done))
+                .unwrap()
+                .next_continuation,
+            None
+        );
     }
 
     #[test]

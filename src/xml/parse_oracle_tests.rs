@@ -2,8 +2,9 @@
 //! scanner, fed thousands of generated backend pages in the many ways XML can write the same listing.
 //! Both must read the same page; and no cut-short page may parse.
 
-use super::{parse_backend_listing, url_decode_plus};
+use super::{parse_backend_listing, url_decode_plus as s3p_url_decode_plus};
 use crate::listing::merge::{BackendPage, ObjectEntry};
+use bytes::Bytes;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use rand::rngs::StdRng;
@@ -33,8 +34,8 @@ fn quick_xml_parse(body: &[u8]) -> Result<BackendPage, String> {
     let mut field = OracleField::Other;
     let mut current = ObjectEntry {
         key: String::new(),
-        last_modified: String::new(),
-        etag: String::new(),
+        last_modified: Default::default(),
+        etag: Default::default(),
         size: 0,
         storage_class: None,
     };
@@ -75,10 +76,10 @@ fn quick_xml_parse(body: &[u8]) -> Result<BackendPage, String> {
                 let value = std::mem::take(&mut text);
                 match field {
                     OracleField::Key => current.key = value,
-                    OracleField::LastModified => current.last_modified = value,
-                    OracleField::ETag => current.etag = value,
+                    OracleField::LastModified => current.last_modified = value.into(),
+                    OracleField::ETag => current.etag = value.into(),
                     OracleField::Size => size_text = value,
-                    OracleField::StorageClass => current.storage_class = Some(value),
+                    OracleField::StorageClass => current.storage_class = Some(value.into()),
                     OracleField::CommonPrefix => raw_prefixes.push(value),
                     OracleField::EncodingType => encoded = value.trim() == "url",
                     OracleField::IsTruncated => truncated = value.trim() == "true",
@@ -97,8 +98,8 @@ fn quick_xml_parse(body: &[u8]) -> Result<BackendPage, String> {
                         &mut current,
                         ObjectEntry {
                             key: String::new(),
-                            last_modified: String::new(),
-                            etag: String::new(),
+                            last_modified: Default::default(),
+                            etag: Default::default(),
                             size: 0,
                             storage_class: None,
                         },
@@ -147,6 +148,14 @@ fn quick_xml_parse(body: &[u8]) -> Result<BackendPage, String> {
         return Err("backend listing is truncated but has no NextContinuationToken".into());
     }
     Ok(page)
+}
+
+/// The URL decoding s3p used before, with the percent-encoding crate.
+fn url_decode_plus(s: &str) -> String {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Characters keys are drawn from: XML specials, URL specials, multi-byte and a few controls.
@@ -238,7 +247,9 @@ fn generate(rng: &mut StdRng) -> Generated {
     } else {
         elem(&mut x, "Prefix", "");
     }
-    if encoded {
+    // Where the encoding is announced: before the entries as S3 writes it, or after them.
+    let encoding_late = rng.gen_bool(0.2);
+    if encoded && !encoding_late {
         elem(&mut x, "EncodingType", "url");
     }
     let truncated = rng.gen_bool(0.5);
@@ -260,7 +271,11 @@ fn generate(rng: &mut StdRng) -> Generated {
             let key = random_key(rng);
             let mut k = String::new();
             if encoded {
-                write_text(rng, &mut k, &url_encode_plus(&key));
+                // Also what a sloppy encoder might write: a `%` that starts no escape, bytes that are
+                // not UTF-8 once decoded.
+                let junk =
+                    ["", "", "", "", "%", "%zz", "%FF", "%C3", "%e2%82%ac"][rng.gen_range(0..9)];
+                write_text(rng, &mut k, &(url_encode_plus(&key) + junk));
             } else {
                 write_text(rng, &mut k, &key);
             }
@@ -295,6 +310,9 @@ fn generate(rng: &mut StdRng) -> Generated {
             x.push_str(&format!("</{p}CommonPrefixes>"));
         }
     }
+    if encoded && encoding_late {
+        elem(&mut x, "EncodingType", "url");
+    }
     x.push_str(ws(rng));
     x.push_str(&format!("</{p}ListBucketResult>"));
     let root_end = x.len();
@@ -305,7 +323,7 @@ fn generate(rng: &mut StdRng) -> Generated {
 /// The reference reads a STANDARD class as such; s3p's parser leaves the default out.
 fn normalise(mut page: BackendPage) -> BackendPage {
     for o in &mut page.objects {
-        if o.storage_class.as_deref() == Some("STANDARD") {
+        if o.storage_class.as_ref().is_some_and(|c| *c == "STANDARD") {
             o.storage_class = None;
         }
     }
@@ -319,7 +337,7 @@ fn the_scanner_reads_every_page_as_the_reference_does() {
     for case in 0..3000 {
         let g = generate(&mut rng);
         let want = quick_xml_parse(g.body.as_bytes()).map(normalise);
-        let got = parse_backend_listing(g.body.as_bytes());
+        let got = parse_backend_listing(&Bytes::from(g.body.clone()));
         match (&want, &got) {
             (Ok(w), Ok(g)) => assert_eq!(w, g, "case {case}"),
             _ => panic!(
@@ -349,7 +367,7 @@ fn a_page_cut_short_never_parses() {
             if !g.body.is_char_boundary(cut) {
                 continue;
             }
-            let page = parse_backend_listing(&body[..cut]);
+            let page = parse_backend_listing(&Bytes::copy_from_slice(&body[..cut]));
             assert!(
                 page.is_err(),
                 "case {case}: cut at {cut} parsed: {page:?}\n{}",
@@ -360,12 +378,32 @@ fn a_page_cut_short_never_parses() {
 }
 
 #[test]
+fn url_decoding_agrees_with_the_percent_encoding_crate() {
+    for s in [
+        "",
+        "a",
+        "a+b",
+        "%41%2f%2F",
+        "%",
+        "%4",
+        "%zz",
+        "%FF",
+        "%C3%A9",
+        "%e2%82",
+        "100%",
+        "+%2B+",
+    ] {
+        assert_eq!(s3p_url_decode_plus(s), url_decode_plus(s), "{s:?}");
+    }
+}
+
+#[test]
 fn an_object_entry_is_complete() {
     // The fields of one entry land in that entry, also when elements repeat or come in another order.
     let body = b"<ListBucketResult><IsTruncated>false</IsTruncated>\
         <Contents><Size>5</Size><Key>x</Key><Key>a&amp;b</Key><ETag>e</ETag><LastModified>T</LastModified></Contents>\
         <Contents><Key>c</Key></Contents></ListBucketResult>";
-    let page = parse_backend_listing(body).unwrap();
+    let page = parse_backend_listing(&Bytes::from_static(body)).unwrap();
     assert_eq!(
         page.objects,
         vec![
@@ -378,8 +416,8 @@ fn an_object_entry_is_complete() {
             },
             ObjectEntry {
                 key: "c".into(),
-                last_modified: String::new(),
-                etag: String::new(),
+                last_modified: Default::default(),
+                etag: Default::default(),
                 size: 0,
                 storage_class: None
             },

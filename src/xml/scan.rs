@@ -186,11 +186,43 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Appends `raw` character data with its entity and character references resolved.
-pub fn unescape_into(out: &mut String, raw: &str) -> Result<(), String> {
+/// The character a reference stands for; `name` is what lies between `&` and `;`.
+fn resolve_reference(name: &str) -> Option<char> {
+    match name {
+        "amp" => Some('&'),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "quot" => Some('"'),
+        "apos" => Some('\''),
+        _ => {
+            let (digits, radix) = if let Some(hex) = name.strip_prefix("#x") {
+                (hex, 16)
+            } else {
+                (name.strip_prefix('#')?, 10)
+            };
+            // Digits only: `from_str_radix` would also take a sign.
+            if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+                return None;
+            }
+            u32::from_str_radix(digits, radix)
+                .ok()
+                .filter(|&c| c != 0)
+                .and_then(char::from_u32)
+        }
+    }
+}
+
+/// A run of text without references, or the character of one reference.
+enum Piece<'a> {
+    Plain(&'a str),
+    Char(char),
+}
+
+/// Walks `raw` character data piece by piece, in order; errors on a reference that does not resolve.
+fn for_each_piece<'a>(raw: &'a str, mut each: impl FnMut(Piece<'a>)) -> Result<(), String> {
     let mut rest = raw;
     while let Some(amp) = memchr::memchr(b'&', rest.as_bytes()) {
-        out.push_str(&rest[..amp]);
+        each(Piece::Plain(&rest[..amp]));
         let after = &rest[amp + 1..];
         // The longest reference is `&#x10FFFF;`.
         let semi = after
@@ -199,31 +231,27 @@ pub fn unescape_into(out: &mut String, raw: &str) -> Result<(), String> {
             .position(|b| b == b';')
             .ok_or("`&` without a reference")?;
         let name = &after[..semi];
-        match name {
-            "amp" => out.push('&'),
-            "lt" => out.push('<'),
-            "gt" => out.push('>'),
-            "quot" => out.push('"'),
-            "apos" => out.push('\''),
-            _ => {
-                let code = if let Some(hex) = name.strip_prefix("#x") {
-                    u32::from_str_radix(hex, 16).ok()
-                } else if let Some(dec) = name.strip_prefix('#') {
-                    dec.parse().ok()
-                } else {
-                    None
-                };
-                let c = code
-                    .filter(|&c| c != 0)
-                    .and_then(char::from_u32)
-                    .ok_or_else(|| format!("unknown reference `&{name};`"))?;
-                out.push(c);
-            }
-        }
+        let c = resolve_reference(name).ok_or_else(|| format!("unknown reference `&{name};`"))?;
+        each(Piece::Char(c));
         rest = &after[semi + 1..];
     }
-    out.push_str(rest);
+    each(Piece::Plain(rest));
     Ok(())
+}
+
+/// Appends `raw` character data with its entity and character references resolved.
+pub fn unescape_into(out: &mut String, raw: &str) -> Result<(), String> {
+    // Resolved text is never longer than its source: one allocation at most.
+    out.reserve(raw.len());
+    for_each_piece(raw, |piece| match piece {
+        Piece::Plain(s) => out.push_str(s),
+        Piece::Char(c) => out.push(c),
+    })
+}
+
+/// Whether every reference in `raw` character data resolves (no copy made).
+pub fn references_resolve(raw: &str) -> bool {
+    for_each_piece(raw, |_| {}).is_ok()
 }
 
 #[cfg(test)]
@@ -315,6 +343,10 @@ mod tests {
             ("a&amp;b&lt;c&gt;d&apos;", Some("a&b<c>d'")),
             ("&#x41;&#66;&#x1F600;&#xD;", Some("AB\u{1F600}\r")),
             ("&#0;", None),
+            ("&#x+41;", None),
+            ("&#+65;", None),
+            ("&#x;", None),
+            ("&#;", None),
             ("&#xD800;", None),
             ("&nbsp;", None),
             ("a & b", None),
