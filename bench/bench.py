@@ -566,8 +566,9 @@ api_keys:
     def listing_run(self, target, walks):
         extra = []
         if target == "direct_url":
-            # What s3p itself asks its backend: the same listing with URL-encoded keys (information only).
-            extra = ["--encoding-type", "url"]
+            # What s3p itself asks its backend: the same listing with URL-encoded keys, each page resumed
+            # after the last key (information only).
+            extra = ["--encoding-type", "url", "--resume", "start-after"]
         if target in ("direct", "direct_url"):
             host, path, key, secret, region = f"127.0.0.1:{self.port_garage}", f"/{LIST_BUCKET}", GARAGE_KEY, \
                 GARAGE_SECRET, "garage"

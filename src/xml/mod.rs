@@ -79,32 +79,48 @@ pub fn url_decode_plus(s: &str) -> String {
 /// Appends the decoded form of `s` to `out`, using `scratch` for the bytes (a listing page decodes a
 /// thousand keys with it). Sequences that are not UTF-8 once decoded become U+FFFD.
 fn url_decode_plus_into(out: &mut String, s: &str, scratch: &mut Vec<u8>) {
+    let special = |b: &u8| *b == b'+' || *b == b'%';
+    let bytes = s.as_bytes();
     // Most keys need no decoding at all: a plain copy then.
-    if !s.bytes().any(|b| b == b'+' || b == b'%') {
+    let Some(first) = bytes.iter().position(special) else {
         out.push_str(s);
         return;
-    }
+    };
+    let hex = |b: Option<&u8>| b.and_then(|&h| (h as char).to_digit(16)).map(|v| v as u8);
     scratch.clear();
-    let bytes = s.as_bytes();
-    let mut i = 0;
+    scratch.extend_from_slice(&bytes[..first]);
+    let mut i = first;
     while i < bytes.len() {
-        let b = bytes[i];
-        let hex = |j: usize| bytes.get(j).and_then(|&h| (h as char).to_digit(16));
-        match b {
-            b'+' => scratch.push(b' '),
-            b'%' => match (hex(i + 1), hex(i + 2)) {
+        match bytes[i] {
+            b'+' => {
+                scratch.push(b' ');
+                i += 1;
+            }
+            b'%' => match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
                 (Some(h), Some(l)) => {
-                    scratch.push((h * 16 + l) as u8);
-                    i += 2;
+                    scratch.push(h << 4 | l);
+                    i += 3;
                 }
                 // A `%` that starts no escape stands for itself, as percent-decoders read it.
-                _ => scratch.push(b'%'),
+                _ => {
+                    scratch.push(b'%');
+                    i += 1;
+                }
             },
-            b => scratch.push(b),
+            _ => {
+                let run = bytes[i..]
+                    .iter()
+                    .position(special)
+                    .unwrap_or(bytes.len() - i);
+                scratch.extend_from_slice(&bytes[i..i + run]);
+                i += run;
+            }
         }
-        i += 1;
     }
-    out.push_str(&String::from_utf8_lossy(scratch));
+    match std::str::from_utf8(scratch) {
+        Ok(decoded) => out.push_str(decoded),
+        Err(_) => out.push_str(&String::from_utf8_lossy(scratch)),
+    }
 }
 
 fn elem(out: &mut String, name: &str, value: &str) {

@@ -7,7 +7,7 @@
 //! s3p-loadgen presign --host H --key K --secret S [--region R] [--expires 3600] --count N  < paths > urls
 //! s3p-loadgen get     --host H --paths FILE --conns C --duration SECS [--sign header --key K --secret S]
 //! s3p-loadgen list    --host H --path /bucket --key K --secret S [--region R] [--max-keys 1000] [--walks N]
-//!                     [--encoding-type url]
+//!                     [--encoding-type url] [--resume token|start-after]
 //! s3p-loadgen put     --host H --path /bucket --prefix P --count N [--size B] [--conns C] --key K --secret S
 //! ```
 //! `--host` is `127.0.0.1:port` (also the signed Host header). Paths are already percent-encoded.
@@ -504,6 +504,31 @@ fn get(args: &Args) {
 }
 
 /// The text of `<tag>...</tag>` after XML unescaping, if present.
+/// `%XX` sequences decoded (keys listed with `encoding-type=url`).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn xml_value(body: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
     let close = format!("</{tag}>");
@@ -528,6 +553,8 @@ fn list(args: &Args) {
     let walks: usize = args.num("walks", "1");
     // `--encoding-type url` asks for URL-encoded keys, as s3p asks its backends.
     let encoding = args.0.get("encoding-type").cloned();
+    // `--resume start-after` resumes each page after the last key instead of with the token.
+    let by_start_after = args.or("resume", "token") == "start-after";
     let timeout = Duration::from_secs_f64(args.num("timeout", "60"));
     let mut conn = Conn::new(addr, timeout);
     let mut times = Vec::new();
@@ -536,14 +563,17 @@ fn list(args: &Args) {
     for _ in 0..walks {
         let t0 = Instant::now();
         let mut token: Option<String> = None;
+        let mut last_key = String::new();
         let (mut pages, mut keys) = (0usize, 0usize);
         loop {
             let mut q = vec![
                 ("list-type".to_string(), "2".to_string()),
                 ("max-keys".to_string(), max_keys.to_string()),
             ];
-            if let Some(t) = &token {
-                q.push(("continuation-token".into(), t.clone()));
+            match (&token, by_start_after) {
+                (Some(t), false) => q.push(("continuation-token".into(), t.clone())),
+                (Some(_), true) => q.push(("start-after".into(), last_key.clone())),
+                (None, _) => {}
             }
             if let Some(e) = &encoding {
                 q.push(("encoding-type".into(), e.clone()));
@@ -566,6 +596,12 @@ fn list(args: &Args) {
             pages += 1;
             keys += body.matches("<Key>").count();
             token = xml_value(&body, "NextContinuationToken");
+            if let Some(i) = body.rfind("<Key>") {
+                last_key = xml_value(&body[i..], "Key").unwrap_or_default();
+                if encoding.is_some() {
+                    last_key = percent_decode(&last_key);
+                }
+            }
             if xml_value(&body, "IsTruncated").as_deref() != Some("true") || token.is_none() {
                 break;
             }
