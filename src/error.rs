@@ -1,5 +1,5 @@
 //! The one S3 error type. Every refusal at any layer becomes an [`S3Error`]; this file is the only place
-//! that decides which HTTP status goes with which S3 error code. Rendering to XML lives in `xml.rs`.
+//! that decides which HTTP status goes with which S3 error code. Rendering to XML lives in `xml/`.
 
 use std::fmt;
 
