@@ -31,6 +31,9 @@ pub struct Scanner<'a> {
     root_closed: bool,
 }
 
+/// S3 documents nest four deep; a body nesting far deeper is not one (and would only grow `open`).
+const MAX_DEPTH: usize = 64;
+
 fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
@@ -177,6 +180,9 @@ impl<'a> Scanner<'a> {
             i += 1;
         }
         let self_closing = bytes[i - 1] == b'/';
+        if self.open.len() >= MAX_DEPTH {
+            return Err(format!("elements nested deeper than {MAX_DEPTH}"));
+        }
         self.pos += i + 1;
         self.open.push(name);
         if self_closing {
@@ -333,6 +339,9 @@ mod tests {
             );
         }
         assert!(Scanner::new(b"<a>\xff</a>").is_err(), "not UTF-8");
+        let deep = |n: usize| format!("{}{}", "<a>".repeat(n), "</a>".repeat(n));
+        assert!(tokens(&deep(MAX_DEPTH)).is_ok());
+        assert!(tokens(&deep(MAX_DEPTH + 1)).is_err());
     }
 
     #[test]
