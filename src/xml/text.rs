@@ -7,15 +7,16 @@
 use bytes::Bytes;
 use std::fmt;
 
-/// Text that is valid XML character data as it stands: UTF-8, no `<`, no control characters, and every
-/// `&` starts a well-formed reference. Both constructors keep this true, so writing it into a document
+/// Text that is valid XML character data as it stands: UTF-8, no `<` or `>`, no control characters, and
+/// every `&` starts a well-formed reference. Both constructors keep this true, so writing it into a document
 /// needs no escaping.
 #[derive(Clone, Default)]
 pub struct XmlText(Bytes);
 
 /// Whether `raw` (text as found between two tags) can be written out as it stands.
 fn is_clean_escaped(raw: &str) -> bool {
-    if raw.bytes().any(|b| b < 0x20 || b == 0x7f) {
+    // `>` may stand unescaped in XML text, but not as part of `]]>`: written as `&gt;` by the slow path.
+    if raw.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'>') {
         return false;
     }
     super::scan::references_resolve(raw)
@@ -96,7 +97,7 @@ mod tests {
 
     #[test]
     fn clean_text_is_kept_as_written_and_the_rest_is_rewritten() {
-        let body = Bytes::from_static(b"&quot;e&quot;|a&#x41;|x\ty|&bogus;|caf\xc3\xa9");
+        let body = Bytes::from_static(b"&quot;e&quot;|a&#x41;|x\ty|&bogus;|caf\xc3\xa9|a]]>b");
         let doc = std::str::from_utf8(&body).unwrap();
         let table: &[(&str, Option<&str>, &str)] = &[
             // raw, escaped form kept, plain
@@ -104,6 +105,7 @@ mod tests {
             ("a&#x41;", Some("a&#x41;"), "aA"),
             ("x\ty", Some("x&#x9;y"), "x\ty"),
             ("café", Some("café"), "café"),
+            ("a]]>b", Some("a]]&gt;b"), "a]]>b"),
             ("&bogus;", None, ""),
         ];
         for (raw, escaped, plain) in table {
