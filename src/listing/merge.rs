@@ -16,7 +16,7 @@
 //! source shows as `<ds>/` even when it is empty (as Immuta shows them).
 
 use crate::config::DataSource;
-use crate::error::S3Error;
+use crate::error::{S3Error, S3ErrorCode};
 use crate::xml::XmlText;
 use async_trait::async_trait;
 
@@ -328,6 +328,17 @@ pub async fn list_page<S: PageSource + ?Sized>(
                     more_after_page = true;
                     break 'sources;
                 }
+                // A backend answering with the token it was sent would be asked forever.
+                Some(token) if request.continuation.as_ref() == Some(&token) => {
+                    log::warn!(
+                        "the backend of data source {} repeats its listing token",
+                        ds.name
+                    );
+                    return Err(S3Error::with_message(
+                        S3ErrorCode::InternalError,
+                        "The data source's storage sent an unreadable listing.",
+                    ));
+                }
                 Some(token) => {
                     request.continuation = Some(token);
                     request.start_after = None;
@@ -428,6 +439,45 @@ mod tests {
             Position::After("a/".into())
         );
         assert_eq!(Position::from_marker("", "", Some("/")), Position::Start);
+    }
+
+    /// Always the same short page and the same token, whatever it is asked.
+    struct StuckBackend;
+
+    #[async_trait]
+    impl PageSource for StuckBackend {
+        async fn list(
+            &self,
+            _: &DataSource,
+            _: BackendListRequest,
+        ) -> Result<BackendPage, S3Error> {
+            Ok(BackendPage {
+                objects: Vec::new(),
+                common_prefixes: vec!["skipped/".into()],
+                next_continuation: Some("same".into()),
+            })
+        }
+    }
+
+    #[test]
+    fn a_backend_repeating_its_token_ends_the_listing_with_an_error() {
+        let ds = DataSource {
+            name: "data".into(),
+            backend: "b".into(),
+            bucket: "real".into(),
+            prefix: String::new(),
+        };
+        let query = ListQuery {
+            prefix: "data/other".into(),
+            delimiter: Some("/".into()),
+            start: Position::Start,
+            max_keys: 10,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let page = rt.block_on(list_page(&StuckBackend, &[&ds], &query));
+        assert_eq!(page.unwrap_err().code, S3ErrorCode::InternalError);
     }
 
     #[test]

@@ -21,8 +21,9 @@ const DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
 /// The virtual bucket's creation date (it exists as long as s3p does; a fixed value keeps responses stable).
 pub const BUCKET_CREATION_DATE: &str = "2006-03-19T00:00:00.000Z";
 
-/// Escapes text for XML. Characters XML 1.0 cannot carry literally are written as character references,
-/// as S3 does (clients that cannot read them should ask for `encoding-type=url`).
+/// Escapes text for XML. Control characters XML 1.0 cannot carry literally are written as character
+/// references, as S3 does (clients that cannot read them should ask for `encoding-type=url`); NUL, which
+/// XML cannot carry at all, becomes U+FFFD.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     escape_into(&mut out, s);
@@ -54,6 +55,8 @@ fn escape_into(out: &mut String, s: &str) {
             b'>' => out.push_str("&gt;"),
             b'"' => out.push_str("&quot;"),
             b'\'' => out.push_str("&apos;"),
+            // XML cannot carry NUL at all, not even as a reference.
+            0 => out.push('\u{FFFD}'),
             b => {
                 let _ = write!(out, "&#x{b:X};");
             }
@@ -338,7 +341,7 @@ impl<'a> ElementText<'a> {
     fn cdata(&mut self, data: &str) -> Result<(), String> {
         self.pieces += 1;
         self.resolve_first()?;
-        self.plain.push_str(data);
+        scan::push_literal(&mut self.plain, data);
         Ok(())
     }
 
@@ -355,6 +358,9 @@ impl<'a> ElementText<'a> {
         Ok(&self.plain)
     }
 }
+
+/// Above this many body bytes per entry, a page's kept texts are copied out of the body.
+const COMPACT_ABOVE_BYTES_PER_ENTRY: usize = 4096;
 
 /// Parses a backend's ListObjectsV2 answer (asked for with `encoding-type=url`, so keys and prefixes are
 /// decoded here when the backend says it encoded them). A state machine over the element depth. Keys are
@@ -377,6 +383,10 @@ pub fn parse_backend_listing(body: &Bytes) -> Result<BackendPage, String> {
             Token::Start(name) => {
                 // The depth of the element's parent: 1 is inside ListBucketResult.
                 let parent = scanner.depth() - 1;
+                if parent == 0 && name != "ListBucketResult" {
+                    // An `<Error>` sent with a 2xx status, say: not an empty page.
+                    return Err(err(format!("<{name}> is not a listing")));
+                }
                 field = match (parent, in_contents, in_prefixes, name) {
                     (1, _, _, "Contents") => {
                         in_contents = true;
@@ -453,8 +463,10 @@ pub fn parse_backend_listing(body: &Bytes) -> Result<BackendPage, String> {
                     Field::IsTruncated => {
                         truncated = text.resolved().map_err(err)?.trim() == "true"
                     }
+                    // An empty token is no token (and would restart the listing).
                     Field::NextToken => {
-                        page.next_continuation = Some(text.resolved().map_err(err)?.to_string())
+                        let token = text.resolved().map_err(err)?;
+                        page.next_continuation = (!token.is_empty()).then(|| token.to_string());
                     }
                     Field::Other => {}
                 }
@@ -475,6 +487,18 @@ pub fn parse_backend_listing(body: &Bytes) -> Result<BackendPage, String> {
     } else if page.next_continuation.is_none() {
         return Err("backend listing is truncated but has no NextContinuationToken".into());
     }
+    // Kept texts are slices that hold the whole body alive. A body of ordinary entries (about 200 bytes
+    // each) is worth keeping; one padded around a few entries is not: their texts are copied out, so that
+    // what a page's entries hold is bounded by their number, whatever a backend sends.
+    if body.len() > COMPACT_ABOVE_BYTES_PER_ENTRY * page.objects.len().max(1) {
+        for o in &mut page.objects {
+            o.last_modified.detach();
+            o.etag.detach();
+            if let Some(class) = &mut o.storage_class {
+                class.detach();
+            }
+        }
+    }
     Ok(page)
 }
 
@@ -487,7 +511,7 @@ pub fn parse_error_code(body: &[u8]) -> Option<String> {
         match token {
             Token::Start(name) => in_code = name == "Code",
             Token::Text(raw) if in_code => unescape_into(&mut code, raw).ok()?,
-            Token::CData(raw) if in_code => code.push_str(raw),
+            Token::CData(raw) if in_code => scan::push_literal(&mut code, raw),
             Token::End(_) if in_code => return Some(code.trim().to_string()),
             _ => {}
         }
@@ -630,6 +654,59 @@ mod tests {
                 .next_continuation,
             None
         );
+    }
+
+    #[test]
+    fn escaping() {
+        let table = [
+            ("plain key/é", "plain key/é"),
+            ("a&b<c>\"'", "a&amp;b&lt;c&gt;&quot;&apos;"),
+            ("tab\there\u{1}\u{7f}", "tab&#x9;here&#x1;&#x7F;"),
+            ("nul\0", "nul\u{FFFD}"),
+        ];
+        for (plain, escaped) in table {
+            assert_eq!(escape(plain), escaped, "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_pages_that_are_not_listings() {
+        let refused: &[&[u8]] = &[
+            // An error sent with a 2xx status is not an empty page.
+            b"<Error><Code>InternalError</Code></Error>",
+            // Truncated with an empty token: resuming would restart the listing.
+            b"<ListBucketResult><IsTruncated>true</IsTruncated><NextContinuationToken/></ListBucketResult>",
+            b"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>",
+            b"<ListBucketResult><Contents><Key>a</Key></Contents>",
+        ];
+        for body in refused {
+            assert!(
+                parse_backend_listing(&Bytes::from_static(body)).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn texts_of_a_padded_page_do_not_hold_its_body() {
+        let entry = "<Contents><Key>k</Key><LastModified>T</LastModified><ETag>e</ETag>\
+                     <StorageClass>GLACIER</StorageClass></Contents>";
+        let within =
+            |body: &Bytes, t: &XmlText| body.as_ptr_range().contains(&t.escaped().as_ptr());
+        // Ordinary entries: slices of the body. One entry padded with 100 KB of comment: copies.
+        for (padding, kept_in_body) in [(0, true), (100_000, false)] {
+            let body = Bytes::from(format!(
+                "<ListBucketResult><IsTruncated>false</IsTruncated>{entry}<!--{}--></ListBucketResult>",
+                " ".repeat(padding)
+            ));
+            let page = parse_backend_listing(&body).unwrap();
+            let o = &page.objects[0];
+            assert_eq!(o.etag, "e");
+            for t in [&o.last_modified, &o.etag, o.storage_class.as_ref().unwrap()] {
+                assert_eq!(within(&body, t), kept_in_body, "padding {padding}");
+            }
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub enum Token<'a> {
 pub struct Scanner<'a> {
     doc: &'a str,
     pos: usize,
-    /// Names of the open elements, to check that end tags match.
+    /// Names of the open elements as written (with any prefix), to check that end tags match.
     open: Vec<&'a str>,
     /// The `End` owed by a self-closing tag just returned as `Start`.
     pending_end: Option<&'a str>,
@@ -118,7 +118,7 @@ impl<'a> Scanner<'a> {
             match bytes.get(1) {
                 Some(b'/') => {
                     let close = memchr::memchr(b'>', &bytes[2..]).ok_or("unterminated end tag")?;
-                    let name = local(trim_space_end(&rest[2..2 + close]));
+                    let name = trim_space_end(&rest[2..2 + close]);
                     match self.open.pop() {
                         Some(open) if open == name => {}
                         Some(open) => return Err(format!("</{name}> closes <{open}>")),
@@ -126,7 +126,7 @@ impl<'a> Scanner<'a> {
                     }
                     self.pos += 2 + close + 1;
                     self.root_closed = self.open.is_empty();
-                    return Ok(Some(Token::End(name)));
+                    return Ok(Some(Token::End(local(name))));
                 }
                 Some(b'?') => {
                     self.skip_past("?>", "processing instruction")?;
@@ -161,7 +161,7 @@ impl<'a> Scanner<'a> {
         if name_end == 1 {
             return Err("start tag without a name".into());
         }
-        let name = local(&rest[1..name_end]);
+        let name = &rest[1..name_end];
         if self.root_closed {
             return Err("a second root element".into());
         }
@@ -171,6 +171,7 @@ impl<'a> Scanner<'a> {
             let b = *bytes.get(i).ok_or("unterminated start tag")?;
             match (quote, b) {
                 (Some(q), b) if b == q => quote = None,
+                (Some(_), b'<') => return Err("`<` inside an attribute value".into()),
                 (Some(_), _) => {}
                 (None, b'"' | b'\'') => quote = Some(b),
                 (None, b'>') => break,
@@ -185,6 +186,7 @@ impl<'a> Scanner<'a> {
         }
         self.pos += i + 1;
         self.open.push(name);
+        let name = local(name);
         if self_closing {
             self.pending_end = Some(name);
         }
@@ -245,12 +247,27 @@ fn for_each_piece<'a>(raw: &'a str, mut each: impl FnMut(Piece<'a>)) -> Result<(
     Ok(())
 }
 
+/// Appends literal text (character data or CDATA) with its line ends normalised as XML requires: a
+/// written CR LF or lone CR is read as LF (a CR sent as `&#xD;` stays a CR).
+pub fn push_literal(out: &mut String, s: &str) {
+    if memchr::memchr(b'\r', s.as_bytes()).is_none() {
+        out.push_str(s);
+        return;
+    }
+    let mut lines = s.split('\r');
+    out.push_str(lines.next().unwrap_or(""));
+    for line in lines {
+        out.push('\n');
+        out.push_str(line.strip_prefix('\n').unwrap_or(line));
+    }
+}
+
 /// Appends `raw` character data with its entity and character references resolved.
 pub fn unescape_into(out: &mut String, raw: &str) -> Result<(), String> {
     // Resolved text is never longer than its source: one allocation at most.
     out.reserve(raw.len());
     for_each_piece(raw, |piece| match piece {
-        Piece::Plain(s) => out.push_str(s),
+        Piece::Plain(s) => push_literal(out, s),
         Piece::Char(c) => out.push(c),
     })
 }
@@ -305,6 +322,7 @@ mod tests {
                 &["<a>", "T\n  ", "<b>", "Tx y", "</b>", "T\n", "</a>"],
             ),
             ("<a><?pi x?>é</a><!-- end -->", &["<a>", "Té", "</a>"]),
+            ("<x:a xmlns:x='u'></x:a >", &["<a>", "</a>"]),
         ];
         for (doc, want) in table {
             assert_eq!(tokens(doc).unwrap(), *want, "{doc}");
@@ -331,6 +349,9 @@ mod tests {
             "<a></a><b></b>",
             "<>",
             "<a <b>",
+            "<s3:a></x:a>",
+            "<a></s3:a>",
+            "<a k=\"<b>\"></a>",
         ] {
             assert!(
                 tokens(doc).is_err(),
@@ -351,6 +372,8 @@ mod tests {
             ("&quot;e&quot;", Some("\"e\"")),
             ("a&amp;b&lt;c&gt;d&apos;", Some("a&b<c>d'")),
             ("&#x41;&#66;&#x1F600;&#xD;", Some("AB\u{1F600}\r")),
+            ("a\r\nb\rc\n", Some("a\nb\nc\n")),
+            ("&#xD;&#10;", Some("\r\n")),
             ("&#0;", None),
             ("&#x+41;", None),
             ("&#+65;", None),

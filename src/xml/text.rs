@@ -53,6 +53,11 @@ impl XmlText {
         plain
     }
 
+    /// Copies the text out of the body it is a slice of, so that it no longer keeps that body alive.
+    pub fn detach(&mut self) {
+        self.0 = Bytes::copy_from_slice(&self.0);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
