@@ -232,10 +232,10 @@ fn for_each_piece<'a>(raw: &'a str, mut each: impl FnMut(Piece<'a>)) -> Result<(
     while let Some(amp) = memchr::memchr(b'&', rest.as_bytes()) {
         each(Piece::Plain(&rest[..amp]));
         let after = &rest[amp + 1..];
-        // The longest reference is `&#x10FFFF;`.
+        // References are short (`&#x10FFFF;`), but may carry leading zeros: look a little further.
         let semi = after
             .bytes()
-            .take(10)
+            .take(32)
             .position(|b| b == b';')
             .ok_or("`&` without a reference")?;
         let name = &after[..semi];
@@ -375,6 +375,7 @@ mod tests {
             ("a\r\nb\rc\n", Some("a\nb\nc\n")),
             ("&#xD;&#10;", Some("\r\n")),
             ("&#0;", None),
+            ("&#0000000065;&#x000000041;", Some("AA")),
             ("&#x+41;", None),
             ("&#+65;", None),
             ("&#x;", None),
