@@ -64,9 +64,12 @@ type ListingClient =
 /// One backend, ready to use.
 pub struct Backend {
     pub config: BackendConfig,
-    /// Resolved once at start-up (pingora's peers take addresses, and resolving per request would put DNS
-    /// on the hot path).
+    /// Resolved when the backend is built: at start-up, on SIGHUP, and when a periodic resolution finds
+    /// new addresses (pingora's peers take addresses, and resolving per request would put DNS on the hot
+    /// path).
     pub addr: SocketAddr,
+    /// Every address the host name had (the listing client tries them in turn).
+    addrs: Arc<Vec<SocketAddr>>,
     credentials: CredentialSource,
     client: ListingClient,
     /// Extra CA certificates for pingora's connections to an https backend.
@@ -85,20 +88,17 @@ pub struct ObjectTarget {
 }
 
 impl Backend {
-    fn new(config: &BackendConfig, limits: &Limits) -> Result<Backend, String> {
-        let addrs: Vec<SocketAddr> = (config.host.as_str(), config.port)
-            .to_socket_addrs()
-            .map_err(|e| {
-                format!(
-                    "backends.{}: cannot resolve {}: {e}",
-                    config.name, config.host
-                )
-            })?
-            .collect();
+    /// A backend at the given addresses (see [`resolve`]); the first one is used for object requests.
+    fn new(
+        config: &BackendConfig,
+        limits: &Limits,
+        addrs: Vec<SocketAddr>,
+    ) -> Result<Backend, String> {
         let addr = *addrs
             .first()
             .ok_or_else(|| format!("backends.{}: {} has no address", config.name, config.host))?;
-        let mut http = HttpConnector::new_with_resolver(FixedResolver(Arc::new(addrs)));
+        let addrs = Arc::new(addrs);
+        let mut http = HttpConnector::new_with_resolver(FixedResolver(addrs.clone()));
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_millis(limits.connect_timeout_ms)));
@@ -168,6 +168,7 @@ impl Backend {
         Ok(Backend {
             config: config.clone(),
             addr,
+            addrs,
             credentials,
             client,
             ca,
@@ -464,14 +465,71 @@ pub struct Backends {
     by_name: HashMap<String, Backend>,
 }
 
+/// The addresses of every backend, by name.
+pub type Addresses = HashMap<String, Vec<SocketAddr>>;
+
+/// Resolves a backend's host name (a blocking call: DNS).
+pub fn resolve(config: &BackendConfig) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = (config.host.as_str(), config.port)
+        .to_socket_addrs()
+        .map_err(|e| {
+            format!(
+                "backends.{}: cannot resolve {}: {e}",
+                config.name, config.host
+            )
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!(
+            "backends.{}: {} has no address",
+            config.name, config.host
+        ));
+    }
+    Ok(addrs)
+}
+
+/// The backends whose address sets differ between `old` and `new` (order aside; a backend missing from
+/// `new`, whose resolution failed, keeps its addresses and is not reported).
+pub fn moved_backends(old: &Addresses, new: &Addresses) -> Vec<String> {
+    let set = |a: &[SocketAddr]| a.iter().copied().collect::<std::collections::BTreeSet<_>>();
+    let mut moved: Vec<String> = new
+        .iter()
+        .filter(|(name, fresh)| old.get(*name).is_none_or(|was| set(was) != set(fresh)))
+        .map(|(name, _)| name.clone())
+        .collect();
+    moved.sort();
+    moved
+}
+
 impl Backends {
     /// Resolves and prepares every backend. Needs a Tokio runtime only when used, not when built.
     pub fn new(config: &Config) -> Result<Backends, String> {
+        let mut addresses = Addresses::new();
+        for (name, b) in &config.backends {
+            addresses.insert(name.clone(), resolve(b)?);
+        }
+        Backends::at(config, &addresses)
+    }
+
+    /// Prepares every backend at already resolved addresses (each backend must have some).
+    pub fn at(config: &Config, addresses: &Addresses) -> Result<Backends, String> {
         let mut by_name = HashMap::new();
         for (name, b) in &config.backends {
-            by_name.insert(name.clone(), Backend::new(b, &config.limits)?);
+            let addrs = addresses
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("backends.{name}: not resolved"))?;
+            by_name.insert(name.clone(), Backend::new(b, &config.limits, addrs)?);
         }
         Ok(Backends { by_name })
+    }
+
+    /// The addresses every backend is using.
+    pub fn addresses(&self) -> Addresses {
+        self.by_name
+            .iter()
+            .map(|(name, b)| (name.clone(), b.addrs.as_ref().clone()))
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&Backend> {
@@ -518,7 +576,28 @@ mod tests {
                 secret_access_key: Secret::new("secret"),
             },
         };
-        Backend::new(&cfg, &Limits::default()).unwrap()
+        let addrs = resolve(&cfg).unwrap();
+        Backend::new(&cfg, &Limits::default(), addrs).unwrap()
+    }
+
+    #[test]
+    fn moved_backends_compare_address_sets() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let old: Addresses = [
+            ("s3".to_string(), vec![a("10.0.0.1:443"), a("10.0.0.2:443")]),
+            ("minio".to_string(), vec![a("127.0.0.1:9000")]),
+        ]
+        .into();
+        // Same set in another order: not moved. A failed resolution (absent): not moved.
+        let same: Addresses =
+            [("s3".to_string(), vec![a("10.0.0.2:443"), a("10.0.0.1:443")])].into();
+        assert!(moved_backends(&old, &same).is_empty());
+        let rotated: Addresses = [
+            ("s3".to_string(), vec![a("10.0.0.3:443")]),
+            ("minio".to_string(), vec![a("127.0.0.1:9000")]),
+        ]
+        .into();
+        assert_eq!(moved_backends(&old, &rotated), vec!["s3".to_string()]);
     }
 
     #[test]

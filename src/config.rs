@@ -122,6 +122,9 @@ pub struct Limits {
     /// Failed authentications allowed per minute from one client address and for one key id; past it,
     /// 503 SlowDown without checking (0 turns the throttle off).
     pub auth_failures_per_minute: u32,
+    /// Backend host names are resolved again this often (seconds; 0: only at start-up and on SIGHUP), so
+    /// that endpoints whose addresses rotate, as AWS's do, keep working.
+    pub backend_resolve_interval_s: u64,
 }
 
 impl Default for Limits {
@@ -137,6 +140,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_concurrent_requests: 1024,
             auth_failures_per_minute: 30,
+            backend_resolve_interval_s: 60,
         }
     }
 }

@@ -15,6 +15,7 @@ use s3p::ops::admin::AdminApp;
 use s3p::ops::audit::AuditLog;
 use s3p::ops::guard::AuthThrottle;
 use s3p::ops::metrics::Metrics;
+use s3p::ops::resolve::BackendResolver;
 use s3p::ops::signals::{GracefulSignals, Reloader};
 use s3p::ops::tls::CertStore;
 use s3p::proxy::{Ops, S3Proxy, SharedState, State};
@@ -172,6 +173,10 @@ fn main() -> ExitCode {
     }
     let drain_ops = ops.clone();
     let drain_audit = ops.clone();
+    server.add_service(background_service(
+        "s3p backend resolution",
+        BackendResolver::new(state.clone()),
+    ));
     server.add_service(background_service(
         "s3p reload",
         Reloader {

@@ -39,13 +39,28 @@ pub struct State {
 }
 
 impl State {
+    /// Resolves every backend's host name (DNS, a blocking call).
     pub fn new(config: Config) -> std::result::Result<State, String> {
-        Ok(State {
+        let backends = Backends::new(&config)?;
+        Ok(State::with_backends(config, backends))
+    }
+
+    /// With backends at already resolved addresses (see `ops::resolve`).
+    pub fn at(
+        config: Config,
+        addresses: &crate::backend::Addresses,
+    ) -> std::result::Result<State, String> {
+        let backends = Backends::at(&config, addresses)?;
+        Ok(State::with_backends(config, backends))
+    }
+
+    fn with_backends(config: Config, backends: Backends) -> State {
+        State {
             keys: KeyStore::new(&config),
-            backends: Backends::new(&config)?,
+            backends,
             tokens: TokenSealer::new(config.token_secret.expose()),
             config,
-        })
+        }
     }
 }
 
