@@ -73,7 +73,7 @@ pub fn url_encode(s: &str) -> String {
 }
 
 /// Decodes a value a backend sent with `encoding-type=url` (S3 itself writes spaces as `+`).
-pub fn url_decode_plus(s: &str) -> String {
+fn url_decode_plus(s: &str) -> String {
     let mut out = String::new();
     url_decode_plus_into(&mut out, s, &mut Vec::new());
     out

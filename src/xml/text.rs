@@ -57,10 +57,6 @@ impl XmlText {
     pub fn detach(&mut self) {
         self.0 = Bytes::copy_from_slice(&self.0);
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl From<&str> for XmlText {
