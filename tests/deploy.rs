@@ -1354,7 +1354,19 @@ fn dockerfile_builds_the_cargo_binary_and_runs_it_as_non_root() {
             }
         }
     }
-    for needed in ["Cargo.toml", "Cargo.lock", "src"] {
+    // Cargo refuses a manifest whose declared targets are missing: every `path = "..."` of Cargo.toml
+    // (the binary, the benchmark) must be in the build stage too.
+    let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let target_dirs: Vec<String> = manifest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("path = \""))
+        .map(|p| p.split('/').next().unwrap().to_string())
+        .collect();
+    assert!(target_dirs.contains(&"benches".to_string()), "{target_dirs:?}");
+    for needed in ["Cargo.toml", "Cargo.lock"]
+        .into_iter()
+        .chain(target_dirs.iter().map(String::as_str))
+    {
         assert!(
             copied.iter().any(|c| c == needed),
             "build stage copies {needed}"
