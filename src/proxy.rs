@@ -821,7 +821,14 @@ impl ProxyHttp for S3Proxy {
             _ if ctx.backend_error.is_some() => ctx.backend_error.take(),
             ErrorSource::Downstream => None,
             ErrorSource::Upstream => {
-                log::warn!("request {}: backend failed: {e}", ctx.request_id);
+                // The error's own text names the peer, whose SNI holds the backend bucket with
+                // virtual-host addressing: only its kind and the backend's name are logged.
+                log::warn!(
+                    "request {}: backend {} failed: {}",
+                    ctx.request_id,
+                    ctx.backend_name.as_deref().unwrap_or("-"),
+                    e.etype().as_str()
+                );
                 Some(S3Error::storage_unavailable())
             }
             _ => {

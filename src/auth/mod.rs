@@ -41,13 +41,23 @@ impl<'a> RequestView<'a> {
 }
 
 /// What the key store knows about an access key id, as the signature verifiers need it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum SecretLookup {
     /// No usable key with this id (unknown, disabled or expired): answer InvalidAccessKeyId.
     Unknown,
     /// The key's secrets: one, or two while a secret is being rotated (any of them may have signed);
     /// none for a key that cannot sign (its signatures never match).
     Secrets(Vec<String>),
+}
+
+/// Never the secrets themselves, only how many there are.
+impl std::fmt::Debug for SecretLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretLookup::Unknown => f.write_str("Unknown"),
+            SecretLookup::Secrets(s) => write!(f, "Secrets([{} redacted])", s.len()),
+        }
+    }
 }
 
 impl SecretLookup {
