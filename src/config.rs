@@ -454,6 +454,26 @@ fn check_bucket_name(name: &str) -> Result<(), String> {
 }
 
 impl Config {
+    /// Pairs `(outer, inner)` of data sources where `outer` holds every object of `inner` (same backend and
+    /// bucket, and `outer`'s prefix starts `inner`'s). Allowed, since a broad data source and a narrow one
+    /// for other readers can both be meant, but a key entitled to `outer` reads `inner`'s objects too, so
+    /// s3p says so when it loads the configuration.
+    pub fn nested_data_sources(&self) -> Vec<(&str, &str)> {
+        let mut nested = Vec::new();
+        for outer in self.data_sources.values() {
+            for inner in self.data_sources.values() {
+                if outer.name != inner.name
+                    && outer.backend == inner.backend
+                    && outer.bucket == inner.bucket
+                    && inner.prefix.starts_with(&outer.prefix)
+                {
+                    nested.push((outer.name.as_str(), inner.name.as_str()));
+                }
+            }
+        }
+        nested
+    }
+
     /// Parses and validates. All problems are reported at once.
     pub fn from_yaml_str(
         text: &str,
@@ -925,12 +945,51 @@ pub fn load(path: &str) -> Result<Config, Vec<ConfigError>> {
             problem: format!("cannot read: {e}"),
         }]
     })?;
-    Config::from_yaml_str(&text, &|name| std::env::var(name).ok())
+    let config = Config::from_yaml_str(&text, &|name| std::env::var(name).ok())?;
+    for (outer, inner) in config.nested_data_sources() {
+        log::warn!(
+            "data source `{outer}` contains every object of data source `{inner}`: keys entitled to \
+             `{outer}` read them too"
+        );
+    }
+    Ok(config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_data_sources_are_found() {
+        let yaml = r#"
+listen: 127.0.0.1:9000
+token_secret: "0123456789abcdef0123456789abcdef"
+backends:
+  s3: { endpoint: "http://127.0.0.1:9000", region: us-east-1, access_key_id: a, secret_access_key: b }
+  other: { endpoint: "http://127.0.0.1:9001", region: us-east-1, access_key_id: a, secret_access_key: b }
+data_sources:
+  warehouse: { backend: s3, bucket: whouse }
+  hr: { backend: s3, bucket: whouse, prefix: hr/ }
+  hr2024: { backend: s3, bucket: whouse, prefix: hr/2024 }
+  hrx: { backend: s3, bucket: whouse, prefix: hrx/ }
+  elsewhere: { backend: other, bucket: whouse, prefix: hr/ }
+  sales: { backend: s3, bucket: sales }
+api_keys:
+  - { id: k, name: K, data_sources: all }
+"#;
+        let c = Config::from_yaml_str(yaml, &|_| None).unwrap();
+        let mut got = c.nested_data_sources();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("hr", "hr2024"),
+                ("warehouse", "hr"),
+                ("warehouse", "hr2024"),
+                ("warehouse", "hrx"),
+            ]
+        );
+    }
 
     const GOOD: &str = r#"
 listen: 127.0.0.1:9000

@@ -1362,7 +1362,10 @@ fn dockerfile_builds_the_cargo_binary_and_runs_it_as_non_root() {
         .filter_map(|l| l.trim().strip_prefix("path = \""))
         .map(|p| p.split('/').next().unwrap().to_string())
         .collect();
-    assert!(target_dirs.contains(&"benches".to_string()), "{target_dirs:?}");
+    assert!(
+        target_dirs.contains(&"benches".to_string()),
+        "{target_dirs:?}"
+    );
     for needed in ["Cargo.toml", "Cargo.lock"]
         .into_iter()
         .chain(target_dirs.iter().map(String::as_str))
