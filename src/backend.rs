@@ -324,9 +324,18 @@ impl Backend {
         let limited = http_body_util::Limited::new(response.into_body(), 16 << 20);
         let body = match tokio::time::timeout(timeout, limited.collect()).await {
             Ok(Ok(b)) => b.to_bytes(),
-            _ => {
+            // Over the limit, or the connection broke mid-body.
+            Ok(Err(e)) => {
                 log::warn!(
-                    "backend {} cut a listing body for data source {}",
+                    "backend {} sent an unreadable listing body for data source {}: {e}",
+                    self.config.name,
+                    ds.name
+                );
+                return Err(S3Error::storage_unavailable());
+            }
+            Err(_) => {
+                log::warn!(
+                    "backend {} timed out sending a listing body for data source {}",
                     self.config.name,
                     ds.name
                 );

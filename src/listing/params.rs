@@ -114,11 +114,13 @@ impl ListParams {
             encoding_url,
             fetch_owner,
         };
+        // Keys are at most 1024 bytes: so is anything that names a position among them.
         for (name, v) in [
-            ("prefix", &params.prefix),
-            ("marker", params.marker.as_ref().unwrap_or(&String::new())),
+            ("prefix", Some(params.prefix.as_str())),
+            ("marker", params.marker.as_deref()),
+            ("start-after", params.start_after.as_deref()),
         ] {
-            if v.len() > 1024 {
+            if v.is_some_and(|v| v.len() > 1024) {
                 return Err(S3Error::with_message(
                     S3ErrorCode::InvalidArgument,
                     format!("{name} is longer than 1024 bytes"),
@@ -132,6 +134,18 @@ impl ListParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_longer_than_a_key_are_refused() {
+        let long = "a".repeat(1025);
+        for name in ["prefix", "marker", "start-after"] {
+            let q = Query::parse(&format!("list-type=2&{name}={long}")).unwrap();
+            let e = ListParams::parse(&q).unwrap_err();
+            assert_eq!(e.code, S3ErrorCode::InvalidArgument, "{name}");
+            let ok = Query::parse(&format!("list-type=2&{name}={}", &long[1..])).unwrap();
+            assert!(ListParams::parse(&ok).is_ok(), "{name}");
+        }
+    }
 
     fn parse(q: &str) -> Result<ListParams, S3Error> {
         ListParams::parse(&Query::parse(q).unwrap())
