@@ -497,13 +497,18 @@ pub fn resolve(config: &BackendConfig) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-/// The backends whose address sets differ between `old` and `new` (order aside; a backend missing from
-/// `new`, whose resolution failed, keeps its addresses and is not reported).
+/// The backends that must move: the address each one uses (its first) is no longer among its fresh
+/// addresses. DNS answers that merely reorder or rotate a pool (AWS answers a different subset on almost
+/// every query) move nothing while the address in use stays valid. A backend missing from `new`, whose
+/// resolution failed, keeps its addresses and is not reported.
 pub fn moved_backends(old: &Addresses, new: &Addresses) -> Vec<String> {
-    let set = |a: &[SocketAddr]| a.iter().copied().collect::<std::collections::BTreeSet<_>>();
     let mut moved: Vec<String> = new
         .iter()
-        .filter(|(name, fresh)| old.get(*name).is_none_or(|was| set(was) != set(fresh)))
+        .filter(|(name, fresh)| {
+            old.get(*name)
+                .and_then(|was| was.first())
+                .is_none_or(|in_use| !fresh.contains(in_use))
+        })
         .map(|(name, _)| name.clone())
         .collect();
     moved.sort();
@@ -590,17 +595,21 @@ mod tests {
     }
 
     #[test]
-    fn moved_backends_compare_address_sets() {
+    fn a_backend_moves_when_its_address_in_use_is_gone() {
         let a = |s: &str| s.parse::<SocketAddr>().unwrap();
         let old: Addresses = [
             ("s3".to_string(), vec![a("10.0.0.1:443"), a("10.0.0.2:443")]),
             ("minio".to_string(), vec![a("127.0.0.1:9000")]),
         ]
         .into();
-        // Same set in another order: not moved. A failed resolution (absent): not moved.
+        // Same set in another order: not moved. A failed resolution (absent): not moved. Another subset
+        // that still holds the address in use: not moved.
         let same: Addresses =
             [("s3".to_string(), vec![a("10.0.0.2:443"), a("10.0.0.1:443")])].into();
         assert!(moved_backends(&old, &same).is_empty());
+        let subset: Addresses =
+            [("s3".to_string(), vec![a("10.0.0.9:443"), a("10.0.0.1:443")])].into();
+        assert!(moved_backends(&old, &subset).is_empty());
         let rotated: Addresses = [
             ("s3".to_string(), vec![a("10.0.0.3:443")]),
             ("minio".to_string(), vec![a("127.0.0.1:9000")]),

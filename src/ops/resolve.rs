@@ -1,8 +1,8 @@
 //! Backend host names resolved again while s3p runs. Object requests go to an address fixed when the
 //! backend was built (pingora's peers take addresses, and DNS has no place on the hot path), so an
 //! endpoint whose addresses rotate, as AWS's do, would sooner or later be dialled at an address it left.
-//! Every `limits.backend_resolve_interval_s`, each backend is resolved again; when any backend's addresses
-//! changed, the state is rebuilt at the new addresses (the same configuration, as a SIGHUP reload would
+//! Every `limits.backend_resolve_interval_s`, each backend is resolved again; when the address a backend
+//! uses is gone from its answer, the state is rebuilt at the new addresses (the same configuration, as a SIGHUP reload would
 //! build it) and swapped in for new requests.
 
 use crate::backend::{self, Addresses};
@@ -44,12 +44,11 @@ impl BackendResolver {
     /// Resolves every backend once and swaps in a rebuilt state if any moved.
     pub async fn round(&self) -> Round {
         let current = self.state.load_full();
-        let resolve = self.resolve.clone();
-        let config = current.config.clone();
-        // DNS blocks: off the runtime's threads.
-        let fresh = tokio::task::spawn_blocking(move || {
+        let (resolve, base) = (self.resolve.clone(), current.clone());
+        // DNS, and rebuilding backends (certificates are read from disk), block: off the runtime's threads.
+        let rebuilt = tokio::task::spawn_blocking(move || {
             let mut fresh = Addresses::new();
-            for (name, b) in &config.backends {
+            for (name, b) in &base.config.backends {
                 match resolve(b) {
                     Ok(addrs) => {
                         fresh.insert(name.clone(), addrs);
@@ -58,28 +57,27 @@ impl BackendResolver {
                     Err(e) => log::warn!("{e}; backend {name} keeps its addresses"),
                 }
             }
-            fresh
+            let mut addresses = base.backends.addresses();
+            let moved = backend::moved_backends(&addresses, &fresh);
+            if moved.is_empty() {
+                return Ok(None);
+            }
+            addresses.extend(fresh);
+            let state = State::at(base.config.clone(), &addresses)?;
+            Ok(Some((state, moved, addresses)))
         })
         .await;
-        let Ok(fresh) = fresh else {
-            return Round::Failed;
-        };
-        let old = current.backends.addresses();
-        let moved = backend::moved_backends(&old, &fresh);
-        if moved.is_empty() {
-            return Round::Unchanged;
-        }
-        let mut addresses = old;
-        addresses.extend(fresh);
-        let rebuilt = match State::at(current.config.clone(), &addresses) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
+        let (state, moved, addresses) = match rebuilt {
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) => return Round::Unchanged,
+            Ok(Err::<_, String>(e)) => {
                 log::error!("backends at their new addresses: {e}; the old ones stay");
                 return Round::Failed;
             }
+            Err(_) => return Round::Failed,
         };
         // Only over the state this round started from: a SIGHUP reload in between wins.
-        let previous = self.state.compare_and_swap(&current, rebuilt);
+        let previous = self.state.compare_and_swap(&current, Arc::new(state));
         if !Arc::ptr_eq(&previous, &current) {
             return Round::Superseded;
         }
