@@ -925,7 +925,12 @@ fn stalled_and_idle_clients_are_disconnected() {
     let (mut stream, already) = slow_download(s.addr());
     std::thread::sleep(Duration::from_secs(3));
     let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest);
+    // Cut means closed (EOF) or reset; a read that times out means s3p still holds the connection open.
+    let end = stream.read_to_end(&mut rest);
+    assert!(
+        !matches!(&end, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the stalled download was never cut: {end:?}"
+    );
     assert!(
         already + rest.len() < BIG_LEN,
         "a stalled reader kept its download for 3 s"

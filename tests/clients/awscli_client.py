@@ -3,7 +3,7 @@ config file, the API key and secret in a credentials file (both in the test's wo
 
 import os
 
-from harness import (Matrix, expect_bytes, expect_denied, expect_eq, fetch_denied_presigned, fetch_presigned,
+from harness import (Matrix, expect_bytes, expect_denied, expect_eq, expect_no_s3_error, fetch_denied_presigned, fetch_presigned,
                      load_spec, presign_kind, run)
 
 spec = load_spec()
@@ -117,6 +117,7 @@ def denied():
     expect_denied(f"s3 cp {spec.denied_key}", err)
     rc, out, err = aws_run(user, "s3", "ls", spec.url(spec.denied_ds + "/"), "--recursive", check=False)
     expect_eq(f"{user}'s listing of {spec.denied_ds}/", out.decode(), "")
+    expect_no_s3_error(f"{user}'s listing of {spec.denied_ds}/", err)
     return "s3 cp 403, empty listing"
 
 

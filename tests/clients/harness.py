@@ -122,6 +122,16 @@ def expect_denied(what, text):
         raise AssertionError(f"{what}: refused, but not as AccessDenied/403: {_short(t, 600)}")
 
 
+def expect_no_s3_error(what, text):
+    """An empty answer must be an empty listing, not a refusal or a failure the client printed and went on."""
+    t = str(text)
+    for error in ("AccessDenied", "Access Denied", "InternalError", "ServiceUnavailable", "SignatureDoesNotMatch",
+                  "InvalidAccessKeyId", "An error occurred", "status code: 403", "status code: 500",
+                  "StatusCode: 403", "StatusCode: 500"):
+        if error in t:
+            raise AssertionError(f"{what}: the client reported {error}: {_short(t, 600)}")
+
+
 def _short(v, n=400):
     s = repr(v) if not isinstance(v, str) else v
     return s if len(s) <= n else s[:n] + f"... ({len(s)} chars)"

@@ -3,7 +3,7 @@ no_check_bucket (else rclone tries CreateBucket before it uploads, and probes on
 
 import os
 
-from harness import (Matrix, expect_bytes, expect_denied, expect_eq, fetch_presigned, load_spec, presign_kind,
+from harness import (Matrix, expect_bytes, expect_denied, expect_eq, expect_no_s3_error, fetch_presigned, load_spec, presign_kind,
                      run)
 
 spec = load_spec()
@@ -130,6 +130,7 @@ def denied():
     expect_denied(f"link {spec.denied_key}", err)
     code, out, err = rc(user, "lsf", "-R", at(user, spec.denied_ds), check=False)
     expect_eq(f"{user}'s listing of {spec.denied_ds}", out.decode(), "")
+    expect_no_s3_error(f"{user}'s listing of {spec.denied_ds}", err)
     return "HEAD 403: cat prints nothing, copyto writes nothing, link 403; empty listing"
 
 
