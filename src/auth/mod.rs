@@ -199,11 +199,7 @@ pub fn claimed_key_id<'a>(view: &RequestView<'a>) -> Option<&'a str> {
         let cred = rest.split("Credential=").nth(1)?;
         return cred.split('/').next();
     }
-    value
-        .strip_prefix("AWS ")?
-        .trim()
-        .rsplit_once(':')
-        .map(|(id, _)| id)
+    sigv2::parse_authorization(value).map(|(id, _)| id)
 }
 
 /// Options of the verifier that come from configuration.

@@ -27,7 +27,7 @@ use percent_encoding::percent_decode_str;
 use sha1::Sha1;
 use subtle::{Choice, ConstantTimeEq};
 
-use super::sigv4::{format_iso8601, spaced_hex, MAX_SKEW};
+use super::sigv4::{check_skew, format_iso8601, spaced_hex};
 use super::{RequestView, SecretLookup};
 use crate::error::{S3Error, S3ErrorCode};
 
@@ -194,19 +194,7 @@ pub fn verify_header(
         ));
     };
     let secrets = lookup(access_key).into_secrets(access_key)?;
-    let skew = match now.duration_since(request_time) {
-        Ok(behind) => behind,
-        Err(ahead) => ahead.duration(),
-    };
-    if skew > MAX_SKEW {
-        return Err(S3Error::new(S3ErrorCode::RequestTimeTooSkewed)
-            .detail("RequestTime", sent_time)
-            .detail("ServerTime", format_iso8601(now))
-            .detail(
-                "MaxAllowedSkewMilliseconds",
-                MAX_SKEW.as_millis().to_string(),
-            ));
-    }
+    check_skew(sent_time, request_time, now)?;
     let candidates = signed_resources(resource_path).map(|r| string_to_sign(req, date_line, &r));
     check_signature(&secrets, access_key, candidates, signature_b64)?;
     Ok(access_key.to_string())

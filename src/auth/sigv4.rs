@@ -42,8 +42,6 @@ pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 pub const MAX_PRESIGN_EXPIRES: u64 = 604_800;
 /// Payload hash of a request whose body is not signed.
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
-/// SHA-256 of the empty string, the payload hash of an empty body.
-pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Non-digest values S3 accepts in `x-amz-content-sha256`.
 const SPECIAL_PAYLOAD_HASHES: &[&str] = &[
@@ -647,7 +645,11 @@ fn check_amz_headers_signed(req: &RequestView, signed_headers: &[String]) -> Res
 }
 
 /// Header auth: the request time must be within [`MAX_SKEW`] of ours, either way.
-fn check_skew(amz_date: &str, request_time: SystemTime, now: SystemTime) -> Result<(), S3Error> {
+pub(super) fn check_skew(
+    amz_date: &str,
+    request_time: SystemTime,
+    now: SystemTime,
+) -> Result<(), S3Error> {
     let skew = match now.duration_since(request_time) {
         Ok(behind) => behind,
         Err(ahead) => ahead.duration(),
