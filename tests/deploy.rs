@@ -6,7 +6,7 @@
 //! and the s3p healthcheck command is run against a real s3p process.
 
 mod common;
-use common::TempDir;
+use common::{free_port, TempDir};
 
 use s3p::config::{BackendCredentials, Config};
 use serde_yaml_ng::{Mapping, Value};
@@ -545,14 +545,6 @@ fn generate_demo_data(dir: &Path) -> BTreeSet<(String, String)> {
     }
     walk(dir, dir, &mut files);
     files
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---------------------------------------------------------------------------------------------------

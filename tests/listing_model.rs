@@ -497,11 +497,7 @@ fn fx() -> &'static Fx {
         let dir = std::env::temp_dir().join(format!(
             "s3p-listing-model-{}-{}",
             std::process::id(),
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
+            free_port()
         ));
         let garage = Garage::start(&dir.join("garage"));
         for b in [GAMMA_BUCKET, DELTA_BUCKET] {

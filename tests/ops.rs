@@ -52,14 +52,6 @@ fn dir(name: &str) -> PathBuf {
     setup().dir.join(name)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn http_get(port: u16, path: &str) -> RawResponse {
     raw(
         std::net::SocketAddr::from(([127, 0, 0, 1], port)),

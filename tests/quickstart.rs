@@ -8,7 +8,7 @@
 //! duckdb-extension-httpfs package), because the DuckDB CLI would download its httpfs extension.
 
 mod common;
-use common::TempDir;
+use common::{free_port, TempDir};
 
 use s3p::config::{Config, Entitlement};
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,14 +22,6 @@ use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn env_example() -> BTreeMap<String, String> {

@@ -680,11 +680,7 @@ fn bucket_location_and_head_bucket() {
 #[test]
 fn backend_unreachable_is_503_service_unavailable() {
     let f = fixture();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead = free_port();
     let yaml = standard_config(&f.garage)
         .replace(&f.garage.endpoint(), &format!("http://127.0.0.1:{dead}"));
     let s = S3p::start(&f.dir.join("s3p-dead-backend"), &yaml);

@@ -110,7 +110,8 @@ pub fn awkward_keys() -> Vec<&'static str> {
     ]
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
