@@ -98,7 +98,7 @@ pub struct ListQuery {
 }
 
 /// An object as listed, with its key in the virtual namespace (or, inside [`BackendPage`], the backend's).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectEntry {
     pub key: String,
     pub last_modified: XmlText,

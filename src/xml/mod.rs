@@ -294,16 +294,6 @@ enum Field {
     NextToken,
 }
 
-fn empty_entry() -> ObjectEntry {
-    ObjectEntry {
-        key: String::new(),
-        last_modified: XmlText::default(),
-        etag: XmlText::default(),
-        size: 0,
-        storage_class: None,
-    }
-}
-
 /// The text of one element as it is read: kept as a slice of the body when it comes in one piece (the
 /// usual case), resolved into `plain` when CDATA or comments split it.
 #[derive(Default)]
@@ -373,7 +363,7 @@ pub fn parse_backend_listing(body: &Bytes) -> Result<BackendPage, String> {
     page.objects.reserve((body.len() / 160).min(1000));
     let (mut in_contents, mut in_prefixes) = (false, false);
     let mut field = Field::Other;
-    let mut current = empty_entry();
+    let mut current = ObjectEntry::default();
     let (mut encoded, mut truncated) = (false, false);
     let mut text = ElementText::default();
     // The bytes of a key being URL-decoded.
@@ -473,8 +463,7 @@ pub fn parse_backend_listing(body: &Bytes) -> Result<BackendPage, String> {
                 field = Field::Other;
                 if scanner.depth() == 1 && in_contents {
                     in_contents = false;
-                    page.objects
-                        .push(std::mem::replace(&mut current, empty_entry()));
+                    page.objects.push(std::mem::take(&mut current));
                 } else if scanner.depth() == 1 {
                     in_prefixes = false;
                 }

@@ -32,13 +32,7 @@ fn quick_xml_parse(body: &[u8]) -> Result<BackendPage, String> {
     let mut page = BackendPage::default();
     let (mut depth, mut in_contents, mut in_prefixes) = (0usize, false, false);
     let mut field = OracleField::Other;
-    let mut current = ObjectEntry {
-        key: String::new(),
-        last_modified: Default::default(),
-        etag: Default::default(),
-        size: 0,
-        storage_class: None,
-    };
+    let mut current = ObjectEntry::default();
     let (mut size_text, mut encoded, mut truncated) = (String::new(), false, false);
     let mut raw_prefixes: Vec<String> = Vec::new();
     let mut text = String::new();
@@ -94,16 +88,7 @@ fn quick_xml_parse(body: &[u8]) -> Result<BackendPage, String> {
                         "" => 0,
                         n => n.parse().map_err(|_| format!("bad Size `{n}`"))?,
                     };
-                    page.objects.push(std::mem::replace(
-                        &mut current,
-                        ObjectEntry {
-                            key: String::new(),
-                            last_modified: Default::default(),
-                            etag: Default::default(),
-                            size: 0,
-                            storage_class: None,
-                        },
-                    ));
+                    page.objects.push(std::mem::take(&mut current));
                 } else if depth == 1 {
                     in_prefixes = false;
                 }
