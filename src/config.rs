@@ -560,7 +560,7 @@ impl Config {
                             "must not have a path".into(),
                         );
                     }
-                    if u.query().is_some() || !u.username().is_empty() {
+                    if u.query().is_some() || !u.username().is_empty() || u.password().is_some() {
                         err(
                             &mut errors,
                             format!("{field}.endpoint"),
@@ -1136,6 +1136,12 @@ api_keys:
                 "token_secret",
             ),
             ("base_path: /s3p/", "base_path: s3p", "base_path"),
+            // A password in the endpoint would show wherever the URL does.
+            (
+                "endpoint: http://127.0.0.1:3900",
+                "endpoint: http://:pw@127.0.0.1:3900",
+                "backends.garage.endpoint",
+            ),
         ];
         for (from, to, field) in cases {
             assert!(GOOD.contains(from), "test case text `{from}` not found");
