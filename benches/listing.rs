@@ -11,7 +11,7 @@ use bytes::Bytes;
 use s3p::config::{DataSource, Owner};
 use s3p::error::S3Error;
 use s3p::listing::merge::{
-    list_page, BackendListRequest, BackendPage, ListQuery, PageSource, Position,
+    list_page, BackendListRequest, BackendPage, CallBudget, ListQuery, PageSource, Position,
 };
 use s3p::listing::params::{ListParams, ListVersion};
 use s3p::xml;
@@ -89,6 +89,7 @@ fn main() {
         delimiter: None,
         start: Position::Start,
         max_keys: 1000,
+        budget: CallBudget::UNLIMITED,
     };
 
     let rounds = 1500;

@@ -60,6 +60,10 @@ pub struct Config {
     /// Host names under which the virtual bucket is also addressed virtual-host style
     /// (`<bucket>.<suffix>`), lowercase, without port.
     pub virtual_host_suffixes: Vec<String>,
+    /// Load balancers and TLS terminators in front of s3p: for connections from them, the client is the
+    /// rightmost untrusted address of `X-Forwarded-For` (for throttling, per-client limits and the audit
+    /// log). Never trusted from any other peer.
+    pub trusted_proxies: Vec<crate::client_addr::Cidr>,
     /// Accept SigV4 signatures computed without the base path in the path (s3fs-fuse 1.90) or with it
     /// appended to the host (s3cmd). Off by default; see README "Clients that sign without the base
     /// path". (SigV2 always accepts botocore's resource form, which leaves the base path out.)
@@ -117,14 +121,48 @@ pub struct Limits {
     /// Largest request line plus header section accepted, in bytes (S3 answers larger ones with 400
     /// RequestHeaderSectionTooLarge). pingora itself refuses more than 1 MiB before s3p sees the request.
     pub max_header_bytes: usize,
+    /// The whole request head (request line and headers) must arrive within this time: from the
+    /// connection's start for its first request, from the first byte for later ones. A byte now and
+    /// then no longer keeps a connection. (A TLS handshake is bounded separately, by pingora's fixed
+    /// 60 s.)
+    pub header_timeout_ms: u64,
+    /// Client connections open at once; more are answered 503 SlowDown and closed.
+    pub max_connections: usize,
+    /// Client connections open at once from one client address (IPv4 address or IPv6 /64; trusted
+    /// proxies exempt).
+    pub max_connections_per_client: usize,
     /// Requests handled at once; more are answered 503 SlowDown.
     pub max_concurrent_requests: usize,
+    /// Requests one API key may have in flight at once (default: a quarter of `max_concurrent_requests`),
+    /// so that no key can take every slot; more are answered 503 SlowDown.
+    pub max_concurrent_requests_per_key: Option<usize>,
+    /// The same per client address (an IPv4 address or IPv6 /64, after `trusted_proxies`); trusted
+    /// proxies without a forwarded address are exempt.
+    pub max_concurrent_requests_per_client: Option<usize>,
+    /// A response must reach the client at this average rate (bytes/s) once `client_timeout_ms` has
+    /// passed since it started; a slower reader is cut, freeing its slot (0 turns this off).
+    pub min_client_rate_bytes_per_s: u64,
     /// Failed authentications allowed per minute from one client address and for one key id; past it,
     /// 503 SlowDown without checking (0 turns the throttle off).
     pub auth_failures_per_minute: u32,
     /// Backend host names are resolved again this often (seconds; 0: only at start-up and on SIGHUP), so
     /// that endpoints whose addresses rotate, as AWS's do, keep working.
     pub backend_resolve_interval_s: u64,
+    /// Backend listing calls one client listing page may cost once it holds an entry (see
+    /// `listing::merge::CallBudget`; a page ends at 32 calls even when empty).
+    pub max_backend_calls_per_list: usize,
+}
+
+impl Limits {
+    pub fn per_key(&self) -> usize {
+        self.max_concurrent_requests_per_key
+            .unwrap_or((self.max_concurrent_requests / 4).max(1))
+    }
+
+    pub fn per_client(&self) -> usize {
+        self.max_concurrent_requests_per_client
+            .unwrap_or((self.max_concurrent_requests / 4).max(1))
+    }
 }
 
 impl Default for Limits {
@@ -138,9 +176,16 @@ impl Default for Limits {
             keepalive_timeout_s: 60,
             client_read_buffer_bytes: 4 * 1024,
             max_header_bytes: 16 * 1024,
+            header_timeout_ms: 10_000,
+            max_connections: 8192,
+            max_connections_per_client: 1024,
             max_concurrent_requests: 1024,
+            max_concurrent_requests_per_key: None,
+            max_concurrent_requests_per_client: None,
+            min_client_rate_bytes_per_s: 1024,
             auth_failures_per_minute: 30,
             backend_resolve_interval_s: 60,
+            max_backend_calls_per_list: 8,
         }
     }
 }
@@ -262,6 +307,8 @@ struct RawConfig {
     threads: Option<usize>,
     #[serde(default)]
     virtual_host_suffixes: Vec<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
     #[serde(default)]
     signature_base_path_tolerance: bool,
     #[serde(default)]
@@ -836,12 +883,35 @@ impl Config {
         }
 
         let limits = raw.limits;
-        if limits.max_concurrent_requests == 0 {
-            err(
-                &mut errors,
-                "limits.max_concurrent_requests".into(),
-                "must be at least 1".into(),
-            );
+        for (name, value) in [
+            ("max_concurrent_requests", limits.max_concurrent_requests),
+            (
+                "max_backend_calls_per_list",
+                limits.max_backend_calls_per_list,
+            ),
+            ("max_connections", limits.max_connections),
+            (
+                "max_connections_per_client",
+                limits.max_connections_per_client,
+            ),
+            ("header_timeout_ms", limits.header_timeout_ms as usize),
+            ("max_header_bytes", limits.max_header_bytes),
+            (
+                "max_concurrent_requests_per_key",
+                limits.max_concurrent_requests_per_key.unwrap_or(1),
+            ),
+            (
+                "max_concurrent_requests_per_client",
+                limits.max_concurrent_requests_per_client.unwrap_or(1),
+            ),
+        ] {
+            if value == 0 {
+                err(
+                    &mut errors,
+                    format!("limits.{name}"),
+                    "must be at least 1".into(),
+                );
+            }
         }
         let admin_listen = match raw.admin_listen.as_deref() {
             None => None,
@@ -880,6 +950,13 @@ impl Config {
                 );
             }
             virtual_host_suffixes.push(s);
+        }
+        let mut trusted_proxies = Vec::new();
+        for (i, t) in raw.trusted_proxies.iter().enumerate() {
+            match crate::client_addr::Cidr::parse(t) {
+                Ok(c) => trusted_proxies.push(c),
+                Err(e) => err(&mut errors, format!("trusted_proxies[{i}]"), e),
+            }
         }
         let cors = match raw.cors {
             Some(c) => {
@@ -924,6 +1001,7 @@ impl Config {
             legacy_auth: raw.legacy_auth,
             threads: raw.threads.unwrap_or(2).max(1),
             virtual_host_suffixes,
+            trusted_proxies,
             signature_base_path_tolerance: raw.signature_base_path_tolerance,
             cors,
             limits,

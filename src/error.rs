@@ -21,6 +21,7 @@ pub enum S3ErrorCode {
     NotImplemented,
     PreconditionFailed,
     RequestHeaderSectionTooLarge,
+    RequestTimeout,
     RequestTimeTooSkewed,
     ServiceUnavailable,
     SignatureDoesNotMatch,
@@ -46,6 +47,7 @@ impl S3ErrorCode {
             NotImplemented => "NotImplemented",
             PreconditionFailed => "PreconditionFailed",
             RequestHeaderSectionTooLarge => "RequestHeaderSectionTooLarge",
+            RequestTimeout => "RequestTimeout",
             RequestTimeTooSkewed => "RequestTimeTooSkewed",
             ServiceUnavailable => "ServiceUnavailable",
             SignatureDoesNotMatch => "SignatureDoesNotMatch",
@@ -62,7 +64,8 @@ impl S3ErrorCode {
             | InvalidArgument
             | InvalidRequest
             | InvalidURI
-            | RequestHeaderSectionTooLarge => 400,
+            | RequestHeaderSectionTooLarge
+            | RequestTimeout => 400,
             AccessDenied | InvalidAccessKeyId | RequestTimeTooSkewed | SignatureDoesNotMatch => 403,
             NoSuchBucket | NoSuchKey => 404,
             MethodNotAllowed => 405,
@@ -92,6 +95,7 @@ impl S3ErrorCode {
             NotImplemented => "A header or query you provided implies functionality that is not implemented.",
             PreconditionFailed => "At least one of the pre-conditions you specified did not hold",
             RequestHeaderSectionTooLarge => "Your request header section exceeds the maximum allowed size.",
+            RequestTimeout => "Your socket connection to the server was not read from or written to within the timeout period.",
             RequestTimeTooSkewed => "The difference between the request time and the current time is too large.",
             ServiceUnavailable => "Please reduce your request rate.",
             SignatureDoesNotMatch => "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
@@ -110,6 +114,8 @@ pub struct S3Error {
     pub resource: Option<String>,
     /// Extra child elements AWS adds for some codes (`StringToSign`, `CanonicalRequest`, `ArgumentName`...).
     pub extra: Vec<(&'static str, String)>,
+    /// Seconds a client should wait before retrying (`Retry-After`, on SlowDown).
+    pub retry_after_s: Option<u64>,
 }
 
 impl S3Error {
@@ -119,6 +125,7 @@ impl S3Error {
             message: code.default_message().to_string(),
             resource: None,
             extra: Vec::new(),
+            retry_after_s: None,
         }
     }
 
@@ -131,6 +138,11 @@ impl S3Error {
 
     pub fn resource(mut self, resource: impl Into<String>) -> Self {
         self.resource = Some(resource.into());
+        self
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_s = Some(seconds);
         self
     }
 

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod listing;

@@ -13,6 +13,7 @@ use pingora::services::listening::Service;
 use s3p::config;
 use s3p::ops::admin::AdminApp;
 use s3p::ops::audit::AuditLog;
+use s3p::ops::connections::GuardedApp;
 use s3p::ops::guard::AuthThrottle;
 use s3p::ops::metrics::Metrics;
 use s3p::ops::resolve::BackendResolver;
@@ -57,7 +58,7 @@ fn load_or_report(path: &str) -> Option<config::Config> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    s3p::ops::logging::init();
     let cli = Cli::parse();
     let Some(cfg) = load_or_report(&cli.config) else {
         return ExitCode::from(2);
@@ -102,6 +103,7 @@ fn main() -> ExitCode {
         metrics: Metrics::default(),
         audit,
         throttle: AuthThrottle::new(cfg.limits.auth_failures_per_minute),
+        concurrency: Default::default(),
         draining: Default::default(),
     });
     let grace = std::time::Duration::from_secs(cfg.limits.grace_period_s);
@@ -127,11 +129,21 @@ fn main() -> ExitCode {
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = pingora::proxy::http_proxy_service(
+    // pingora's HTTP proxy, behind s3p's connection limits (header deadline and cap, connection caps).
+    let proxy = pingora::proxy::http_proxy(
         &server.configuration,
         S3Proxy {
             state: state.clone(),
             ops: ops.clone(),
+        },
+    );
+    let mut service = Service::new(
+        "s3p".to_string(),
+        GuardedApp {
+            inner: Arc::new(proxy),
+            state: state.clone(),
+            ops: ops.clone(),
+            connections: Default::default(),
         },
     );
     // pingora reads each client connection through a 64 KiB buffer by default; s3p only reads request

@@ -10,12 +10,12 @@ use crate::auth::{self, KeyStore, RequestView};
 use crate::backend::{encode_query_value, Backends};
 use crate::config::Config;
 use crate::error::{S3Error, S3ErrorCode};
-use crate::listing::merge::{list_page, ListQuery, Position};
+use crate::listing::merge::{list_page, CallBudget, ListQuery, Position};
 use crate::listing::params::{ListParams, ListVersion};
 use crate::listing::token::{TokenBinding, TokenSealer};
 use crate::namespace;
 use crate::ops::audit::{AuditLog, AuditRecord, Decision};
-use crate::ops::guard::AuthThrottle;
+use crate::ops::guard::{AuthThrottle, ConcurrencyLimits, FailureSubject, Slot};
 use crate::ops::metrics::Metrics;
 use crate::policy;
 use crate::request::{self, Mount, Operation, Query};
@@ -73,6 +73,8 @@ pub struct Ops {
     pub metrics: Metrics,
     pub audit: AuditLog,
     pub throttle: AuthThrottle,
+    /// Requests in flight per key and per client address.
+    pub concurrency: Arc<ConcurrencyLimits>,
     /// Set on SIGTERM/SIGINT: new requests are refused while in-flight ones finish.
     pub draining: std::sync::atomic::AtomicBool,
 }
@@ -133,6 +135,13 @@ pub struct RequestCtx {
     cors_origin: Option<String>,
     backend_latency: Option<Duration>,
     is_head: bool,
+    /// The client's address after `trusted_proxies` (see `client_addr`).
+    client_ip: Option<std::net::IpAddr>,
+    /// Places held in the per-client and per-key in-flight counts.
+    slots: Vec<Slot>,
+    /// Body bytes handed out so far, and the last point the minimum client rate was checked at.
+    body_sent: u64,
+    rate_mark: Option<(Instant, u64)>,
 }
 
 fn new_request_id() -> String {
@@ -256,6 +265,48 @@ fn add_cors_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     Ok(())
 }
 
+/// Requests s3p refuses before anything else, for how they are framed:
+/// - a GET or HEAD with a body (s3p forwards no body on reads, and will not pass one on unsigned);
+/// - `Connection` tokens other than keep-alive, close and TE: pingora would strip the named headers as
+///   hop-by-hop (`Connection: host` removes Host), so the request would no longer be the one signed.
+fn malformed_framing(req: &RequestHeader) -> Option<S3Error> {
+    let has_body = req.headers.contains_key("transfer-encoding")
+        || req
+            .headers
+            .get("content-length")
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body && (req.method == http::Method::GET || req.method == http::Method::HEAD) {
+        return Some(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            "GET and HEAD requests must not carry a body.",
+        ));
+    }
+    let mut tokens = 0;
+    for value in req.headers.get_all("connection") {
+        let Ok(value) = value.to_str() else {
+            return Some(bad_connection());
+        };
+        for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            tokens += 1;
+            let known = ["keep-alive", "close", "te"]
+                .iter()
+                .any(|k| token.eq_ignore_ascii_case(k));
+            if !known || tokens > 3 {
+                return Some(bad_connection());
+            }
+        }
+    }
+    None
+}
+
+fn bad_connection() -> S3Error {
+    S3Error::invalid_argument(
+        "The Connection header may only name keep-alive, close or TE.",
+        "Connection",
+        "",
+    )
+}
+
 fn mount(st: &State) -> Mount<'_> {
     Mount {
         base_path: &st.config.base_path,
@@ -316,19 +367,6 @@ impl S3Proxy {
                 .signature_base_path_tolerance
                 .then_some(st.config.base_path.as_str()),
         };
-        // Repeated failures from one client network (and key) are throttled before any check.
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let claimed = auth::claimed_key_id(&view);
-        let now = Instant::now();
-        if self.ops.throttle.is_blocked(client_ip, claimed, now) {
-            return Err(S3Error::with_message(
-                S3ErrorCode::SlowDown,
-                "Too many failed authentications; retry later.",
-            ));
-        }
         let key = match auth::authenticate(
             &st.keys,
             &view,
@@ -336,16 +374,51 @@ impl S3Proxy {
             SystemTime::now(),
             &options,
         ) {
+            // Verified credentials are never throttled, whatever others did from the same address.
             Ok(key) => key,
             Err(e) => {
                 self.ops.metrics.auth_failure(e.code.as_str());
+                // A failure counts against the key only when the key exists; otherwise (anonymous,
+                // unknown key id) against the client address.
+                let claimed = auth::claimed_key_id(&view).filter(|id| st.keys.knows(id));
+                let who = match claimed {
+                    Some(id) => FailureSubject::ClientAndKey(ctx.client_ip, id),
+                    None => FailureSubject::Client(ctx.client_ip),
+                };
+                let now = Instant::now();
+                if let Some(wait) = self.ops.throttle.blocked_for(who, now) {
+                    self.ops.metrics.limit_hit("auth_failures_per_minute");
+                    return Err(S3Error::with_message(
+                        S3ErrorCode::SlowDown,
+                        "Too many failed authentications; retry later.",
+                    )
+                    .retry_after(wait.as_secs().max(1)));
+                }
                 if is_denial(e.code) {
-                    self.ops.throttle.record_failure(client_ip, claimed, now);
+                    self.ops.throttle.record_failure(who, now);
                 }
                 return Err(e);
             }
         };
         ctx.key_name = Some(key.name.clone());
+        // One key may hold at most its share of the concurrent requests.
+        match self
+            .ops
+            .concurrency
+            .enter_key(key.id.expose(), st.config.limits.per_key())
+        {
+            Some(slot) => ctx.slots.push(slot),
+            None => {
+                self.ops
+                    .metrics
+                    .limit_hit("max_concurrent_requests_per_key");
+                return Err(S3Error::with_message(
+                    S3ErrorCode::SlowDown,
+                    "Too many requests of this API key at once; retry later.",
+                )
+                .retry_after(1));
+            }
+        }
 
         let query = Query::parse(raw_query)?;
         let op = request::route(
@@ -383,6 +456,14 @@ impl S3Proxy {
                 vec![("x-amz-bucket-region", st.config.region.clone())],
                 Bytes::new(),
             ))),
+            // SigV2 signs no listing parameters (as in AWS): a presigned SigV2 listing URL could be
+            // re-pointed at any prefix the key may list. Refused; SigV4 presigned URLs sign the query.
+            Operation::ListObjects(_) if auth::is_sigv2_presigned(&view) => {
+                Err(S3Error::with_message(
+                    S3ErrorCode::AccessDenied,
+                    "Presigned SigV2 URLs cannot list: SigV2 does not sign listing parameters. Presign with SigV4.",
+                ))
+            }
             Operation::ListObjects(params) => {
                 ctx.decision = Decision::Allowed;
                 // Audit the listed prefix; name its data source only when the key may read it.
@@ -475,6 +556,7 @@ impl S3Proxy {
             delimiter: params.delimiter.clone(),
             start,
             max_keys: params.max_keys,
+            budget: CallBudget::new(st.config.limits.max_backend_calls_per_list),
         };
         // Errors of list_page come only from backend calls (the position was validated above).
         let page = list_page(&st.backends, &data_sources, &query)
@@ -482,14 +564,19 @@ impl S3Proxy {
             .inspect_err(|e| {
                 self.ops.metrics.backend_error("listing", e.code.as_str());
             })?;
+        self.ops.metrics.list_backend_calls(page.backend_calls);
+        if page.cut_by_budget {
+            self.ops.metrics.limit_hit("max_backend_calls_per_list");
+        }
         let next_token = match (&page.next, params.version) {
             (Some(p), ListVersion::V2) => Some(st.tokens.seal(p, &binding)),
             _ => None,
         };
-        // v1: NextMarker only with a delimiter, as AWS does (clients use the last key otherwise).
-        let next_marker = match (&page.next, params.version, &params.delimiter) {
-            (Some(Position::After(k) | Position::AfterPrefix(k)), ListVersion::V1, Some(_)) => {
-                Some(k.as_str())
+        // v1: NextMarker with a delimiter, as AWS does (clients use the last key otherwise), and on every
+        // page the call budget ended: it may end elsewhere than at its last key, or hold no key at all.
+        let next_marker = match (&page.next, params.version) {
+            (Some(next), ListVersion::V1) if params.delimiter.is_some() || page.cut_by_budget => {
+                Some(next.as_marker(&params.prefix, params.delimiter.as_deref()))
             }
             _ => None,
         };
@@ -499,7 +586,7 @@ impl S3Proxy {
             owner: &st.config.owner,
             entries: &page.entries,
             is_truncated: page.is_truncated,
-            next_marker,
+            next_marker: next_marker.as_deref(),
             next_token: next_token.as_deref(),
         }))
     }
@@ -561,14 +648,12 @@ impl S3Proxy {
             session.set_keepalive(None);
         }
         let body = Bytes::from(xml::error(&e, &ctx.request_id));
-        self.write_answer(
-            session,
-            ctx,
-            e.status(),
-            vec![("content-type", "application/xml".into())],
-            body,
-        )
-        .await
+        let mut headers = vec![("content-type", "application/xml".to_string())];
+        if let Some(s) = e.retry_after_s {
+            headers.push(("retry-after", s.to_string()));
+        }
+        self.write_answer(session, ctx, e.status(), headers, body)
+            .await
     }
 }
 
@@ -596,15 +681,29 @@ impl ProxyHttp for S3Proxy {
             cors_origin: None,
             backend_latency: None,
             is_head: false,
+            client_ip: None,
+            slots: Vec::new(),
+            body_sent: 0,
+            rate_mark: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.is_head = session.req_header().method == http::Method::HEAD;
-        ctx.client = session
-            .client_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+        let trusted = &ctx.state.config.trusted_proxies;
+        ctx.client_ip = peer.map(|p| {
+            let forwarded = session.req_header().headers.get_all("x-forwarded-for");
+            let values = forwarded.iter().filter_map(|v| v.to_str().ok());
+            let values: Vec<&str> = values.collect();
+            crate::client_addr::client_address(p.ip(), values.into_iter(), trusted)
+        });
+        // The audit names the client as limits see it: behind a trusted proxy, the forwarded address.
+        ctx.client = match (peer, ctx.client_ip) {
+            (Some(p), Some(ip)) if p.ip() == ip => p.to_string(),
+            (_, Some(ip)) => ip.to_string(),
+            _ => String::new(),
+        };
         let limits = &ctx.state.config.limits;
         // A stalled client cannot hold a connection longer than the client timeout per read or write.
         let client_timeout = Some(Duration::from_millis(limits.client_timeout_ms));
@@ -634,15 +733,44 @@ impl ProxyHttp for S3Proxy {
             self.write_error(session, ctx, e).await?;
             return Ok(true);
         }
+        if let Some(e) = malformed_framing(session.req_header()) {
+            session.set_keepalive(None);
+            self.write_error(session, ctx, e).await?;
+            return Ok(true);
+        }
         let (guard, count) = InFlight::enter(&self.ops);
         ctx.in_flight = Some(guard);
         if count > limits.max_concurrent_requests as i64 {
+            self.ops.metrics.limit_hit("max_concurrent_requests");
             let e = S3Error::with_message(
                 S3ErrorCode::SlowDown,
                 "Too many requests at once; retry later.",
-            );
+            )
+            .retry_after(1);
             self.write_error(session, ctx, e).await?;
             return Ok(true);
+        }
+        // One client address may hold at most its share too (a trusted proxy that forwarded no
+        // address is many clients at once: exempt).
+        if let Some(ip) = ctx.client_ip {
+            if !crate::client_addr::is_trusted(&ctx.state.config.trusted_proxies, ip) {
+                let limit = ctx.state.config.limits.per_client();
+                match self.ops.concurrency.enter_client(ip, limit) {
+                    Some(slot) => ctx.slots.push(slot),
+                    None => {
+                        self.ops
+                            .metrics
+                            .limit_hit("max_concurrent_requests_per_client");
+                        let e = S3Error::with_message(
+                            S3ErrorCode::SlowDown,
+                            "Too many requests from this client at once; retry later.",
+                        )
+                        .retry_after(1);
+                        self.write_error(session, ctx, e).await?;
+                        return Ok(true);
+                    }
+                }
+            }
         }
         let state = ctx.state.clone();
         let cors = &state.config.cors;
@@ -783,6 +911,12 @@ impl ProxyHttp for S3Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if resp.status.is_informational() {
+            // 100 Continue and 103 Early Hints pass, but never with the backend's headers (Link,
+            // request ids, Server).
+            let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
+            for name in names {
+                resp.remove_header(&name);
+            }
             return Ok(());
         }
         ctx.backend_latency = ctx.upstream_started.map(|t| t.elapsed());
@@ -809,6 +943,50 @@ impl ProxyHttp for S3Proxy {
         resp.insert_header("x-amz-id-2", &ctx.request_id)?;
         add_cors_headers(resp, ctx)?;
         Ok(())
+    }
+
+    /// A reader too slow for the minimum rate is cut. Each write already has the client timeout, but a
+    /// stalled reader that reads a few bytes now and then renews it for ever; so, every
+    /// `client_timeout_ms`, the bytes the client took since the last check must average
+    /// `min_client_rate_bytes_per_s`. An honest slow link (even 10 KB/s) never meets this.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let limits = &ctx.state.config.limits;
+        let rate = limits.min_client_rate_bytes_per_s;
+        let Some(chunk) = body.as_ref() else {
+            return Ok(None);
+        };
+        if rate == 0 {
+            return Ok(None);
+        }
+        let now = Instant::now();
+        let (mark_time, mark_bytes) = *ctx.rate_mark.get_or_insert((now, 0));
+        let window = Duration::from_millis(limits.client_timeout_ms);
+        let elapsed = now.duration_since(mark_time);
+        if elapsed >= window {
+            // Bytes of earlier chunks: written, since pingora writes a chunk before it asks for the next.
+            let taken = ctx.body_sent - mark_bytes;
+            if (taken as f64) < rate as f64 * elapsed.as_secs_f64() {
+                self.ops.metrics.limit_hit("min_client_rate_bytes_per_s");
+                log::info!(
+                    "request {}: the client took {taken} bytes in {:.1} s, less than {rate} bytes/s: response cut",
+                    ctx.request_id,
+                    elapsed.as_secs_f64()
+                );
+                return Err(Error::explain(
+                    ErrorType::WriteTimedout,
+                    "client below the minimum read rate",
+                ));
+            }
+            ctx.rate_mark = Some((now, ctx.body_sent));
+        }
+        ctx.body_sent += chunk.len() as u64;
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -873,6 +1051,7 @@ impl ProxyHttp for S3Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.in_flight = None;
+        ctx.slots.clear();
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

@@ -485,6 +485,9 @@ fn config(garage: &Garage) -> String {
          data_sources: [{subset}]\n",
         subset = subset.join(", ")
     ));
+    // This suite checks S3's page semantics (full pages of max-keys); a page the backend call budget
+    // ends early is checked by the pure model test and tests/hostile_load.rs.
+    y.push_str("limits:\n  max_backend_calls_per_list: 1000\n");
     y
 }
 
@@ -1829,7 +1832,8 @@ fn bulk() -> &'static Bulk {
              data: {{ backend: garage, bucket: {BETA_BUCKET}, prefix: data/ }}\n  \
              sales: {{ backend: garage, bucket: {ALPHA_BUCKET} }}\n\
              api_keys:\n  - id: {BULK_KEY}\n    name: Bulk\n    data_sources: all\n  \
-             - id: {BULK_SIGNING}\n    secret: {BULK_SECRET}\n    name: Bulk (signing)\n    data_sources: all\n",
+             - id: {BULK_SIGNING}\n    secret: {BULK_SECRET}\n    name: Bulk (signing)\n    data_sources: all\n\
+             limits:\n  max_backend_calls_per_list: 1000\n",
             f.garage.endpoint()
         );
         let s3p = S3p::start(&f.dir.join("s3p-bulk"), &yaml);

@@ -101,6 +101,11 @@ impl KeyStore {
         }
     }
 
+    /// Whether `id` is a configured key id (usable or not): failures of a known key are counted per key.
+    pub fn knows(&self, id: &str) -> bool {
+        self.keys.contains_key(id)
+    }
+
     /// A key that may be used now: known, enabled and not expired.
     fn usable(&self, id: &str, now: SystemTime) -> Option<&Arc<ApiKey>> {
         let key = self.keys.get(id)?;
@@ -179,6 +184,11 @@ fn presented<'a>(view: &RequestView<'a>) -> Result<Presented<'a>, S3Error> {
         "Unsupported Authorization Type",
     )
     .detail("ArgumentName", "Authorization"))
+}
+
+/// Whether the request is authenticated by a SigV2 presigned URL (`Signature` in the query).
+pub fn is_sigv2_presigned(view: &RequestView) -> bool {
+    sigv2::is_presigned(view.raw_query) && !sigv4::is_presigned(view.raw_query)
 }
 
 /// The access key id a request claims, before any verification (for throttling repeated failures).

@@ -77,6 +77,20 @@ impl Position {
         }
         Position::After(marker.to_string())
     }
+
+    /// The v1 marker a client sends back to resume here. A position after a block that is not itself a
+    /// common prefix of the query (a data source's root, reached by a page the budget ended) has no exact
+    /// marker: the largest character after it stands for "after everything under it".
+    pub fn as_marker(&self, prefix: &str, delimiter: Option<&str>) -> String {
+        match self {
+            Position::Start => String::new(),
+            Position::After(k) => k.clone(),
+            Position::AfterPrefix(p) => match Position::from_marker(p, prefix, delimiter) {
+                Position::AfterPrefix(_) => p.clone(),
+                _ => format!("{p}{}", char::MAX),
+            },
+        }
+    }
 }
 
 /// The common prefix that `key` rolls up into, if any: the key up to and including the first occurrence of
@@ -95,6 +109,38 @@ pub struct ListQuery {
     pub start: Position,
     /// 0..=1000.
     pub max_keys: usize,
+    pub budget: CallBudget,
+}
+
+/// How many backend calls one client page may cost, so that no query can turn one request into
+/// thousands of backend listings (a delimiter s3p must roll up itself, a marker deep in a large subtree,
+/// many empty data sources). A page that reaches the budget ends early, truncated, at the position it
+/// reached: the walk over all pages is the same, only cut into more pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallBudget {
+    /// Once the page holds at least one entry, it ends when this many calls are spent.
+    pub soft: usize,
+    /// The page ends here even when it holds nothing yet (then at the last position the backends reached).
+    pub hard: usize,
+}
+
+impl CallBudget {
+    /// The hard cap on top of a configured soft budget.
+    pub const HARD_CAP: usize = 32;
+
+    pub fn new(soft: usize) -> CallBudget {
+        let soft = soft.max(1);
+        CallBudget {
+            soft,
+            hard: soft.max(Self::HARD_CAP),
+        }
+    }
+
+    /// No limit: for tests and tools that want whole pages whatever they cost.
+    pub const UNLIMITED: CallBudget = CallBudget {
+        soft: usize::MAX,
+        hard: usize::MAX,
+    };
 }
 
 /// An object as listed, with its key in the virtual namespace (or, inside [`BackendPage`], the backend's).
@@ -131,6 +177,11 @@ pub struct ListPage {
     pub is_truncated: bool,
     /// Where the next page starts; set when truncated.
     pub next: Option<Position>,
+    /// The page ended because its backend call budget was spent (it may hold fewer than max-keys
+    /// entries, or none).
+    pub cut_by_budget: bool,
+    /// Backend calls the page cost.
+    pub backend_calls: usize,
 }
 
 /// One ListObjectsV2 call to a backend bucket, in backend terms.
@@ -199,6 +250,8 @@ pub async fn list_page<S: PageSource + ?Sized>(
             entries: Vec::new(),
             is_truncated: false,
             next: None,
+            cut_by_budget: false,
+            backend_calls: 0,
         });
     }
     // `data-private/` sorts before `data/`: order by the block's root, not by the bare name.
@@ -211,6 +264,11 @@ pub async fn list_page<S: PageSource + ?Sized>(
     };
     let prefix = query.prefix.as_str();
     let delimiter = query.delimiter.as_deref().filter(|d| !d.is_empty());
+    let budget = query.budget;
+    let mut calls = 0usize;
+    // How far the walk has gone, for a page the budget ends before it holds any entry.
+    let mut reached: Option<Position> = None;
+    let mut cut_by_budget = false;
 
     let mut more_after_page = false;
     'sources: for ds in sorted {
@@ -254,11 +312,16 @@ pub async fn list_page<S: PageSource + ?Sized>(
         };
         let backend_prefix = format!("{}{}", ds.prefix, inside_prefix);
         // A start-after below the prefix excludes nothing under it, so it is not sent: some backends
-        // (Garage 2.5) answer an empty page when keys outside the prefix lie between the two.
+        // (Garage 2.5) answer an empty page when keys outside the prefix lie between the two. A position
+        // after a common prefix resumes after its whole subtree (U+10FFFF is the largest character), not
+        // at the prefix itself, which would page through everything under it only to skip it.
         let start_after = match &query.start {
-            Position::After(k) | Position::AfterPrefix(k) => k
+            Position::After(k) => k
                 .strip_prefix(root.as_str())
                 .map(|inside| format!("{}{}", ds.prefix, inside)),
+            Position::AfterPrefix(p) => p
+                .strip_prefix(root.as_str())
+                .map(|inside| format!("{}{}{}", ds.prefix, inside, char::MAX)),
             Position::Start => None,
         }
         .filter(|s| s.as_str() >= backend_prefix.as_str());
@@ -275,9 +338,27 @@ pub async fn list_page<S: PageSource + ?Sized>(
         };
 
         'pages: loop {
+            if calls >= budget.hard || (calls >= budget.soft && !out.entries.is_empty()) {
+                cut_by_budget = true;
+                break 'sources;
+            }
+            calls += 1;
             let page = source.list(ds, request.clone()).await?;
+            // The last name the backend listed, in virtual terms (even one the merge drops, such as an
+            // object named like the data source's prefix): how far this call moved the walk.
+            let last_item = [
+                page.objects.last().map(|o| o.key.as_str()),
+                page.common_prefixes.last().map(String::as_str),
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .and_then(|k| k.strip_prefix(ds.prefix.as_str()))
+            .map(|inside| format!("{root}{inside}"));
             let items = virtual_entries(ds, page.objects, page.common_prefixes);
             let mut filled_here = false;
+            // The common prefix s3p itself rolled the latest keys into (the backend did not).
+            let mut rolled_locally: Option<String> = None;
             for item in items {
                 let is_prefix = matches!(item, Entry::CommonPrefix(_));
                 let name = item.name();
@@ -298,25 +379,36 @@ pub async fn list_page<S: PageSource + ?Sized>(
                     Some(cp) => Entry::CommonPrefix(cp),
                     None => item,
                 };
-                let skip_after = match (&entry, rolled_here && request.delimiter.is_none()) {
-                    (Entry::CommonPrefix(cp), true) => {
-                        cp.strip_prefix(root.as_str()).map(str::to_string)
+                if rolled_here && request.delimiter.is_none() {
+                    if let Entry::CommonPrefix(cp) = &entry {
+                        if rolled_locally.as_deref() != Some(cp.as_str()) {
+                            rolled_locally = Some(cp.clone());
+                        }
                     }
-                    _ => None,
-                };
+                }
                 out.push(entry);
                 filled_here |= out.entries.len() == query.max_keys;
                 if out.is_full() || whole_ds_prefix.is_some() {
                     break 'pages;
                 }
-                if let Some(inside) = skip_after {
-                    // Rolled up here, not by the backend: everything else under this prefix rolls into
-                    // it too, so ask the backend to go on after the whole subtree instead of paging
-                    // through it (U+10FFFF is the largest character; keys holding it right after the
-                    // prefix are the one case this would skip).
-                    request.start_after = Some(format!("{}{inside}{}", ds.prefix, char::MAX));
-                    request.continuation = None;
-                    continue 'pages;
+            }
+            if let Some(name) = last_item {
+                reached = Some(reached_after(&name, prefix, delimiter, &query.start));
+            }
+            // Rolled up here, not by the backend: when the page ends inside that common prefix, the rest
+            // of its subtree rolls into it too, so ask the backend to go on after the whole subtree
+            // instead of paging through it. (Keys under it that follow U+10FFFF, the largest character,
+            // are still returned, and skipped as duplicates.)
+            if let (Some(cp), Some(Position::AfterPrefix(last))) = (&rolled_locally, &reached) {
+                if last == cp {
+                    if let Some(inside) = cp.strip_prefix(root.as_str()) {
+                        let skip = format!("{}{inside}{}", ds.prefix, char::MAX);
+                        if page.next_continuation.is_some() {
+                            request.start_after = Some(skip);
+                            request.continuation = None;
+                            continue 'pages;
+                        }
+                    }
                 }
             }
             match page.next_continuation {
@@ -346,16 +438,19 @@ pub async fn list_page<S: PageSource + ?Sized>(
                 None => break,
             }
         }
+        reached = Some(Position::AfterPrefix(root));
     }
 
-    let is_truncated = out.entries.len() > query.max_keys || more_after_page;
+    let is_truncated = out.entries.len() > query.max_keys || more_after_page || cut_by_budget;
     let mut entries = out.entries;
     entries.truncate(query.max_keys);
     let next = if is_truncated {
-        entries.last().map(|e| match e {
-            Entry::Object(o) => Position::After(o.key.clone()),
-            Entry::CommonPrefix(p) => Position::AfterPrefix(p.clone()),
-        })
+        match entries.last() {
+            Some(Entry::Object(o)) => Some(Position::After(o.key.clone())),
+            Some(Entry::CommonPrefix(p)) => Some(Position::AfterPrefix(p.clone())),
+            // Cut before any entry: go on where the backends stopped.
+            None => reached.or_else(|| Some(query.start.clone())),
+        }
     } else {
         None
     };
@@ -363,7 +458,21 @@ pub async fn list_page<S: PageSource + ?Sized>(
         entries,
         is_truncated,
         next,
+        cut_by_budget,
+        backend_calls: calls,
     })
+}
+
+/// The position just after a listed name `name` (the last one a backend page held), for a page that ends
+/// before holding any entry. A name that rolls up stands for its whole common prefix, unless that is
+/// where the walk started (keys under it after U+10FFFF): then only for itself, so the walk moves on.
+fn reached_after(name: &str, prefix: &str, delimiter: Option<&str>, start: &Position) -> Position {
+    match rollup(name, prefix, delimiter) {
+        Some(cp) if !matches!(start, Position::AfterPrefix(p) if p == cp) => {
+            Position::AfterPrefix(cp.to_string())
+        }
+        _ => Position::After(name.to_string()),
+    }
 }
 
 /// A backend page in virtual terms and in key order: its objects and common prefixes (each list already in
@@ -472,6 +581,7 @@ mod tests {
             delimiter: Some("/".into()),
             start: Position::Start,
             max_keys: 10,
+            budget: CallBudget::UNLIMITED,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

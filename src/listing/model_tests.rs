@@ -220,10 +220,32 @@ fn run_case(seed: u64) {
     };
     let ds_refs: Vec<&DataSource> = entitled.iter().collect();
 
+    // Half the cases with a small backend call budget: pages end early, the walk must not change.
+    let budget = if rng.gen_bool(0.5) {
+        CallBudget::UNLIMITED
+    } else {
+        let soft = rng.gen_range(1..3);
+        CallBudget {
+            soft,
+            hard: rng.gen_range(soft..4),
+        }
+    };
+
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let mut position = start.clone();
+    let want_all = {
+        let q = ListQuery {
+            prefix: prefix.clone(),
+            delimiter: delimiter.clone(),
+            start: start.clone(),
+            max_keys,
+            budget,
+        };
+        model_entries(&model, &q, &start)
+    };
+    let mut walked: Vec<String> = Vec::new();
     let mut pages = 0;
     loop {
         let q = ListQuery {
@@ -231,39 +253,76 @@ fn run_case(seed: u64) {
             delimiter: delimiter.clone(),
             start: position.clone(),
             max_keys,
+            budget,
         };
         let page = rt.block_on(list_page(&source, &ds_refs, &q)).unwrap();
         let want = model_entries(&model, &q, &position);
         let got: Vec<String> = page.entries.iter().map(show).collect();
         let ctx = format!(
-            "seed {seed} prefix {prefix:?} delim {delimiter:?} pos {position:?} max {max_keys}"
+            "seed {seed} prefix {prefix:?} delim {delimiter:?} pos {position:?} max {max_keys} {budget:?}"
         );
-        assert_eq!(
-            got,
-            want.iter().take(max_keys).cloned().collect::<Vec<_>>(),
-            "{ctx}"
-        );
-        assert_eq!(
-            page.is_truncated,
-            want.len() > max_keys && max_keys > 0,
-            "{ctx}"
-        );
+        if std::env::var("S3P_DEBUG_SEED").ok() == Some(seed.to_string()) && pages < 5 {
+            eprintln!("{ctx}: {page:?} want {want:?} model {model:?}");
+        }
+        assert!(page.backend_calls <= budget.hard, "{ctx}");
+        if page.cut_by_budget {
+            // A short page, still in order, ending where the next one starts.
+            assert!(page.is_truncated, "{ctx}");
+            assert!(got.len() <= max_keys, "{ctx}");
+            assert_eq!(got, want[..got.len().min(want.len())], "{ctx}");
+            assert!(
+                !got.is_empty() || page.backend_calls == budget.hard,
+                "{ctx}: an empty page before the hard cap"
+            );
+        } else {
+            assert_eq!(
+                got,
+                want.iter().take(max_keys).cloned().collect::<Vec<_>>(),
+                "{ctx}"
+            );
+            assert_eq!(
+                page.is_truncated,
+                want.len() > max_keys && max_keys > 0,
+                "{ctx}"
+            );
+        }
+        walked.extend(got);
         if !page.is_truncated {
             assert!(page.next.is_none());
             break;
         }
-        position = page
+        let next = page
             .next
             .clone()
             .expect("truncated pages say where to go on");
+        // A v1 client resumes from the NextMarker string: it must mean the same position.
+        let via_marker = Position::from_marker(
+            &next.as_marker(&prefix, delimiter.as_deref()),
+            &prefix,
+            delimiter.as_deref(),
+        );
+        assert_eq!(
+            model_entries(&model, &q, &via_marker),
+            model_entries(&model, &q, &next),
+            "{ctx}: marker for {next:?}"
+        );
+        position = next;
         pages += 1;
-        assert!(pages < 200, "{ctx}: listing does not end");
+        assert!(pages < 400, "{ctx}: listing does not end");
+    }
+    if max_keys > 0 {
+        assert_eq!(walked, want_all, "seed {seed}: the whole walk");
     }
 }
 
 #[test]
 fn merge_matches_the_one_bucket_model() {
     for seed in 0..5000 {
+        if let Ok(only) = std::env::var("S3P_DEBUG_SEED") {
+            if only != seed.to_string() {
+                continue;
+            }
+        }
         run_case(seed);
     }
 }
@@ -289,6 +348,7 @@ fn data_sources_show_as_directories_at_the_root_even_when_empty() {
         delimiter: Some("/".into()),
         start: Position::Start,
         max_keys: 1000,
+        budget: CallBudget::UNLIMITED,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -328,6 +388,7 @@ fn a_locally_rolled_prefix_is_skipped_not_paged_through() {
         delimiter: Some("/2".into()),
         start: Position::Start,
         max_keys: 1000,
+        budget: CallBudget::UNLIMITED,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -366,6 +427,7 @@ fn a_full_page_costs_one_backend_call() {
             delimiter: None,
             start: start.clone(),
             max_keys: 1000,
+            budget: CallBudget::UNLIMITED,
         };
         let page = rt.block_on(list_page(&source, &[&ds], &q)).unwrap();
         pages += 1;
@@ -380,4 +442,129 @@ fn a_full_page_costs_one_backend_call() {
         3,
         "one backend call per page"
     );
+}
+
+/// Walks a whole listing page by page; returns the entries and the backend calls of each page.
+fn walk(
+    source: &MemorySource,
+    data_sources: &[&DataSource],
+    mut query: ListQuery,
+) -> (Vec<String>, Vec<usize>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (mut entries, mut calls) = (Vec::new(), Vec::new());
+    loop {
+        let page = rt
+            .block_on(list_page(source, data_sources, &query))
+            .unwrap();
+        entries.extend(page.entries.iter().map(show));
+        calls.push(page.backend_calls);
+        match page.next {
+            Some(next) => query.start = next,
+            None => return (entries, calls),
+        }
+        assert!(calls.len() < 10_000, "the listing does not end");
+    }
+}
+
+fn raw_source(keys: Vec<String>, short_pages: usize) -> (DataSource, MemorySource) {
+    let ds = DataSource {
+        name: "raw".into(),
+        backend: "m".into(),
+        bucket: "b".into(),
+        prefix: String::new(),
+    };
+    let mut keys = keys;
+    keys.sort();
+    let mut buckets = BTreeMap::new();
+    buckets.insert("b".to_string(), keys);
+    let source = MemorySource {
+        buckets,
+        short_pages,
+        calls: Default::default(),
+    };
+    (ds, source)
+}
+
+#[test]
+fn a_delimiter_straddling_the_root_costs_few_backend_calls() {
+    // The hostile-load finding: `/x` straddles `raw/`, so s3p rolls up itself; each key is its own
+    // common prefix. Before the fix, every one of them cost a fresh 1,000-key backend page.
+    let keys: Vec<String> = (0..2000).map(|i| format!("amp/{i:04}/x")).collect();
+    let (ds, source) = raw_source(keys, 1000);
+    let query = ListQuery {
+        prefix: "raw".into(),
+        delimiter: Some("/x".into()),
+        start: Position::Start,
+        max_keys: 1000,
+        budget: CallBudget::new(3),
+    };
+    let (entries, calls) = walk(&source, &[&ds], query);
+    assert_eq!(entries.len(), 2000);
+    assert_eq!(entries[0], "P:raw/amp/0000/x");
+    assert!(calls.iter().all(|c| *c <= 3), "{calls:?}");
+    let total: usize = calls.iter().sum();
+    assert!(
+        total <= 4,
+        "{total} backend calls for 2,000 entries: {calls:?}"
+    );
+}
+
+#[test]
+fn a_marker_on_a_large_common_prefix_resumes_after_its_subtree() {
+    // `delimiter=/k&marker=raw/many/k&max-keys=1` over 20,000 keys: the marker stands for everything
+    // under `raw/many/k`, which the backend must skip in one call, not page through.
+    let mut keys: Vec<String> = (0..20_000).map(|i| format!("many/k{i:05}")).collect();
+    keys.push("more".into());
+    let (ds, source) = raw_source(keys, 1000);
+    let query = ListQuery {
+        prefix: String::new(),
+        delimiter: Some("/k".into()),
+        start: Position::from_marker("raw/many/k", "", Some("/k")),
+        max_keys: 1,
+        budget: CallBudget::new(3),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let page = rt.block_on(list_page(&source, &[&ds], &query)).unwrap();
+    let got: Vec<String> = page.entries.iter().map(show).collect();
+    assert_eq!(got, vec!["K:raw/more"]);
+    assert!(!page.is_truncated);
+    assert_eq!(page.backend_calls, 1);
+}
+
+#[test]
+fn pages_over_many_empty_data_sources_stop_at_the_hard_cap_and_go_on() {
+    // 100 empty data sources before one with a key: each costs a call, so no page can visit them all;
+    // pages end empty at the hard cap and the walk still reaches the key.
+    let mut data_sources: Vec<DataSource> = (0..100)
+        .map(|i| DataSource {
+            name: format!("e{i:03}"),
+            backend: "m".into(),
+            bucket: format!("empty{i}"),
+            prefix: String::new(),
+        })
+        .collect();
+    data_sources.push(DataSource {
+        name: "z".into(),
+        backend: "m".into(),
+        bucket: "b".into(),
+        prefix: String::new(),
+    });
+    let (_, source) = raw_source(vec!["last".into()], 1000);
+    let refs: Vec<&DataSource> = data_sources.iter().collect();
+    let budget = CallBudget::new(3);
+    let query = ListQuery {
+        prefix: String::new(),
+        delimiter: None,
+        start: Position::Start,
+        max_keys: 1000,
+        budget,
+    };
+    let (entries, calls) = walk(&source, &refs, query);
+    assert_eq!(entries, vec!["K:z/last"]);
+    assert!(calls.iter().all(|c| *c <= budget.hard), "{calls:?}");
+    assert_eq!(calls.len(), 4, "{calls:?}");
 }

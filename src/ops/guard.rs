@@ -1,13 +1,21 @@
-//! Throttling of repeated authentication failures. Subjects are a client network (an IPv4 address, or
-//! an IPv6 /64) and the pair (network, claimed key id). A key is never throttled globally: its id is
-//! public (it is in every signature), so a global per-key limit would let anyone lock a key out. Past
-//! the limit within a one-minute window, requests are answered 503 SlowDown without being checked, so a
-//! guesser gains nothing and costs s3p nothing.
+//! Throttling of repeated authentication failures, and per-key and per-client concurrency limits.
+//!
+//! Authentication failures count against the subject that caused them, never against anyone else
+//! (behind NAT, a load balancer or a TLS terminator, many users share one address):
+//! - anonymous requests and unknown key ids count per client network (an IPv4 address, or an IPv6 /64);
+//! - a known key with a bad signature or an expired URL counts per (client network, key id);
+//! - a request whose credentials verify is never throttled.
+//!
+//! A key id alone is never throttled: it is public (it is in every signature), so a global per-key limit
+//! would let anyone lock a key out. Past the limit within a one-minute window, failing requests of that
+//! subject are answered 503 SlowDown (with `Retry-After`) instead of their real error, so a guesser learns
+//! nothing more.
 
+use crate::client_addr::client_network;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(60);
@@ -16,26 +24,37 @@ const WINDOW: Duration = Duration::from_secs(60);
 const MAX_SUBJECTS: usize = 100_000;
 
 /// Subjects are stored as fixed-size hashes, whatever the attacker-chosen key id looks like.
-type Subject = [u8; 16];
+type SubjectHash = [u8; 16];
 
-pub struct AuthThrottle {
-    limit: u32,
-    max_subjects: usize,
-    failures: Mutex<HashMap<Subject, (Instant, u32)>>,
+/// Who an authentication failure is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureSubject<'a> {
+    /// Anonymous, or a key id s3p does not know.
+    Client(Option<IpAddr>),
+    /// A key s3p knows, presented with a bad signature or an expired URL.
+    ClientAndKey(Option<IpAddr>, &'a str),
 }
 
-/// The network a client address belongs to for throttling: IPv6 clients usually own a whole /64.
-fn network(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+impl FailureSubject<'_> {
+    fn hash(&self) -> SubjectHash {
+        let net = |ip: &Option<IpAddr>| {
+            ip.map(|ip| client_network(ip).to_string())
+                .unwrap_or_default()
+        };
+        match self {
+            FailureSubject::Client(ip) => subject(&["net", &net(ip)]),
+            FailureSubject::ClientAndKey(ip, id) => subject(&["net+key", &net(ip), id]),
         }
     }
 }
 
-fn subject(parts: &[&str]) -> Subject {
+pub struct AuthThrottle {
+    limit: u32,
+    max_subjects: usize,
+    failures: Mutex<HashMap<SubjectHash, (Instant, u32)>>,
+}
+
+fn subject(parts: &[&str]) -> SubjectHash {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_be_bytes());
@@ -54,60 +73,107 @@ impl AuthThrottle {
         }
     }
 
-    fn subjects(client: Option<IpAddr>, key_id: Option<&str>) -> Vec<Subject> {
-        let net = client.map(network).unwrap_or_default();
-        let mut out = vec![subject(&["net", &net])];
-        if let Some(id) = key_id {
-            out.push(subject(&["net+key", &net, id]));
-        }
-        out
-    }
-
-    /// Whether the client network, or the client network with this key, is over its limit now.
-    pub fn is_blocked(&self, client: Option<IpAddr>, key_id: Option<&str>, now: Instant) -> bool {
+    /// When the subject is over its limit now: how long until its window ends (for `Retry-After`).
+    pub fn blocked_for(&self, who: FailureSubject, now: Instant) -> Option<Duration> {
         if self.limit == 0 {
-            return false;
+            return None;
         }
         let map = self.failures.lock().unwrap();
         // The common case, no recent failures at all, costs no hashing.
         if map.is_empty() {
-            return false;
+            return None;
         }
-        let subjects = Self::subjects(client, key_id);
-        subjects.iter().any(|s| {
-            map.get(s).is_some_and(|(start, count)| {
-                now.duration_since(*start) < WINDOW && *count >= self.limit
-            })
-        })
+        let (start, count) = map.get(&who.hash())?;
+        let age = now.duration_since(*start);
+        (age < WINDOW && *count >= self.limit).then(|| WINDOW - age)
     }
 
-    pub fn record_failure(&self, client: Option<IpAddr>, key_id: Option<&str>, now: Instant) {
+    pub fn record_failure(&self, who: FailureSubject, now: Instant) {
         if self.limit == 0 {
             return;
         }
-        let subjects = Self::subjects(client, key_id);
+        let s = who.hash();
         let mut map = self.failures.lock().unwrap();
-        if map.len() + subjects.len() > self.max_subjects {
+        if map.len() + 1 > self.max_subjects {
             map.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
-            if map.len() + subjects.len() > self.max_subjects {
+            if map.len() + 1 > self.max_subjects {
                 let mut starts: Vec<Instant> = map.values().map(|(start, _)| *start).collect();
                 starts.sort();
                 let cutoff = starts[starts.len() / 2];
                 map.retain(|_, (start, _)| *start > cutoff);
             }
         }
-        for s in subjects {
-            let entry = map.entry(s).or_insert((now, 0));
-            if now.duration_since(entry.0) >= WINDOW {
-                *entry = (now, 0);
-            }
-            entry.1 += 1;
+        let entry = map.entry(s).or_insert((now, 0));
+        if now.duration_since(entry.0) >= WINDOW {
+            *entry = (now, 0);
         }
+        entry.1 += 1;
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
         self.failures.lock().unwrap().len()
+    }
+}
+
+/// Requests in flight per API key and per client network, so that one key or one address cannot hold
+/// every slot of `max_concurrent_requests` (stalled downloads, slow listings) and starve everyone else.
+#[derive(Default)]
+pub struct ConcurrencyLimits {
+    counts: Mutex<HashMap<Holder, usize>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Holder {
+    Key(String),
+    Client(IpAddr),
+}
+
+/// A request's place in one of the counts; dropping it gives the place back.
+pub struct Slot {
+    limits: Arc<ConcurrencyLimits>,
+    holder: Holder,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.limits.counts.lock().unwrap();
+        if let Some(n) = counts.get_mut(&self.holder) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.holder);
+            }
+        }
+    }
+}
+
+impl ConcurrencyLimits {
+    fn enter(self: &Arc<Self>, holder: Holder, limit: usize) -> Option<Slot> {
+        let mut counts = self.counts.lock().unwrap();
+        let n = counts.entry(holder.clone()).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            limits: self.clone(),
+            holder,
+        })
+    }
+
+    /// A place for one more request of this key, or `None` when it has `limit` in flight.
+    pub fn enter_key(self: &Arc<Self>, key_id: &str, limit: usize) -> Option<Slot> {
+        self.enter(Holder::Key(key_id.to_string()), limit)
+    }
+
+    /// A place for one more request from this client's network, or `None` when it has `limit` in flight.
+    pub fn enter_client(self: &Arc<Self>, client: IpAddr, limit: usize) -> Option<Slot> {
+        self.enter(Holder::Client(client_network(client)), limit)
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.counts.lock().unwrap().values().sum()
     }
 }
 
@@ -120,36 +186,59 @@ mod tests {
     }
 
     #[test]
-    fn blocks_a_network_after_the_limit_within_a_window() {
+    fn failures_count_only_against_their_own_subject() {
         let t = AuthThrottle::new(3);
         let t0 = Instant::now();
+        let anon = FailureSubject::Client(ip("1.2.3.4"));
         for _ in 0..3 {
-            assert!(!t.is_blocked(ip("1.2.3.4"), Some("k"), t0));
-            t.record_failure(ip("1.2.3.4"), Some("k"), t0);
+            assert_eq!(t.blocked_for(anon, t0), None);
+            t.record_failure(anon, t0);
         }
-        assert!(t.is_blocked(ip("1.2.3.4"), None, t0));
-        assert!(
-            t.is_blocked(ip("1.2.3.4"), Some("other"), t0),
-            "the network is throttled"
+        let wait = t.blocked_for(anon, t0 + Duration::from_secs(10));
+        assert_eq!(
+            wait,
+            Some(Duration::from_secs(50)),
+            "Retry-After: the rest of the window"
         );
-        assert!(
-            !t.is_blocked(ip("9.9.9.9"), Some("k"), t0),
-            "a key is never throttled from elsewhere"
+        // A known key from the same address is a different subject: not locked out by anonymous noise.
+        assert_eq!(
+            t.blocked_for(FailureSubject::ClientAndKey(ip("1.2.3.4"), "k"), t0),
+            None
         );
-        assert!(
-            !t.is_blocked(ip("1.2.3.4"), None, t0 + WINDOW),
-            "the window slides"
+        assert_eq!(
+            t.blocked_for(FailureSubject::Client(ip("9.9.9.9")), t0),
+            None
         );
-        assert!(!AuthThrottle::new(0).is_blocked(ip("1.2.3.4"), None, t0));
+        assert_eq!(t.blocked_for(anon, t0 + WINDOW), None, "the window slides");
+        assert_eq!(AuthThrottle::new(0).blocked_for(anon, t0), None);
+
+        // Bad signatures of one key from one address lock out that pair only.
+        let k = FailureSubject::ClientAndKey(ip("1.2.3.4"), "k");
+        for _ in 0..3 {
+            t.record_failure(k, t0);
+        }
+        assert!(t.blocked_for(k, t0).is_some());
+        assert_eq!(
+            t.blocked_for(FailureSubject::ClientAndKey(ip("1.2.3.4"), "other"), t0),
+            None
+        );
+        assert_eq!(
+            t.blocked_for(FailureSubject::ClientAndKey(ip("5.5.5.5"), "k"), t0),
+            None
+        );
     }
 
     #[test]
     fn ipv6_clients_are_grouped_by_64() {
         let t = AuthThrottle::new(1);
         let t0 = Instant::now();
-        t.record_failure(ip("2001:db8:1:2::1"), None, t0);
-        assert!(t.is_blocked(ip("2001:db8:1:2:ffff::9"), None, t0));
-        assert!(!t.is_blocked(ip("2001:db8:1:3::1"), None, t0));
+        t.record_failure(FailureSubject::Client(ip("2001:db8:1:2::1")), t0);
+        assert!(t
+            .blocked_for(FailureSubject::Client(ip("2001:db8:1:2:ffff::9")), t0)
+            .is_some());
+        assert!(t
+            .blocked_for(FailureSubject::Client(ip("2001:db8:1:3::1")), t0)
+            .is_none());
     }
 
     #[test]
@@ -163,11 +252,37 @@ mod tests {
         for i in 0..5_000u32 {
             let addr = IpAddr::from(std::net::Ipv4Addr::from(i));
             t.record_failure(
-                Some(addr),
-                Some(&long_id),
+                FailureSubject::ClientAndKey(Some(addr), &long_id),
                 t0 + Duration::from_micros(i as u64),
             );
         }
         assert!(t.len() <= 1_000, "{}", t.len());
+    }
+
+    #[test]
+    fn concurrency_slots_are_per_holder_and_given_back() {
+        let limits = Arc::new(ConcurrencyLimits::default());
+        let a: Vec<Slot> = (0..3).map(|_| limits.enter_key("a", 3).unwrap()).collect();
+        assert!(
+            limits.enter_key("a", 3).is_none(),
+            "a fourth request of key a"
+        );
+        assert!(
+            limits.enter_key("b", 3).is_some(),
+            "another key is not affected"
+        );
+        let c1 = limits
+            .enter_client("2001:db8::1".parse().unwrap(), 1)
+            .unwrap();
+        assert!(
+            limits
+                .enter_client("2001:db8::2".parse().unwrap(), 1)
+                .is_none(),
+            "same /64"
+        );
+        drop(a);
+        drop(c1);
+        assert_eq!(limits.held(), 0);
+        assert!(limits.enter_key("a", 3).is_some());
     }
 }

@@ -87,6 +87,9 @@ pub struct Metrics {
     pub backend_duration: Histogram,
     in_flight: AtomicI64,
     config_reloads: Mutex<BTreeMap<&'static str, u64>>,
+    /// limit -> requests or connections it refused, cut or closed (README "Limits and abuse").
+    limits: Mutex<BTreeMap<&'static str, u64>>,
+    list_backend_calls: AtomicU64,
 }
 
 impl Metrics {
@@ -136,6 +139,17 @@ impl Metrics {
             .unwrap()
             .entry(if ok { "success" } else { "failure" })
             .or_default() += 1;
+    }
+
+    /// A limit refused a request or connection, or cut a response short.
+    pub fn limit_hit(&self, limit: &'static str) {
+        *self.limits.lock().unwrap().entry(limit).or_default() += 1;
+    }
+
+    /// Backend listing calls one client listing page cost.
+    pub fn list_backend_calls(&self, calls: usize) {
+        self.list_backend_calls
+            .fetch_add(calls as u64, Ordering::Relaxed);
     }
 
     pub fn enter(&self) -> i64 {
@@ -210,6 +224,22 @@ impl Metrics {
         }
         out.push_str("# HELP s3p_requests_in_flight Requests being handled now.\n# TYPE s3p_requests_in_flight gauge\n");
         let _ = writeln!(out, "s3p_requests_in_flight {}", self.in_flight());
+        out.push_str("# HELP s3p_limit_hits_total Requests and connections refused, cut or closed by a limit, by limit.\n# TYPE s3p_limit_hits_total counter\n");
+        for (limit, n) in self.limits.lock().unwrap().iter() {
+            let _ = writeln!(out, "s3p_limit_hits_total{{limit=\"{limit}\"}} {n}");
+        }
+        out.push_str("# HELP s3p_client_connection_errors_total Client connections that broke off, timed out or were refused (pingora's downstream errors).\n# TYPE s3p_client_connection_errors_total counter\n");
+        let _ = writeln!(
+            out,
+            "s3p_client_connection_errors_total {}",
+            crate::ops::logging::CLIENT_CONNECTION_ERRORS.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP s3p_list_backend_calls_total Backend listing calls made for client listings.\n# TYPE s3p_list_backend_calls_total counter\n");
+        let _ = writeln!(
+            out,
+            "s3p_list_backend_calls_total {}",
+            self.list_backend_calls.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP s3p_config_reloads_total Configuration reloads, by result.\n# TYPE s3p_config_reloads_total counter\n");
         for (result, n) in self.config_reloads.lock().unwrap().iter() {
             let _ = writeln!(out, "s3p_config_reloads_total{{result=\"{result}\"}} {n}");
@@ -230,7 +260,11 @@ mod tests {
         m.request("ListObjectsV2", "", 403, 0, Duration::from_micros(200));
         m.auth_failure("SignatureDoesNotMatch");
         m.backend_error("gar\"age", "connect");
+        m.limit_hit("list_backend_calls");
+        m.list_backend_calls(3);
         let text = m.render();
+        assert!(text.contains("s3p_limit_hits_total{limit=\"list_backend_calls\"} 1\n"));
+        assert!(text.contains("s3p_list_backend_calls_total 3\n"));
         assert!(text.contains(
             "s3p_requests_total{operation=\"GetObject\",data_source=\"sales\",status=\"200\"} 2\n"
         ));

@@ -4,7 +4,9 @@
 
 pub mod admin;
 pub mod audit;
+pub mod connections;
 pub mod guard;
+pub mod logging;
 pub mod metrics;
 pub mod resolve;
 pub mod signals;
