@@ -357,7 +357,6 @@ impl S3Proxy {
         };
         let host_bucket =
             request::host_bucket(view.header("host"), &st.config.virtual_host_suffixes);
-        ctx.target = request::resource_of(&mount(&st), raw_path, host_bucket.as_deref());
 
         let sigv2_resources =
             auth::sigv2_resources(raw_path, &st.config.base_path, host_bucket.as_deref());
@@ -381,6 +380,10 @@ impl S3Proxy {
                 // A failure counts against the key only when the key exists; otherwise (anonymous,
                 // unknown key id) against the client address.
                 let claimed = auth::claimed_key_id(&view).filter(|id| st.keys.knows(id));
+                // The audit names the key a failed signature claimed, when s3p knows it.
+                ctx.key_name = claimed
+                    .and_then(|id| st.keys.name_of(id))
+                    .map(str::to_string);
                 let who = match claimed {
                     Some(id) => FailureSubject::ClientAndKey(ctx.client_ip, id),
                     None => FailureSubject::Client(ctx.client_ip),
@@ -704,6 +707,18 @@ impl ProxyHttp for S3Proxy {
             (_, Some(ip)) => ip.to_string(),
             _ => String::new(),
         };
+        // The virtual resource, for every answer and audit line from here on (refusals included).
+        if let Ok(raw) = std::str::from_utf8(session.req_header().raw_path()) {
+            let st = &ctx.state;
+            let path = raw.split_once('?').map_or(raw, |(p, _)| p);
+            let host = session
+                .req_header()
+                .headers
+                .get("host")
+                .and_then(|h| h.to_str().ok());
+            let host_bucket = request::host_bucket(host, &st.config.virtual_host_suffixes);
+            ctx.target = request::resource_of(&mount(st), path, host_bucket.as_deref());
+        }
         let limits = &ctx.state.config.limits;
         // A stalled client cannot hold a connection longer than the client timeout per read or write.
         let client_timeout = Some(Duration::from_millis(limits.client_timeout_ms));

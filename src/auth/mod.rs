@@ -106,6 +106,11 @@ impl KeyStore {
         self.keys.contains_key(id)
     }
 
+    /// The display name of a configured key (for the audit line of a request that claimed it).
+    pub fn name_of(&self, id: &str) -> Option<&str> {
+        self.keys.get(id).map(|k| k.name.as_str())
+    }
+
     /// A key that may be used now: known, enabled and not expired.
     fn usable(&self, id: &str, now: SystemTime) -> Option<&Arc<ApiKey>> {
         let key = self.keys.get(id)?;
