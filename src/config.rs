@@ -270,6 +270,11 @@ pub struct ApiKey {
     /// Unix seconds after which the key is refused.
     pub expires_at: Option<u64>,
     pub data_sources: Entitlement,
+    /// This key's requests in flight (for `limits.max_concurrent_requests_per_key`). Not configuration
+    /// but the one piece of run-time state kept with it: a counter per key costs no lookup per request.
+    /// Shared by clones of one loaded configuration; a reload starts new counters (requests that began
+    /// before it count apart until they end).
+    pub in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// One validation problem, naming the field (`data_sources.sales.backend`) and what is wrong.
@@ -879,6 +884,7 @@ impl Config {
                 enabled: k.enabled,
                 expires_at: k.expires_at,
                 data_sources: data_sources_ent,
+                in_flight: Default::default(),
             });
         }
 

@@ -135,6 +135,8 @@ pub struct RequestCtx {
     cors_origin: Option<String>,
     backend_latency: Option<Duration>,
     is_head: bool,
+    /// The bucket named by the Host header (virtual-host addressing), read in request_filter.
+    host_bucket: Option<String>,
     /// The client's address after `trusted_proxies` (see `client_addr`).
     client_ip: Option<std::net::IpAddr>,
     /// Places held in the per-client and per-key in-flight counts.
@@ -355,8 +357,8 @@ impl S3Proxy {
             raw_query,
             headers: &headers,
         };
-        let host_bucket =
-            request::host_bucket(view.header("host"), &st.config.virtual_host_suffixes);
+        // Read once, in request_filter.
+        let host_bucket = ctx.host_bucket.take();
 
         let sigv2_resources =
             auth::sigv2_resources(raw_path, &st.config.base_path, host_bucket.as_deref());
@@ -405,11 +407,7 @@ impl S3Proxy {
         };
         ctx.key_name = Some(key.name.clone());
         // One key may hold at most its share of the concurrent requests.
-        match self
-            .ops
-            .concurrency
-            .enter_key(key.id.expose(), st.config.limits.per_key())
-        {
+        match ConcurrencyLimits::enter_key(&key, st.config.limits.per_key()) {
             Some(slot) => ctx.slots.push(slot),
             None => {
                 self.ops
@@ -684,6 +682,7 @@ impl ProxyHttp for S3Proxy {
             cors_origin: None,
             backend_latency: None,
             is_head: false,
+            host_bucket: None,
             client_ip: None,
             slots: Vec::new(),
             body_sent: 0,
@@ -696,9 +695,11 @@ impl ProxyHttp for S3Proxy {
         let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
         let trusted = &ctx.state.config.trusted_proxies;
         ctx.client_ip = peer.map(|p| {
+            if trusted.is_empty() {
+                return p.ip();
+            }
             let forwarded = session.req_header().headers.get_all("x-forwarded-for");
-            let values = forwarded.iter().filter_map(|v| v.to_str().ok());
-            let values: Vec<&str> = values.collect();
+            let values: Vec<&str> = forwarded.iter().filter_map(|v| v.to_str().ok()).collect();
             crate::client_addr::client_address(p.ip(), values.into_iter(), trusted)
         });
         // The audit names the client as limits see it: behind a trusted proxy, the forwarded address.
@@ -716,8 +717,8 @@ impl ProxyHttp for S3Proxy {
                 .headers
                 .get("host")
                 .and_then(|h| h.to_str().ok());
-            let host_bucket = request::host_bucket(host, &st.config.virtual_host_suffixes);
-            ctx.target = request::resource_of(&mount(st), path, host_bucket.as_deref());
+            ctx.host_bucket = request::host_bucket(host, &st.config.virtual_host_suffixes);
+            ctx.target = request::resource_of(&mount(st), path, ctx.host_bucket.as_deref());
         }
         let limits = &ctx.state.config.limits;
         // A stalled client cannot hold a connection longer than the client timeout per read or write.

@@ -112,20 +112,36 @@ impl HeadScanner {
             return HeadEvent::Ok;
         };
         // A head ends at an empty line: `\n\n` or `\n\r\n` (httparse accepts bare LF line ends too).
-        for (i, b) in data.iter().enumerate() {
-            tail = match (tail, b) {
-                (Tail::Newline | Tail::NewlineReturn, b'\n') => {
-                    if bytes + i + 1 > self.cap + HEAD_SLACK {
-                        return HeadEvent::TooLarge;
-                    }
-                    self.state = HeadState::Passthrough;
-                    return HeadEvent::Complete;
-                }
-                (_, b'\n') => Tail::Newline,
-                (Tail::Newline, b'\r') => Tail::NewlineReturn,
+        // Only line ends need a look: each `\n` is checked against the one or two bytes before it
+        // (from this read, or the tail of the previous one).
+        let mut last_newline = None;
+        for i in memchr::memchr_iter(b'\n', data) {
+            let before = match i {
+                0 => tail,
+                1 if data[0] == b'\r' => match tail {
+                    Tail::Newline => Tail::NewlineReturn,
+                    _ => Tail::Other,
+                },
+                _ if data[i - 1] == b'\n' => Tail::Newline,
+                _ if i >= 2 && data[i - 1] == b'\r' && data[i - 2] == b'\n' => Tail::NewlineReturn,
                 _ => Tail::Other,
             };
+            if before != Tail::Other {
+                if bytes + i + 1 > self.cap + HEAD_SLACK {
+                    return HeadEvent::TooLarge;
+                }
+                self.state = HeadState::Passthrough;
+                return HeadEvent::Complete;
+            }
+            last_newline = Some(i);
         }
+        tail = match (data.len(), last_newline) {
+            (0, _) => tail,
+            (n, Some(i)) if i == n - 1 => Tail::Newline,
+            (n, Some(i)) if i + 2 == n && data[n - 1] == b'\r' => Tail::NewlineReturn,
+            (1, None) if data[0] == b'\r' && tail == Tail::Newline => Tail::NewlineReturn,
+            _ => Tail::Other,
+        };
         let bytes = bytes + data.len();
         self.state = HeadState::Head { bytes, tail };
         if bytes > self.cap {
@@ -474,9 +490,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // pingora hands a kept-alive connection back for its next request: guarded already.
+        // A stream handed back for reuse is served by the loop below, so this is a new connection (the
+        // check only guards against a stream wrapped twice).
         if stream.as_any().is::<GuardedStream>() {
-            return self.inner.process_new(stream, shutdown).await;
+            return self.serve(stream, shutdown).await;
         }
         let state = self.state.load();
         let limits = &state.config.limits;
@@ -524,11 +541,26 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             _slot: slot,
         };
         drop(state);
-        self.inner.process_new(Box::new(guarded), shutdown).await
+        self.serve(Box::new(guarded), shutdown).await
     }
 
     async fn cleanup(&self) {
         self.inner.cleanup().await
+    }
+}
+
+impl<A: ServerApp + Send + Sync + 'static> GuardedApp<A> {
+    /// The connection's requests, one after the other, as pingora's own service loop would run them:
+    /// looping here instead of handing the stream back keeps this wrapper's cost per connection, not
+    /// per request.
+    async fn serve(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        loop {
+            stream = self.inner.process_new(stream, shutdown).await?;
+        }
     }
 }
 
@@ -560,6 +592,45 @@ mod tests {
         // A lone CR LF in a header value is not an empty line.
         let mut s = HeadScanner::new(1000);
         assert_eq!(s.on_read(b"GET / HTTP/1.1\r\nA: b\r\n"), HeadEvent::Ok);
+    }
+
+    #[test]
+    fn byte_by_byte_and_chunked_reads_find_the_same_end_as_a_plain_search() {
+        let heads: [&[u8]; 4] = [
+            b"GET / HTTP/1.1\r\nA: b\r\n\r\nBODY",
+            b"GET / HTTP/1.1\nA: b\n\nBODY",
+            b"GET / HTTP/1.1\r\nA: \r\r\n\r\nBODY",
+            b"GET / HTTP/1.1\r\nA: b\n\r\nBODY",
+        ];
+        for head in heads {
+            // Where a naive scan says the head ends: the first `\n\n` or `\n\r\n`.
+            let end = (0..head.len())
+                .find(|&i| {
+                    head[i] == b'\n'
+                        && ((i >= 1 && head[i - 1] == b'\n')
+                            || (i >= 2 && head[i - 1] == b'\r' && head[i - 2] == b'\n'))
+                })
+                .unwrap()
+                + 1;
+            for chunk in 1..=head.len() {
+                let mut s = HeadScanner::new(1000);
+                let mut read = 0;
+                let mut completed_in = None;
+                for piece in head.chunks(chunk) {
+                    if s.on_read(piece) == HeadEvent::Complete {
+                        completed_in = Some(read..read + piece.len());
+                        break;
+                    }
+                    read += piece.len();
+                }
+                let piece = completed_in.unwrap_or_else(|| panic!("{head:?} in chunks of {chunk}"));
+                // The read that completed the head is the one holding its last byte.
+                assert!(
+                    piece.start < end && end <= piece.end,
+                    "{head:?} chunk {chunk}: {piece:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -12,9 +12,11 @@
 //! nothing more.
 
 use crate::client_addr::client_network;
+use crate::config::ApiKey;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,62 +120,64 @@ impl AuthThrottle {
 
 /// Requests in flight per API key and per client network, so that one key or one address cannot hold
 /// every slot of `max_concurrent_requests` (stalled downloads, slow listings) and starve everyone else.
+/// A key's count lives with the key ([`ApiKey::in_flight`]); client networks are counted here.
 #[derive(Default)]
 pub struct ConcurrencyLimits {
-    counts: Mutex<HashMap<Holder, usize>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Holder {
-    Key(String),
-    Client(IpAddr),
+    /// Seeded per process, so that no client can choose addresses that collide.
+    per_client: Mutex<HashMap<IpAddr, usize, foldhash::fast::RandomState>>,
 }
 
 /// A request's place in one of the counts; dropping it gives the place back.
-pub struct Slot {
-    limits: Arc<ConcurrencyLimits>,
-    holder: Holder,
+pub enum Slot {
+    Key(Arc<AtomicUsize>),
+    Client(Arc<ConcurrencyLimits>, IpAddr),
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.limits.counts.lock().unwrap();
-        if let Some(n) = counts.get_mut(&self.holder) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.holder);
+        match self {
+            Slot::Key(count) => {
+                count.fetch_sub(1, Ordering::Relaxed);
+            }
+            Slot::Client(limits, ip) => {
+                let mut counts = limits.per_client.lock().unwrap();
+                if let Some(n) = counts.get_mut(ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.remove(ip);
+                    }
+                }
             }
         }
     }
 }
 
 impl ConcurrencyLimits {
-    fn enter(self: &Arc<Self>, holder: Holder, limit: usize) -> Option<Slot> {
-        let mut counts = self.counts.lock().unwrap();
-        let n = counts.entry(holder.clone()).or_default();
-        if *n >= limit {
+    /// A place for one more request of this key, or `None` when it has `limit` in flight.
+    pub fn enter_key(key: &ApiKey, limit: usize) -> Option<Slot> {
+        let count = &key.in_flight;
+        if count.fetch_add(1, Ordering::Relaxed) >= limit {
+            count.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        *n += 1;
-        Some(Slot {
-            limits: self.clone(),
-            holder,
-        })
-    }
-
-    /// A place for one more request of this key, or `None` when it has `limit` in flight.
-    pub fn enter_key(self: &Arc<Self>, key_id: &str, limit: usize) -> Option<Slot> {
-        self.enter(Holder::Key(key_id.to_string()), limit)
+        Some(Slot::Key(count.clone()))
     }
 
     /// A place for one more request from this client's network, or `None` when it has `limit` in flight.
     pub fn enter_client(self: &Arc<Self>, client: IpAddr, limit: usize) -> Option<Slot> {
-        self.enter(Holder::Client(client_network(client)), limit)
+        let network = client_network(client);
+        let mut counts = self.per_client.lock().unwrap();
+        let n = counts.entry(network).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Slot::Client(self.clone(), network))
     }
 
     #[cfg(test)]
     fn held(&self) -> usize {
-        self.counts.lock().unwrap().values().sum()
+        self.per_client.lock().unwrap().values().sum()
     }
 }
 
@@ -262,13 +266,28 @@ mod tests {
     #[test]
     fn concurrency_slots_are_per_holder_and_given_back() {
         let limits = Arc::new(ConcurrencyLimits::default());
-        let a: Vec<Slot> = (0..3).map(|_| limits.enter_key("a", 3).unwrap()).collect();
+        let key = |name: &str| {
+            Arc::new(ApiKey {
+                id: crate::config::Secret::new(name),
+                secrets: Vec::new(),
+                name: name.into(),
+                legacy_header: true,
+                enabled: true,
+                expires_at: None,
+                data_sources: crate::config::Entitlement::All,
+                in_flight: Default::default(),
+            })
+        };
+        let (ka, kb) = (key("a"), key("b"));
+        let a: Vec<Slot> = (0..3)
+            .map(|_| ConcurrencyLimits::enter_key(&ka, 3).unwrap())
+            .collect();
         assert!(
-            limits.enter_key("a", 3).is_none(),
+            ConcurrencyLimits::enter_key(&ka, 3).is_none(),
             "a fourth request of key a"
         );
         assert!(
-            limits.enter_key("b", 3).is_some(),
+            ConcurrencyLimits::enter_key(&kb, 3).is_some(),
             "another key is not affected"
         );
         let c1 = limits
@@ -283,6 +302,7 @@ mod tests {
         drop(a);
         drop(c1);
         assert_eq!(limits.held(), 0);
-        assert!(limits.enter_key("a", 3).is_some());
+        assert_eq!(ka.in_flight.load(Ordering::Relaxed), 0);
+        assert!(ConcurrencyLimits::enter_key(&ka, 3).is_some());
     }
 }
