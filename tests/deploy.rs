@@ -242,14 +242,36 @@ fn interpolated(v: &Value, env: &BTreeMap<String, String>) -> Value {
 
 /// proxy.yaml validated with the values of .env.example, and the variables it asked for.
 fn proxy_config() -> (Config, BTreeSet<String>) {
+    proxy_config_of("proxy.yaml")
+}
+
+/// The Garage variant: docker-compose.garage.yml.
+fn garage_compose() -> Value {
+    serde_yaml_ng::from_str(&read("docker-compose.garage.yml"))
+        .expect("docker-compose.garage.yml is not YAML")
+}
+
+/// Every `${VAR}` a compose file uses, interpolated with .env.example.
+fn vars_of_compose(c: &Value, env: &BTreeMap<String, String>) -> BTreeSet<String> {
+    let mut all = Vec::new();
+    strings_of(c, &mut all);
+    let mut vars = Vec::new();
+    for text in &all {
+        interpolate(text, &|n| env.get(n).cloned(), &mut vars)
+            .unwrap_or_else(|e| panic!("with .env.example: {e}"));
+    }
+    vars.into_iter().collect()
+}
+
+fn proxy_config_of(rel: &str) -> (Config, BTreeSet<String>) {
     let env = env_example();
     let asked = RefCell::new(BTreeSet::new());
     let lookup = |name: &str| {
         asked.borrow_mut().insert(name.to_string());
         env.get(name).cloned()
     };
-    let config = Config::from_yaml_str(&read("proxy.yaml"), &lookup)
-        .unwrap_or_else(|errors| panic!("proxy.yaml with the values of .env.example: {errors:?}"));
+    let config = Config::from_yaml_str(&read(rel), &lookup)
+        .unwrap_or_else(|errors| panic!("{rel} with the values of .env.example: {errors:?}"));
     (config, asked.into_inner())
 }
 
@@ -834,9 +856,15 @@ fn every_variable_is_defined_in_env_example_and_secrets_come_from_it() {
             "{v} is used but not defined in .env.example"
         );
     }
+    // The Garage variant's compose file and configuration share .env.example.
+    let garage_vars = vars_of_compose(&garage_compose(), &env);
+    let (_, garage_proxy_vars) = proxy_config_of("deploy/garage/proxy.yaml");
     for k in env.keys() {
         assert!(
-            compose_vars.contains(k) || proxy_vars.contains(k),
+            compose_vars.contains(k)
+                || proxy_vars.contains(k)
+                || garage_vars.contains(k)
+                || garage_proxy_vars.contains(k),
             ".env.example defines {k}, which nothing uses"
         );
     }
@@ -1067,7 +1095,9 @@ fn s3p_check_accepts_proxy_yaml_but_for_resolving_minio() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    for k in env.keys().filter(|k| *k != "S3P_PORT") {
+    let (_, proxy_vars) = proxy_config();
+    assert!(proxy_vars.len() >= 8, "{proxy_vars:?}");
+    for k in &proxy_vars {
         assert!(
             stderr.contains(&format!("environment variable {k} is not set")),
             "{k}: {stderr}"
@@ -1297,7 +1327,7 @@ fn dockerfile_builds_the_cargo_binary_and_runs_it_as_non_root() {
     let version = image
         .strip_prefix("rust:")
         .and_then(|t| t.strip_suffix("-slim-bookworm"))
-        .unwrap_or_else(|| panic!("build stage `{image}`: rust:1.NN-slim-bookworm"));
+        .unwrap_or_else(|| panic!("build stage `{image}`: rust:1.NN.P-slim-bookworm"));
     let minor: u32 = version
         .strip_prefix("1.")
         .and_then(|v| v.split('.').next())
@@ -1368,7 +1398,10 @@ fn dockerfile_builds_the_cargo_binary_and_runs_it_as_non_root() {
         );
     }
 
-    assert_eq!(run_from, "debian:bookworm-slim", "slim run stage");
+    assert_eq!(
+        run_from, "debian:12.12-slim",
+        "slim Debian 12 (bookworm) run stage"
+    );
     let copies: Vec<&str> = run
         .iter()
         .filter(|(i, _)| i == "COPY")
@@ -1608,4 +1641,309 @@ fn s3p_healthcheck_tells_a_ready_s3p_from_a_dead_or_unready_one() {
     s3p.0.kill().unwrap();
     s3p.0.wait().unwrap();
     assert!(!run_check(), "healthy after s3p stopped");
+}
+
+/// Image references that are gone or float: Docker Hub's `minio/minio` and `minio/mc` were deleted in
+/// September 2026 (quay.io serves the same releases), and a tag like `latest`, `3` or `3.11` moves.
+fn image_problem(image: &str) -> Option<String> {
+    // Built here by compose (`s3p:local`, the Dockerfile's own stages).
+    if image.starts_with("s3p:") {
+        return None;
+    }
+    let (name, digest) = match image.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (image, None),
+    };
+    let Some((repository, tag)) = name.rsplit_once(':').filter(|(_, t)| !t.contains('/')) else {
+        return Some(format!("`{image}` has no tag"));
+    };
+    let hub = repository.strip_prefix("docker.io/").unwrap_or(repository);
+    if hub.starts_with("minio/") {
+        return Some(format!(
+            "`{image}`: Docker Hub's minio repositories are gone; use quay.io/minio/..."
+        ));
+    }
+    if repository.starts_with("quay.io/minio/")
+        && !digest.is_some_and(|d| d.starts_with("sha256:") && d.len() == 71)
+    {
+        return Some(format!(
+            "`{image}`: pin MinIO images by digest (@sha256:...)"
+        ));
+    }
+    // An exact version: MinIO's RELEASE.<date>, or a version with major.minor.patch (v2.5.0,
+    // 3.11.13-slim-bookworm) or Debian's point release (12.12-slim).
+    let version = tag.strip_prefix('v').unwrap_or(tag);
+    let numbers: Vec<&str> = version.split('-').next().unwrap_or("").split('.').collect();
+    let numeric = numbers
+        .iter()
+        .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let exact = tag.starts_with("RELEASE.")
+        || (numeric && numbers.len() >= 3)
+        || (repository == "debian" && numeric && numbers.len() == 2);
+    if !exact {
+        return Some(format!(
+            "`{image}`: tag `{tag}` floats; pin an exact version"
+        ));
+    }
+    None
+}
+
+#[test]
+fn image_pins_refuse_floating_tags_and_deleted_repositories() {
+    let table: &[(&str, bool)] = &[
+        ("quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z@sha256:a1ea29fa28355559ef137d71fc570e508a214ec84ff8083e39bc5428980b015e", true),
+        ("quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z", false),
+        ("minio/minio:RELEASE.2025-04-22T22-12-26Z", false),
+        ("docker.io/minio/mc:RELEASE.2025-04-16T18-13-26Z", false),
+        ("python:3.11.13-slim-bookworm", true),
+        ("python:3.11-slim-bookworm", false),
+        ("python:3", false),
+        ("python:latest", false),
+        ("python", false),
+        ("rust:1.95.0-slim-bookworm", true),
+        ("rust:1.95-slim-bookworm", false),
+        ("debian:12.12-slim", true),
+        ("debian:bookworm-slim", false),
+        ("dxflrs/garage:v2.5.0", true),
+        ("dxflrs/garage:v2", false),
+        ("s3p:local", true),
+        ("localhost:5000/thing", false),
+    ];
+    for (image, ok) in table {
+        assert_eq!(
+            image_problem(image).is_none(),
+            *ok,
+            "{image}: {:?}",
+            image_problem(image)
+        );
+    }
+}
+
+#[test]
+fn every_image_is_pinned_and_pullable_from_a_live_repository() {
+    let mut images: Vec<(String, String)> = Vec::new();
+    for file in ["docker-compose.yml", "docker-compose.garage.yml"] {
+        let Ok(text) = std::fs::read_to_string(repo().join(file)) else {
+            assert_ne!(file, "docker-compose.yml", "docker-compose.yml is missing");
+            continue;
+        };
+        let c: Value = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for (name, svc) in services(&c) {
+            if let Some(image) = svc.get("image") {
+                images.push((format!("{file}: {}", s(name)), s(image).to_string()));
+            }
+        }
+    }
+    for (from, _) in stages() {
+        let image = from.split_whitespace().next().unwrap_or("").to_string();
+        images.push(("Dockerfile".into(), image));
+    }
+    assert!(images.len() >= 6, "{images:?}");
+    for (whose, image) in &images {
+        assert_eq!(image_problem(image), None, "{whose}");
+    }
+    // No BuildKit frontend image pulled at build time.
+    assert!(
+        !read("Dockerfile")
+            .lines()
+            .any(|l| l.starts_with("# syntax=")),
+        "the Dockerfile's `# syntax=` line pulls a frontend image: pin it or drop it"
+    );
+}
+
+#[test]
+fn garage_variant_runs_the_same_s3p_against_garage() {
+    let env = env_example();
+    let g = garage_compose();
+    let m = compose();
+    let names: BTreeSet<&str> = services(&g).keys().map(s).collect();
+    assert_eq!(
+        names,
+        ["demo-data", "garage", "garage-init", "s3p"]
+            .into_iter()
+            .collect(),
+        "docker-compose.garage.yml services"
+    );
+    // The same s3p service but for its configuration file, its backend's variables and dependencies.
+    let (gs, ms) = (service(&g, "s3p"), service(&m, "s3p"));
+    for key in [
+        "build",
+        "image",
+        "command",
+        "ports",
+        "healthcheck",
+        "read_only",
+        "tmpfs",
+        "cap_drop",
+        "security_opt",
+        "restart",
+    ] {
+        assert_eq!(
+            gs.get(key),
+            ms.get(key),
+            "s3p.{key} differs between the compose files"
+        );
+    }
+    assert_eq!(
+        mounts(gs)
+            .iter()
+            .map(|m| (m.source.as_str(), m.target.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("./deploy/garage/proxy.yaml", "/etc/s3p/proxy.yaml")]
+    );
+    // Every variable is in .env.example, and s3p gets each one its configuration asks for.
+    let vars = vars_of_compose(&g, &env);
+    for v in &vars {
+        assert!(
+            env.contains_key(v),
+            "{v} is used but not defined in .env.example"
+        );
+    }
+    let (garage_config, proxy_vars) = proxy_config_of("deploy/garage/proxy.yaml");
+    let s3p_env = environment(gs);
+    for v in &proxy_vars {
+        let raw = s3p_env
+            .get(v)
+            .unwrap_or_else(|| panic!("deploy/garage/proxy.yaml needs {v}; s3p does not get it"));
+        assert!(raw.starts_with(&format!("${{{v}")), "s3p's {v}: `{raw}`");
+    }
+    // Same data sources (but the backend), keys and limits as the MinIO configuration.
+    let (minio_config, _) = proxy_config();
+    assert_eq!(
+        garage_config.data_sources.keys().collect::<Vec<_>>(),
+        minio_config.data_sources.keys().collect::<Vec<_>>()
+    );
+    for (name, ds) in &garage_config.data_sources {
+        let other = &minio_config.data_sources[name];
+        assert_eq!(
+            (&ds.bucket, &ds.prefix),
+            (&other.bucket, &other.prefix),
+            "{name}"
+        );
+        assert_eq!(ds.backend, "garage");
+    }
+    assert_eq!(garage_config.api_keys.len(), minio_config.api_keys.len());
+    assert_eq!(garage_config.limits, minio_config.limits);
+    // s3p signs with the key Garage creates at start, and garage-init grants that key.
+    let ig = interpolated(&g, &env);
+    let ge = |svc: &str, k: &str| s(&service(&ig, svc)["environment"][k]).to_string();
+    let BackendCredentials::Static {
+        access_key_id,
+        secret_access_key,
+    } = &garage_config.backends["garage"].credentials
+    else {
+        panic!("the garage backend has static credentials");
+    };
+    assert_eq!(
+        access_key_id.expose(),
+        ge("garage", "GARAGE_DEFAULT_ACCESS_KEY")
+    );
+    assert_eq!(
+        secret_access_key.expose(),
+        ge("garage", "GARAGE_DEFAULT_SECRET_KEY")
+    );
+    assert_eq!(
+        ge("garage-init", "GARAGE_KEY_ID"),
+        ge("garage", "GARAGE_DEFAULT_ACCESS_KEY")
+    );
+    assert_eq!(
+        ge("garage-init", "GARAGE_SECRET"),
+        ge("garage", "GARAGE_DEFAULT_SECRET_KEY")
+    );
+    assert_eq!(
+        ge("garage-init", "GARAGE_ADMIN_TOKEN"),
+        ge("garage", "GARAGE_ADMIN_TOKEN")
+    );
+    // Garage's formats: GK + 24 hex digits, 64 hex digits for the secret and the RPC secret.
+    let hex = |v: &str| v.bytes().all(|b| b.is_ascii_hexdigit());
+    let key = ge("garage", "GARAGE_DEFAULT_ACCESS_KEY");
+    assert!(
+        key.len() == 26 && key.starts_with("GK") && hex(&key[2..]),
+        "{key}"
+    );
+    for k in ["GARAGE_DEFAULT_SECRET_KEY", "GARAGE_RPC_SECRET"] {
+        let v = ge("garage", k);
+        assert!(v.len() == 64 && hex(&v), "{k}: {v}");
+    }
+    // Garage reads its configuration at /etc/garage.toml; the endpoints s3p and the init use are its.
+    assert!(mounts(service(&g, "garage"))
+        .iter()
+        .any(|m| m.source == "./deploy/garage/garage.toml" && m.target == "/etc/garage.toml"));
+    let toml = read("deploy/garage/garage.toml");
+    assert!(toml.contains("api_bind_addr = \"[::]:3900\""), "S3 on 3900");
+    assert!(
+        toml.contains("api_bind_addr = \"[::]:3903\""),
+        "admin on 3903"
+    );
+    assert!(
+        !toml.contains("rpc_secret") && !toml.contains("admin_token"),
+        "no secret in garage.toml"
+    );
+    assert_eq!(
+        garage_config.backends["garage"].endpoint.as_str(),
+        "http://garage:3900/"
+    );
+    assert_eq!(
+        ge("garage-init", "GARAGE_ADMIN_ENDPOINT"),
+        "http://garage:3903"
+    );
+    assert_eq!(
+        ge("garage-init", "GARAGE_S3_ENDPOINT"),
+        "http://garage:3900"
+    );
+}
+
+#[test]
+fn garage_init_loads_the_demo_data_into_a_real_garage() {
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let dir = TempDir::new("garage-init");
+    let garage = common::Garage::start(&dir.0.join("garage"));
+    let files = generate_demo_data(&dir.0.join("demo"));
+    let run = || {
+        let out = Command::new("python3")
+            .arg(repo().join("scripts/garage-init"))
+            .env(
+                "GARAGE_ADMIN_ENDPOINT",
+                format!("http://127.0.0.1:{}", garage.admin_port),
+            )
+            .env("GARAGE_ADMIN_TOKEN", common::GARAGE_ADMIN_TOKEN)
+            .env("GARAGE_S3_ENDPOINT", garage.endpoint())
+            .env("GARAGE_KEY_ID", common::GARAGE_KEY_ID)
+            .env("GARAGE_SECRET", common::GARAGE_SECRET)
+            .env("DEMO_DATA", dir.0.join("demo"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "garage-init: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = run();
+    assert!(first.contains("2 demo buckets ready"), "{first}");
+    // Again: buckets and objects are reused.
+    run();
+    let client = garage.client();
+    let rt = common::runtime();
+    for (bucket, key) in &files {
+        let got = rt.block_on(async {
+            client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{bucket}/{key}: {e:?}"))
+                .body
+                .collect()
+                .await
+                .unwrap()
+                .into_bytes()
+        });
+        let want = std::fs::read(dir.0.join("demo").join(bucket).join(key)).unwrap();
+        assert_eq!(got.as_ref(), want.as_slice(), "{bucket}/{key}");
+    }
+    assert!(files.len() >= 7, "{files:?}");
 }

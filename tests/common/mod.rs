@@ -175,8 +175,12 @@ pub fn garage_binary() -> PathBuf {
     panic!("Garage is required for the end-to-end tests: install it (see .ci/run) or set S3P_GARAGE_BIN");
 }
 
+/// The admin API token of the test Garage.
+pub const GARAGE_ADMIN_TOKEN: &str = "test-admin-token";
+
 pub struct Garage {
     pub s3_port: u16,
+    pub admin_port: u16,
     pub config_path: PathBuf,
     pub dir: PathBuf,
     child: Child,
@@ -202,7 +206,7 @@ api_bind_addr = "127.0.0.1:{s3}"
 root_domain = ".s3.garage.localhost"
 [admin]
 api_bind_addr = "127.0.0.1:{admin}"
-admin_token = "test-admin-token"
+admin_token = "{GARAGE_ADMIN_TOKEN}"
 "#,
             d = dir.display(),
             secret = "ab".repeat(32),
@@ -225,6 +229,7 @@ admin_token = "test-admin-token"
         wait_for_port(s3, "Garage", &mut child);
         let g = Garage {
             s3_port: s3,
+            admin_port: admin,
             config_path,
             dir: dir.to_path_buf(),
             child,
