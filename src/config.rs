@@ -53,6 +53,9 @@ pub struct Config {
     pub region: String,
     pub owner: Owner,
     pub token_secret: Secret,
+    /// Secrets of earlier rotations: tokens they sealed are still accepted (new ones are sealed with
+    /// `token_secret`), so that a new secret can roll out across replicas without breaking listings.
+    pub previous_token_secrets: Vec<Secret>,
     /// Global switch for the legacy `Authorization: AWS <key>:immuta` header (a bearer credential).
     pub legacy_auth: bool,
     /// Worker threads for the proxy.
@@ -306,6 +309,8 @@ struct RawConfig {
     #[serde(default)]
     owner: Option<RawOwner>,
     token_secret: Option<String>,
+    #[serde(default)]
+    previous_token_secrets: Vec<String>,
     #[serde(default = "yes")]
     legacy_auth: bool,
     #[serde(default)]
@@ -595,6 +600,16 @@ impl Config {
                 Secret::default()
             }
         };
+
+        let mut previous_token_secrets = Vec::new();
+        for (i, t) in raw.previous_token_secrets.iter().enumerate() {
+            let field = format!("previous_token_secrets[{i}]");
+            let t = expand(&field, t, env, &mut errors);
+            if t.len() < 16 {
+                err(&mut errors, field, "must be at least 16 characters".into());
+            }
+            previous_token_secrets.push(Secret(t));
+        }
 
         let mut backends = BTreeMap::new();
         for (name, b) in raw.backends {
@@ -1004,6 +1019,7 @@ impl Config {
             region: raw.region,
             owner,
             token_secret,
+            previous_token_secrets,
             legacy_auth: raw.legacy_auth,
             threads: raw.threads.unwrap_or(2).max(1),
             virtual_host_suffixes,

@@ -58,7 +58,14 @@ impl State {
         State {
             keys: KeyStore::new(&config),
             backends,
-            tokens: TokenSealer::new(config.token_secret.expose()),
+            tokens: TokenSealer::rotated(
+                config.token_secret.expose(),
+                &config
+                    .previous_token_secrets
+                    .iter()
+                    .map(|s| s.expose())
+                    .collect::<Vec<_>>(),
+            ),
             config,
         }
     }

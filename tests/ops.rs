@@ -998,3 +998,52 @@ fn response_overrides_and_metadata_pass_through() {
     assert_eq!(r.body, b"a,b\n");
     assert_no_leak("overrides", &r.all_bytes());
 }
+
+#[test]
+fn continuation_tokens_survive_a_token_secret_rotation_across_replicas() {
+    let f = setup();
+    let old = S3p::start(&dir("s3p-rotate-old"), &config_with(f, "", ""));
+    let new_yaml = |previous: &str| {
+        config_with(f, previous, "").replace(
+            "token_secret: test-token-secret-0123456789",
+            "token_secret: the-new-token-secret-0123456789",
+        )
+    };
+    let rotating = S3p::start(
+        &dir("s3p-rotate-new"),
+        &new_yaml("previous_token_secrets: [test-token-secret-0123456789]\n"),
+    );
+    let rotated = S3p::start(&dir("s3p-rotate-done"), &new_yaml(""));
+    let auth = [("Authorization", legacy(ALICE))];
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let first = raw(
+        old.addr(),
+        "GET",
+        "/s3p/immuta?list-type=2&prefix=data%2F&max-keys=1",
+        &auth,
+    );
+    assert_eq!(first.status, 200, "{}", first.text());
+    let text = first.text();
+    let token = text
+        .split("<NextContinuationToken>")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .expect("a truncated page has a token")
+        .to_string();
+    let next = format!(
+        "/s3p/immuta?list-type=2&prefix=data%2F&max-keys=1&continuation-token={}",
+        token.replace('-', "%2D")
+    );
+    // The replica with the new secret and the old one as previous resumes the old replica's token.
+    let r = raw(rotating.addr(), "GET", &next, &auth);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("<Key>data/"), "{}", r.text());
+    // Once the old secret is gone, its tokens are refused like any bad token.
+    let r = raw(rotated.addr(), "GET", &next, &auth);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("<Code>InvalidArgument</Code>"),
+        "{}",
+        r.text()
+    );
+}

@@ -31,8 +31,14 @@ pub struct TokenBinding<'a> {
     pub delimiter: Option<&'a str>,
 }
 
-/// Seals and opens tokens with keys derived from the configured secret.
+/// Seals tokens with keys derived from the configured secret, and opens them with it or with a secret
+/// of an earlier rotation.
 pub struct TokenSealer {
+    current: TokenKeys,
+    previous: Vec<TokenKeys>,
+}
+
+struct TokenKeys {
     mac_key: [u8; 32],
     enc_key: [u8; 32],
 }
@@ -47,7 +53,38 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 impl TokenSealer {
     pub fn new(secret: &str) -> Self {
+        TokenSealer::rotated(secret, &[])
+    }
+
+    /// Seals with `current`; opens tokens sealed with `current` or any of `previous`.
+    pub fn rotated(current: &str, previous: &[&str]) -> Self {
         TokenSealer {
+            current: TokenKeys::new(current),
+            previous: previous.iter().map(|s| TokenKeys::new(s)).collect(),
+        }
+    }
+
+    /// Seals a position. `Start` is never sealed (a listing that starts over needs no token).
+    pub fn seal(&self, position: &Position, binding: &TokenBinding) -> String {
+        self.current.seal(position, binding)
+    }
+
+    /// Opens a token; any failure is the same 400 InvalidArgument, so that a prober learns nothing.
+    pub fn open(&self, token: &str, binding: &TokenBinding) -> Result<Position, S3Error> {
+        let mut result = self.current.open(token, binding);
+        for keys in &self.previous {
+            if result.is_ok() {
+                break;
+            }
+            result = keys.open(token, binding);
+        }
+        result
+    }
+}
+
+impl TokenKeys {
+    fn new(secret: &str) -> Self {
+        TokenKeys {
             mac_key: hmac(secret.as_bytes(), &[b"s3p continuation token: mac"]),
             enc_key: hmac(secret.as_bytes(), &[b"s3p continuation token: enc"]),
         }
@@ -88,8 +125,7 @@ impl TokenSealer {
         }
     }
 
-    /// Seals a position. `Start` is never sealed (a listing that starts over needs no token).
-    pub fn seal(&self, position: &Position, binding: &TokenBinding) -> String {
+    fn seal(&self, position: &Position, binding: &TokenBinding) -> String {
         let (kind, key) = match position {
             Position::Start => (b'S', ""),
             Position::After(k) => (b'A', k.as_str()),
@@ -107,8 +143,7 @@ impl TokenSealer {
         URL_SAFE_NO_PAD.encode(token)
     }
 
-    /// Opens a token; any failure is the same 400 InvalidArgument, so that a prober learns nothing.
-    pub fn open(&self, token: &str, binding: &TokenBinding) -> Result<Position, S3Error> {
+    fn open(&self, token: &str, binding: &TokenBinding) -> Result<Position, S3Error> {
         let invalid = || {
             S3Error::invalid_argument(
                 "The continuation token provided is incorrect",
@@ -143,6 +178,37 @@ impl TokenSealer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_of_a_previous_secret_open_during_a_rotation() {
+        let b = binding("alice", "sales/", Some("/"));
+        let p = Position::After("sales/q1.csv".into());
+        let old = TokenSealer::new("the old secret, long enough");
+        let token = old.seal(&p, &b);
+        // A replica with the new secret and the old one as previous: old tokens still open...
+        let rotating = TokenSealer::rotated(
+            "the new secret, long enough",
+            &["the old secret, long enough"],
+        );
+        assert_eq!(rotating.open(&token, &b).unwrap(), p);
+        // ...and what it seals opens on an old replica only once that one has the new secret too.
+        let fresh = rotating.seal(&p, &b);
+        assert!(old.open(&fresh, &b).is_err());
+        assert_eq!(
+            TokenSealer::new("the new secret, long enough")
+                .open(&fresh, &b)
+                .unwrap(),
+            p
+        );
+        // Once the old secret is dropped, its tokens are refused.
+        assert!(TokenSealer::new("the new secret, long enough")
+            .open(&token, &b)
+            .is_err());
+        // The binding still holds whatever the secret.
+        assert!(rotating
+            .open(&token, &binding("bob", "sales/", Some("/")))
+            .is_err());
+    }
 
     fn binding<'a>(key: &'a str, prefix: &'a str, delimiter: Option<&'a str>) -> TokenBinding<'a> {
         TokenBinding {
