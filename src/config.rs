@@ -112,8 +112,13 @@ pub struct Limits {
     pub read_timeout_ms: u64,
     /// How long an idle pooled backend connection is kept.
     pub idle_timeout_ms: u64,
-    /// Seconds given to in-flight requests on SIGTERM/SIGINT.
+    /// Seconds given to in-flight requests on SIGTERM/SIGINT, after the drain delay.
     pub grace_period_s: u64,
+    /// Seconds between SIGTERM/SIGINT and the refusal of new requests: `/ready` answers 503 at once while
+    /// s3p keeps serving (each answer closing its connection), so that a load balancer's health check
+    /// takes the replica out before it stops accepting. At least the balancer's check interval times
+    /// its fall count; 0 without a balancer.
+    pub drain_delay_s: u64,
     /// Longest wait for any single read from or write to a client, so a stalled client cannot pin a
     /// connection forever.
     pub client_timeout_ms: u64,
@@ -175,6 +180,7 @@ impl Default for Limits {
             read_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
             grace_period_s: 5,
+            drain_delay_s: 5,
             client_timeout_ms: 60_000,
             keepalive_timeout_s: 60,
             client_read_buffer_bytes: 4 * 1024,

@@ -104,9 +104,11 @@ fn main() -> ExitCode {
         audit,
         throttle: AuthThrottle::new(cfg.limits.auth_failures_per_minute),
         concurrency: Default::default(),
+        unready: Default::default(),
         draining: Default::default(),
     });
     let grace = std::time::Duration::from_secs(cfg.limits.grace_period_s);
+    let drain_delay = std::time::Duration::from_secs(cfg.limits.drain_delay_s);
     let certs = match &cfg.tls {
         Some(t) => match CertStore::load(&t.cert, &t.key) {
             Ok(c) => Some(Arc::new(c)),
@@ -202,6 +204,7 @@ fn main() -> ExitCode {
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulSignals {
             ops: drain_ops,
+            drain_delay,
             grace,
         }),
     });

@@ -82,7 +82,10 @@ pub struct Ops {
     pub throttle: AuthThrottle,
     /// Requests in flight per key and per client address.
     pub concurrency: Arc<ConcurrencyLimits>,
-    /// Set on SIGTERM/SIGINT: new requests are refused while in-flight ones finish.
+    /// Set on SIGTERM/SIGINT: `/ready` answers 503 and every answer closes its connection, while requests
+    /// are still served for the drain delay.
+    pub unready: std::sync::atomic::AtomicBool,
+    /// Set once the drain delay is over: new requests are refused while in-flight ones finish.
     pub draining: std::sync::atomic::AtomicBool,
 }
 
@@ -746,6 +749,10 @@ impl ProxyHttp for S3Proxy {
                 .detail("MaxSizeAllowed", limits.max_header_bytes.to_string());
             self.write_error(session, ctx, e).await?;
             return Ok(true);
+        }
+        if self.ops.unready.load(std::sync::atomic::Ordering::Relaxed) {
+            // Leaving: the client's next request goes through the balancer, to another replica.
+            session.set_keepalive(None);
         }
         if self.ops.draining.load(std::sync::atomic::Ordering::Relaxed) {
             session.set_keepalive(None);

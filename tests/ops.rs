@@ -415,15 +415,25 @@ fn metrics_health_and_ready_on_the_admin_listener() {
     assert_eq!(http_get(admin, "/health").status, 200);
     let ready = http_get(admin, "/ready");
     assert_eq!(ready.status, 200, "{}", ready.text());
-    // A backend that does not answer makes the proxy not ready, naming it.
+    let samples = parse_prometheus(&http_get(admin, "/metrics").text());
+    assert_eq!(
+        sample(&samples, "s3p_backend_up", &[("backend", "garage")]),
+        1.0
+    );
+    // A backend that does not answer is reported in /metrics, but does not make the replica unready:
+    // backends are shared by every replica, so one down must not take them all out of a balancer.
     let dead = free_port();
     let admin2 = free_port();
     let yaml = config_with(f, &format!("admin_listen: 127.0.0.1:{admin2}\n"), "")
         .replace(&f.garage.endpoint(), &format!("http://127.0.0.1:{dead}"));
     let _s2 = S3p::start(&dir("s3p-notready"), &yaml);
     let ready = http_get(admin2, "/ready");
-    assert_eq!(ready.status, 503);
-    assert!(ready.text().contains("garage"), "{}", ready.text());
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let samples = parse_prometheus(&http_get(admin2, "/metrics").text());
+    assert_eq!(
+        sample(&samples, "s3p_backend_up", &[("backend", "garage")]),
+        0.0
+    );
     assert_eq!(http_get(admin2, "/health").status, 200);
 }
 
@@ -734,7 +744,7 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
     for signal in ["TERM", "INT"] {
         let mut s = S3p::start(
             &dir(&format!("s3p-drain-{signal}")),
-            &config_with(f, "", "  grace_period_s: 8\n"),
+            &config_with(f, "", "  grace_period_s: 8\n  drain_delay_s: 0\n"),
         );
         let (stream, already) = slow_download(s.addr());
         let reader = std::thread::spawn(move || already + drain_slowly(stream));
@@ -764,7 +774,7 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
     // An idle s3p does not sit out its grace period.
     let mut s = S3p::start(
         &dir("s3p-drain-idle"),
-        &config_with(f, "", "  grace_period_s: 30\n"),
+        &config_with(f, "", "  grace_period_s: 30\n  drain_delay_s: 0\n"),
     );
     let started = Instant::now();
     s.signal("TERM");
@@ -1045,5 +1055,64 @@ fn continuation_tokens_survive_a_token_secret_rotation_across_replicas() {
         r.text().contains("<Code>InvalidArgument</Code>"),
         "{}",
         r.text()
+    );
+}
+
+#[test]
+fn sigterm_first_turns_unready_and_keeps_serving_for_the_drain_delay() {
+    let f = setup();
+    let admin = free_port();
+    let mut s = S3p::start(
+        &dir("s3p-drain-delay"),
+        &config_with(
+            f,
+            &format!("admin_listen: 127.0.0.1:{admin}\n"),
+            "  drain_delay_s: 2\n  grace_period_s: 5\n",
+        ),
+    );
+    assert_eq!(http_get(admin, "/ready").status, 200);
+    let started = Instant::now();
+    s.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    // Unready at once, so that a balancer's health check takes the replica out...
+    let ready = http_get(admin, "/ready");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    // ...while requests are still served (each answer closing its connection) until the delay is over.
+    let r = raw(
+        s.addr(),
+        "GET",
+        "/s3p/immuta/sales/plain.txt",
+        &[
+            ("Authorization", &legacy(ALICE)),
+            ("Connection", "keep-alive"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // After the delay: refused, then the process ends (nothing in flight).
+    std::thread::sleep(Duration::from_millis(2200).saturating_sub(started.elapsed()));
+    if let Ok(mut c) = TcpStream::connect(s.addr()) {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = write!(
+            c,
+            "GET /s3p/immuta/sales/plain.txt HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n",
+            legacy(ALICE)
+        );
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 503"),
+            "after the drain delay: {text}"
+        );
+    }
+    let status = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("s3p exits after the drain");
+    assert!(status.success());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "left before the drain delay"
     );
 }

@@ -1,5 +1,6 @@
-//! The admin listener: `/health` (the process answers), `/ready` (configuration loaded and every backend
-//! reachable), `/metrics` (Prometheus text). Kept off the S3 listener so it can stay private.
+//! The admin listener: `/health` (the process answers), `/ready` (configuration loaded and not shutting
+//! down), `/metrics` (Prometheus text, with each backend's reachability). Kept off the S3 listener so it
+//! can stay private.
 
 use crate::proxy::{Ops, SharedState};
 use async_trait::async_trait;
@@ -30,46 +31,55 @@ impl ServeHttp for AdminApp {
         let state = self.state.load_full();
         match path.as_str() {
             "/health" => text(200, "text/plain", "ok\n".into()),
+            // Ready while the configuration is loaded and s3p is not leaving. Backends are not asked:
+            // they are shared by every replica, so one backend down must not take every replica out of
+            // the balancer; their reachability is in /metrics (s3p_backend_up).
             "/ready" => {
-                // Reachable means a TCP connection opens within a second; each backend is tried at once.
-                let targets: Vec<(String, std::net::SocketAddr)> = state
-                    .backends
-                    .all()
-                    .map(|(n, b)| (n.to_string(), b.addr))
-                    .collect();
-                let checks = targets.into_iter().map(|(name, addr)| async move {
-                    let ok = tokio::time::timeout(
-                        Duration::from_secs(1),
-                        tokio::net::TcpStream::connect(addr),
-                    )
-                    .await
-                    .is_ok_and(|c| c.is_ok());
-                    (name, ok)
-                });
-                let results = futures_join_all(checks).await;
-                let down: Vec<&str> = results
-                    .iter()
-                    .filter(|(_, ok)| !ok)
-                    .map(|(n, _)| n.as_str())
-                    .collect();
-                if down.is_empty() {
+                if self.ops.unready.load(std::sync::atomic::Ordering::Relaxed) {
+                    text(503, "text/plain", "not ready: shutting down\n".into())
+                } else {
                     text(
                         200,
                         "text/plain",
-                        format!("ready: {} backends reachable\n", results.len()),
-                    )
-                } else {
-                    text(
-                        503,
-                        "text/plain",
-                        format!("not ready: unreachable backends: {}\n", down.join(", ")),
+                        format!("ready: {} data sources\n", state.config.data_sources.len()),
                     )
                 }
             }
-            "/metrics" => text(200, "text/plain; version=0.0.4", self.ops.metrics.render()),
+            "/metrics" => {
+                let mut body = self.ops.metrics.render();
+                body.push_str(&backend_reachability(&state).await);
+                text(200, "text/plain; version=0.0.4", body)
+            }
             _ => text(404, "text/plain", "not found\n".into()),
         }
     }
+}
+
+/// `s3p_backend_up{backend}`: 1 when a TCP connection to the backend opens within a second, probed at
+/// each scrape, every backend at once.
+async fn backend_reachability(state: &crate::proxy::State) -> String {
+    let targets: Vec<(String, std::net::SocketAddr)> = state
+        .backends
+        .all()
+        .map(|(n, b)| (n.to_string(), b.addr))
+        .collect();
+    let checks = targets.into_iter().map(|(name, addr)| async move {
+        let ok = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+            .await
+            .is_ok_and(|c| c.is_ok());
+        (name, ok)
+    });
+    let mut out = String::from(
+        "# HELP s3p_backend_up Whether a TCP connection to the backend opens within a second (probed at each scrape).\n# TYPE s3p_backend_up gauge\n",
+    );
+    for (name, ok) in futures_join_all(checks).await {
+        out.push_str(&format!(
+            "s3p_backend_up{{backend=\"{}\"}} {}\n",
+            name.replace('\\', "\\\\").replace('"', "\\\""),
+            u8::from(ok)
+        ));
+    }
+    out
 }
 
 /// Awaits all futures concurrently (a few backends; no need for a dependency).

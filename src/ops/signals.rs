@@ -12,12 +12,14 @@ use pingora::services::background::BackgroundService;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Turns SIGTERM and SIGINT into a drain: new requests are refused (503, connection closed) while the
-/// requests in flight finish, for at most the grace period; then the server stops at once. Unlike
-/// pingora's own graceful terminate, which always sleeps the whole grace period, an idle s3p stops
-/// immediately.
+/// Turns SIGTERM and SIGINT into a drain a load balancer can follow: `/ready` answers 503 at once while
+/// s3p goes on serving for the drain delay (each answer closing its connection); then new requests are
+/// refused (503, connection closed) while the requests in flight finish, for at most the grace period;
+/// then the server stops at once. Unlike pingora's own graceful terminate, which always sleeps the whole
+/// grace period, s3p stops as soon as nothing is in flight after the delay.
 pub struct GracefulSignals {
     pub ops: Arc<Ops>,
+    pub drain_delay: std::time::Duration,
     pub grace: std::time::Duration,
 }
 
@@ -32,6 +34,16 @@ impl ShutdownSignalWatch for GracefulSignals {
             _ = int.recv() => "SIGINT",
             _ = quit.recv() => { log::info!("SIGQUIT: graceful upgrade"); return ShutdownSignal::GracefulUpgrade }
         };
+        self.ops
+            .unready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if !self.drain_delay.is_zero() {
+            log::info!(
+                "{name}: not ready; serving for {:?} more while balancers take this replica out",
+                self.drain_delay
+            );
+            tokio::time::sleep(self.drain_delay).await;
+        }
         self.ops
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -79,9 +91,13 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("tls.listen");
     }
     if old.limits.grace_period_s != new.limits.grace_period_s
+        || old.limits.drain_delay_s != new.limits.drain_delay_s
         || old.limits.auth_failures_per_minute != new.limits.auth_failures_per_minute
     {
-        changed.push("limits.grace_period_s/auth_failures_per_minute");
+        changed.push("limits.grace_period_s/drain_delay_s/auth_failures_per_minute");
+    }
+    if old.limits.client_read_buffer_bytes != new.limits.client_read_buffer_bytes {
+        changed.push("limits.client_read_buffer_bytes");
     }
     changed
 }
