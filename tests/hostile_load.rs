@@ -6,7 +6,7 @@ mod common;
 use aws_sdk_s3::primitives::ByteStream;
 use common::*;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -327,23 +327,6 @@ fn a_marker_on_a_large_common_prefix_skips_it_in_one_backend_call() {
     // `many/k`, only to skip them.
     assert_eq!(relay.listings(), 1, "backend calls for the skip");
     assert!(metric(admin, "s3p_list_backend_calls_total") <= 2.0);
-}
-
-/// A connection from a chosen loopback source address (127.0.0.2 and up), so per-address limits apply
-/// per simulated client.
-fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
-    let source: IpAddr = source.parse().unwrap();
-    runtime().block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::new(source, 0)).unwrap();
-        // A small receive buffer, so a client that does not read stalls the download quickly.
-        socket.set_recv_buffer_size(4096).unwrap();
-        let stream = socket.connect(to).await.unwrap();
-        let std = stream.into_std().unwrap();
-        std.set_nonblocking(false).unwrap();
-        std.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        std
-    })
 }
 
 fn get_from(source: &str, to: SocketAddr, path: &str, auth: &str) -> (u16, String) {

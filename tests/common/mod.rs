@@ -309,8 +309,12 @@ impl S3p {
 
     /// Starts s3p with extra environment variables (AWS_* variables of the test process are not passed).
     pub fn start_with_env(dir: &Path, yaml: &str, env: &[(&str, &str)]) -> S3p {
+        S3p::start_at(dir, yaml, env, free_port())
+    }
+
+    /// Starts s3p with `{PORT}` of `yaml` set to `port` (a replica restarted on its address).
+    pub fn start_at(dir: &Path, yaml: &str, env: &[(&str, &str)], port: u16) -> S3p {
         std::fs::create_dir_all(dir).unwrap();
-        let port = free_port();
         let yaml = yaml.replace("{PORT}", &port.to_string());
         let config_path = dir.join("proxy.yaml");
         std::fs::write(&config_path, yaml).unwrap();
@@ -380,6 +384,33 @@ impl S3p {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A connection from a chosen loopback source address (127.0.0.2 and up), so that per-address limits and
+/// audit lines see one simulated client per address. Its receive buffer is small (4 KiB), so a client
+/// that does not read stalls a download quickly.
+pub fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+    try_connect_from(source, to).unwrap()
+}
+
+pub fn try_connect_from(source: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let source: std::net::IpAddr = source.parse().unwrap();
+    runtime().block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        socket.set_recv_buffer_size(4096)?;
+        let stream = socket.connect(to).await?;
+        let std = stream.into_std()?;
+        std.set_nonblocking(false)?;
+        std.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Ok(std)
+    })
 }
 
 /// The standard test configuration: `sales` at the root of alpha, `data` and `data-private` under prefixes
