@@ -64,24 +64,29 @@ fn string_list(v: &Value, what: &str) -> Vec<String> {
 /// `.env.example` as KEY -> VALUE. Values must be plain (no quotes, spaces, `$` or `#`), so that docker
 /// compose's .env reader and scripts/quickstart's line reader see the same values.
 fn env_example() -> BTreeMap<String, String> {
+    env_file(".env.example")
+}
+
+/// An env file (`KEY=VALUE` lines, `#` comments) as KEY -> VALUE, with plain values only.
+fn env_file(rel: &str) -> BTreeMap<String, String> {
     let mut vars = BTreeMap::new();
-    for (i, line) in read(".env.example").lines().enumerate() {
+    for (i, line) in read(rel).lines().enumerate() {
         let line = line.trim_end();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let (k, v) = line
             .split_once('=')
-            .unwrap_or_else(|| panic!(".env.example:{}: not KEY=VALUE: {line}", i + 1));
-        assert!(is_var_name(k), ".env.example:{}: bad name `{k}`", i + 1);
+            .unwrap_or_else(|| panic!("{rel}:{}: not KEY=VALUE: {line}", i + 1));
+        assert!(is_var_name(k), "{rel}:{}: bad name `{k}`", i + 1);
         assert!(
             !v.is_empty() && !v.contains(['"', '\'', ' ', '$', '#', '\\']),
-            ".env.example:{}: value of {k} must be plain (no quotes, spaces, $, # or \\)",
+            "{rel}:{}: value of {k} must be plain (no quotes, spaces, $, # or \\)",
             i + 1
         );
         assert!(
             vars.insert(k.to_string(), v.to_string()).is_none(),
-            ".env.example: {k} twice"
+            "{rel}: {k} twice"
         );
     }
     vars
@@ -264,7 +269,10 @@ fn vars_of_compose(c: &Value, env: &BTreeMap<String, String>) -> BTreeSet<String
 }
 
 fn proxy_config_of(rel: &str) -> (Config, BTreeSet<String>) {
-    let env = env_example();
+    proxy_config_with(rel, &env_example())
+}
+
+fn proxy_config_with(rel: &str, env: &BTreeMap<String, String>) -> (Config, BTreeSet<String>) {
     let asked = RefCell::new(BTreeSet::new());
     let lookup = |name: &str| {
         asked.borrow_mut().insert(name.to_string());
@@ -1947,4 +1955,235 @@ fn garage_init_loads_the_demo_data_into_a_real_garage() {
         assert_eq!(got.as_ref(), want.as_slice(), "{bucket}/{key}");
     }
     assert!(files.len() >= 7, "{files:?}");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Kubernetes (deploy/kubernetes)
+
+fn k8s(rel: &str) -> Value {
+    serde_yaml_ng::from_str(&read(&format!("deploy/kubernetes/{rel}")))
+        .unwrap_or_else(|e| panic!("deploy/kubernetes/{rel}: {e}"))
+}
+
+/// The `kubernetes-validate` of the tests' Python venv (tests/requirements.txt), or on PATH.
+fn kubernetes_validate() -> PathBuf {
+    if let Ok(p) = std::env::var("S3P_KUBERNETES_VALIDATE") {
+        return PathBuf::from(p);
+    }
+    if let Ok(py) = std::env::var("S3P_PYTHON") {
+        let beside = Path::new(&py).with_file_name("kubernetes-validate");
+        if beside.exists() {
+            return beside;
+        }
+    }
+    PathBuf::from("kubernetes-validate")
+}
+
+#[test]
+fn kubernetes_manifests_pass_schema_validation() {
+    let kustomization = k8s("kustomization.yaml");
+    let resources = string_list(&kustomization["resources"], "kustomization resources");
+    assert!(resources.len() >= 5, "{resources:?}");
+    let validate = |path: &Path| {
+        Command::new(kubernetes_validate())
+            .arg("--strict")
+            .arg(path)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("kubernetes-validate (pip install kubernetes-validate; .ci/run does): {e}")
+            })
+    };
+    for r in &resources {
+        let out = validate(&repo().join("deploy/kubernetes").join(r));
+        assert!(
+            out.status.success(),
+            "{r}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The validator does check: a Deployment with a misspelt field and a string for replicas fails.
+    let tmp = TempDir::new("k8s-broken");
+    let broken = read("deploy/kubernetes/deployment.yaml")
+        .replace("replicas: 2", "replicas: two")
+        .replace("readOnlyRootFilesystem", "readOnlyRootFileSystem");
+    let path = tmp.0.join("deployment.yaml");
+    std::fs::write(&path, broken).unwrap();
+    assert!(
+        !validate(&path).status.success(),
+        "a broken manifest passed"
+    );
+}
+
+#[test]
+fn kubernetes_manifests_run_the_compose_image_and_configuration() {
+    let kustomization = k8s("kustomization.yaml");
+    for r in string_list(&kustomization["resources"], "resources") {
+        assert!(
+            repo().join("deploy/kubernetes").join(&r).is_file(),
+            "{r} missing"
+        );
+    }
+    assert_eq!(
+        string_list(
+            &kustomization["configMapGenerator"][0]["files"],
+            "configmap files"
+        ),
+        vec!["proxy.yaml"]
+    );
+    assert_eq!(
+        string_list(&kustomization["secretGenerator"][0]["envs"], "secret envs"),
+        vec!["secrets.env"]
+    );
+    assert!(
+        !repo().join("deploy/kubernetes/secrets.env").exists()
+            || read(".gitignore").contains("deploy/kubernetes/secrets.env"),
+        "secrets.env must never be committed"
+    );
+    // The image: the compose file's locally built s3p, tagged with a version (overridable with `images:`).
+    let compose_image = s(&service(&compose(), "s3p")["image"]).to_string();
+    let (repository, _) = compose_image.split_once(':').unwrap();
+    let image = &kustomization["images"][0];
+    assert_eq!(s(&image["name"]), repository);
+    assert_eq!(s(&image["newName"]), repository);
+    let tag = s(&image["newTag"]);
+    assert!(tag.split('.').count() == 3, "image tag `{tag}`: a version");
+
+    let d = k8s("deployment.yaml");
+    let spec = &d["spec"];
+    assert!(
+        spec["replicas"].as_u64().unwrap() >= 2,
+        "at least 2 replicas"
+    );
+    assert_eq!(
+        spec["strategy"]["rollingUpdate"]["maxUnavailable"].as_u64(),
+        Some(0)
+    );
+    let pod = &spec["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(s(&c["image"]), repository);
+    // Same command as compose, the same non-root user as the Dockerfile, locked down.
+    assert_eq!(
+        string_list(&c["args"], "args"),
+        string_list(&service(&compose(), "s3p")["command"], "compose command")
+    );
+    let user = stages()
+        .last()
+        .unwrap()
+        .1
+        .iter()
+        .filter(|(i, _)| i == "USER")
+        .map(|(_, a)| a.split(':').next().unwrap().to_string())
+        .next_back()
+        .unwrap();
+    assert_eq!(
+        pod["securityContext"]["runAsUser"]
+            .as_u64()
+            .unwrap()
+            .to_string(),
+        user
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(
+        s(&pod["securityContext"]["seccompProfile"]["type"]),
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        c["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        c["securityContext"]["allowPrivilegeEscalation"].as_bool(),
+        Some(false)
+    );
+    assert_eq!(
+        string_list(&c["securityContext"]["capabilities"]["drop"], "drop"),
+        vec!["ALL"]
+    );
+    assert!(
+        c["resources"]["requests"]["cpu"].is_string()
+            && c["resources"]["limits"]["memory"].is_string()
+    );
+    assert!(
+        pod["affinity"]["podAntiAffinity"].is_mapping(),
+        "replicas spread over nodes"
+    );
+    // The configuration: proxy.yaml from the ConfigMap, its secrets from the Secret.
+    assert_eq!(s(&c["envFrom"][0]["secretRef"]["name"]), "s3p-secrets");
+    let mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| s(&m["name"]) == "config")
+        .unwrap();
+    assert_eq!(s(&mount["mountPath"]), "/etc/s3p");
+    let secrets = env_file("deploy/kubernetes/secrets.env.example");
+    let (config, asked) = proxy_config_with("deploy/kubernetes/proxy.yaml", &secrets);
+    assert_eq!(
+        asked,
+        secrets.keys().cloned().collect::<BTreeSet<_>>(),
+        "secrets.env.example lists exactly the variables proxy.yaml asks for"
+    );
+    // Probes on the admin listener, the container ports on proxy.yaml's listeners.
+    let ports: BTreeMap<String, u16> = c["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                s(&p["name"]).to_string(),
+                p["containerPort"].as_u64().unwrap() as u16,
+            )
+        })
+        .collect();
+    assert_eq!(ports["s3"], config.listen.port());
+    assert_eq!(ports["admin"], config.admin_listen.unwrap().port());
+    assert_eq!(s(&c["readinessProbe"]["httpGet"]["path"]), "/ready");
+    assert_eq!(s(&c["readinessProbe"]["httpGet"]["port"]), "admin");
+    assert_eq!(s(&c["livenessProbe"]["httpGet"]["path"]), "/health");
+    let annotations = &spec["template"]["metadata"]["annotations"];
+    assert_eq!(
+        s(&annotations["prometheus.io/port"]),
+        ports["admin"].to_string()
+    );
+    assert_eq!(s(&annotations["prometheus.io/path"]), "/metrics");
+    // Draining: the readiness probe notices within the drain delay, and the kubelet's hard kill comes
+    // after the delay and the grace period.
+    let probe = &c["readinessProbe"];
+    let noticed =
+        probe["periodSeconds"].as_u64().unwrap() * probe["failureThreshold"].as_u64().unwrap();
+    assert!(
+        noticed < config.limits.drain_delay_s,
+        "probe {noticed} s vs drain delay"
+    );
+    let kill = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        kill > config.limits.drain_delay_s + config.limits.grace_period_s,
+        "terminationGracePeriodSeconds {kill}"
+    );
+    // The same data sources, keys and limits (but the drain) as the compose configuration.
+    let (compose_config, _) = proxy_config();
+    assert_eq!(
+        config.data_sources.keys().collect::<Vec<_>>(),
+        compose_config.data_sources.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(config.api_keys.len(), compose_config.api_keys.len());
+    let mut limits = config.limits.clone();
+    limits.drain_delay_s = compose_config.limits.drain_delay_s;
+    limits.grace_period_s = compose_config.limits.grace_period_s;
+    assert_eq!(limits, compose_config.limits);
+
+    // Service, disruption budget, autoscaler.
+    let svc = k8s("service.yaml");
+    assert_eq!(s(&svc["spec"]["ports"][0]["targetPort"]), "s3");
+    let pdb = k8s("poddisruptionbudget.yaml");
+    assert!(pdb["spec"]["minAvailable"].as_u64().unwrap() < spec["replicas"].as_u64().unwrap());
+    let hpa = k8s("horizontalpodautoscaler.yaml");
+    assert_eq!(
+        s(&hpa["spec"]["scaleTargetRef"]["name"]),
+        s(&d["metadata"]["name"])
+    );
+    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
+    let np = k8s("networkpolicy.yaml");
+    assert!(np["spec"]["ingress"].as_sequence().unwrap().len() >= 2);
 }
