@@ -1044,3 +1044,71 @@ fn refusals_are_audited_with_their_resource_and_the_claimed_key() {
     assert_eq!(line["api_key"], "Alice", "{line}");
     assert_eq!(line["decision"], "denied", "{line}");
 }
+
+/// A backend that answers every request with a 103 Early Hints carrying its own headers, then a 200. Not
+/// an S3 server: a misbehaving HTTP upstream, to see what of an interim answer reaches the client.
+fn early_hints_backend() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(20) {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 103 Early Hints\r\nLink: </backend-secret.css>; rel=preload\r\n\
+                      x-amz-request-id: BACKEND-REQUEST-ID\r\nServer: backend-server-name\r\n\r\n\
+                      HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\
+                      x-amz-request-id: BACKEND-REQUEST-ID\r\nConnection: close\r\n\r\nhello",
+                );
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn interim_answers_of_a_backend_pass_without_its_headers() {
+    let f = setup();
+    let backend = early_hints_backend();
+    let yaml = config(f, free_port(), "", "")
+        .replace(
+            "backends:\n",
+            &format!(
+                "backends:\n  hints:\n    endpoint: http://127.0.0.1:{backend}\n    region: garage\n    access_key_id: {GARAGE_KEY_ID}\n    secret_access_key: {GARAGE_SECRET}\n"
+            ),
+        )
+        .replace(
+            "data_sources:\n",
+            "data_sources:\n  hints: { backend: hints, bucket: hints-bucket }\n",
+        );
+    let s = S3p::start(&dir("s3p-early-hints"), &yaml);
+    let mut c = TcpStream::connect(s.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "GET /s3p/immuta/hints/x HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        legacy(ALICE)
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    let _ = c.read_to_end(&mut all);
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.contains("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("hello"), "{text}");
+    for leak in [
+        "backend-secret.css",
+        "BACKEND-REQUEST-ID",
+        "backend-server-name",
+        "hints-bucket",
+    ] {
+        assert!(!text.contains(leak), "`{leak}` reached the client:\n{text}");
+    }
+}
