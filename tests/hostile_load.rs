@@ -555,55 +555,26 @@ fn failures_from_one_address_never_lock_out_verified_requests() {
     let r = raw(s.addr(), "GET", path, &[("Authorization", &legacy(ALICE))]);
     assert_eq!(r.status, 200, "{}", r.text());
     let host = s.addr().to_string();
-    let signed = sigv4_headers(
-        "GET",
-        &host,
-        path,
-        BOB,
-        BOB_SECRET,
-        std::time::SystemTime::now(),
-    );
-    let headers: Vec<(&str, &str)> = signed
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .chain([("Host", host.as_str())])
-        .collect();
-    let r = raw(s.addr(), "GET", path, &headers);
+    let signed_get = |key: &str, secret: &str, at: std::time::SystemTime| {
+        let signed = sigv4_headers("GET", &host, path, key, secret, at);
+        let headers: Vec<(&str, &str)> = signed
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .chain([("Host", host.as_str())])
+            .collect();
+        raw(s.addr(), "GET", path, &headers)
+    };
+    let r = signed_get(BOB, BOB_SECRET, std::time::SystemTime::now());
     assert_eq!(r.status, 200, "{}", r.text());
 
     // Bad signatures of a known key count against that key from that address only.
     let old = std::time::SystemTime::now() - Duration::from_secs(3600);
     for _ in 0..6 {
-        let stale = sigv4_headers("GET", &host, path, ALICE, "wrong-secret", old);
-        let headers: Vec<(&str, &str)> = stale
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .chain([("Host", host.as_str())])
-            .collect();
-        raw(s.addr(), "GET", path, &headers);
+        signed_get(ALICE, "wrong-secret", old);
     }
-    let stale = sigv4_headers("GET", &host, path, ALICE, "wrong-secret", old);
-    let headers: Vec<(&str, &str)> = stale
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .chain([("Host", host.as_str())])
-        .collect();
-    let r = raw(s.addr(), "GET", path, &headers);
+    let r = signed_get(ALICE, "wrong-secret", old);
     assert_eq!(r.status, 503, "{}", r.text());
-    let signed = sigv4_headers(
-        "GET",
-        &host,
-        path,
-        ALICE,
-        ALICE_SECRET,
-        std::time::SystemTime::now(),
-    );
-    let headers: Vec<(&str, &str)> = signed
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .chain([("Host", host.as_str())])
-        .collect();
-    let r = raw(s.addr(), "GET", path, &headers);
+    let r = signed_get(ALICE, ALICE_SECRET, std::time::SystemTime::now());
     assert_eq!(r.status, 200, "alice's own valid signature: {}", r.text());
 }
 
@@ -621,36 +592,17 @@ fn behind_a_trusted_proxy_the_forwarded_client_is_throttled_and_audited() {
         ),
     );
     let path = "/s3p/immuta/sales/plain.txt";
+    let via = |xff: &str| raw(s.addr(), "GET", path, &[("X-Forwarded-For", xff)]);
     for _ in 0..4 {
-        raw(
-            s.addr(),
-            "GET",
-            path,
-            &[("X-Forwarded-For", "198.51.100.1")],
-        );
+        via("198.51.100.1");
     }
-    let r = raw(
-        s.addr(),
-        "GET",
-        path,
-        &[("X-Forwarded-For", "198.51.100.1")],
-    );
+    let r = via("198.51.100.1");
     assert_eq!(r.status, 503, "{}", r.text());
     // Another client behind the same balancer is not affected.
-    let r = raw(
-        s.addr(),
-        "GET",
-        path,
-        &[("X-Forwarded-For", "198.51.100.2")],
-    );
+    let r = via("198.51.100.2");
     assert_eq!(r.status, 403, "{}", r.text());
     // A client cannot escape by forging entries to the left of what the balancer appended.
-    let r = raw(
-        s.addr(),
-        "GET",
-        path,
-        &[("X-Forwarded-For", "203.0.113.77, 198.51.100.1")],
-    );
+    let r = via("203.0.113.77, 198.51.100.1");
     assert_eq!(r.status, 503, "{}", r.text());
     // The audit log names the forwarded client.
     let r = raw(
