@@ -67,6 +67,10 @@ pub struct Config {
     /// rightmost untrusted address of `X-Forwarded-For` (for throttling, per-client limits and the audit
     /// log). Never trusted from any other peer.
     pub trusted_proxies: Vec<crate::client_addr::Cidr>,
+    /// Every connection to the plain listener (`listen`) starts with a PROXY protocol header (v1 or v2)
+    /// from a trusted proxy, which names the client (`proxy_protocol: required`; HAProxy `send-proxy`,
+    /// AWS NLB). Connections without one, or from other peers, are closed.
+    pub proxy_protocol: bool,
     /// Accept SigV4 signatures computed without the base path in the path (s3fs-fuse 1.90) or with it
     /// appended to the host (s3cmd). Off by default; see README "Clients that sign without the base
     /// path". (SigV2 always accepts botocore's resource form, which leaves the base path out.)
@@ -325,6 +329,8 @@ struct RawConfig {
     virtual_host_suffixes: Vec<String>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    #[serde(default)]
+    proxy_protocol: Option<String>,
     #[serde(default)]
     signature_base_path_tolerance: bool,
     #[serde(default)]
@@ -985,6 +991,28 @@ impl Config {
                 Err(e) => err(&mut errors, format!("trusted_proxies[{i}]"), e),
             }
         }
+        let proxy_protocol = match raw.proxy_protocol.as_deref() {
+            None | Some("off") => false,
+            Some("required") => {
+                if trusted_proxies.is_empty() {
+                    err(
+                        &mut errors,
+                        "proxy_protocol".into(),
+                        "needs trusted_proxies: the balancers whose PROXY headers are believed"
+                            .into(),
+                    );
+                }
+                true
+            }
+            Some(other) => {
+                err(
+                    &mut errors,
+                    "proxy_protocol".into(),
+                    format!("`{other}`: `required` or `off`"),
+                );
+                false
+            }
+        };
         let cors = match raw.cors {
             Some(c) => {
                 for (i, o) in c.allowed_origins.iter().enumerate() {
@@ -1030,6 +1058,7 @@ impl Config {
             threads: raw.threads.unwrap_or(2).max(1),
             virtual_host_suffixes,
             trusted_proxies,
+            proxy_protocol,
             signature_base_path_tolerance: raw.signature_base_path_tolerance,
             cors,
             limits,
@@ -1242,6 +1271,27 @@ api_keys:
                 "token_secret",
             ),
             ("base_path: /s3p/", "base_path: s3p", "base_path"),
+            // PROXY headers are believed only from trusted proxies: none listed is a mistake.
+            (
+                "base_path: /s3p/",
+                "base_path: /s3p/\nproxy_protocol: required",
+                "proxy_protocol",
+            ),
+            (
+                "base_path: /s3p/",
+                "base_path: /s3p/\nproxy_protocol: maybe\ntrusted_proxies: [10.0.0.0/8]",
+                "proxy_protocol",
+            ),
+            (
+                "base_path: /s3p/",
+                "base_path: /s3p/\ntrusted_proxies: [10.0.0.0/33]",
+                "trusted_proxies[0]",
+            ),
+            (
+                "base_path: /s3p/",
+                "base_path: /s3p/\nprevious_token_secrets: [short]",
+                "previous_token_secrets[0]",
+            ),
             // A password in the endpoint would show wherever the URL does.
             (
                 "endpoint: http://127.0.0.1:3900",

@@ -20,6 +20,7 @@ pub mod namespace;
 pub mod ops;
 pub mod policy;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod request;
 pub mod timefmt;
 pub mod xml;

@@ -42,6 +42,22 @@ fn haproxy_binary() -> String {
     std::env::var("S3P_HAPROXY").unwrap_or_else(|_| "haproxy".into())
 }
 
+/// Runs HAProxy in the foreground with `cfg`, logging beside it.
+fn start_haproxy(dir: &std::path::Path, cfg: &str) -> Child {
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
+    Command::new(haproxy_binary())
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("HAProxy is required (Debian package haproxy; .ci/run installs it)")
+}
+
 impl Cluster {
     fn start(name: &str) -> Cluster {
         let f = fixture();
@@ -81,18 +97,7 @@ impl Cluster {
                 cluster.ports[i], cluster.admins[i]
             ));
         }
-        let path = cluster.dir.join("haproxy.cfg");
-        std::fs::write(&path, cfg).unwrap();
-        let log = std::fs::File::create(cluster.dir.join("haproxy.log")).unwrap();
-        cluster.haproxy = Command::new(haproxy_binary())
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("HAProxy is required (Debian package haproxy; .ci/run installs it)");
+        cluster.haproxy = start_haproxy(&cluster.dir, &cfg);
         // Until HAProxy listens and every replica is up in it.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -378,4 +383,88 @@ fn a_killed_replica_fails_only_its_requests_in_flight() {
         "failures after the kill: {errors:?}"
     );
     assert!(ok > before + 50, "the other replicas went on serving");
+}
+
+#[test]
+fn the_proxy_protocol_names_the_client_and_only_trusted_peers_may_send_it() {
+    let f = fixture();
+    let dir = f.dir.join("replicas-proxy-protocol");
+    std::fs::create_dir_all(&dir).unwrap();
+    let admin = free_port();
+    let yaml = standard_config(&f.garage).replace(
+        "bucket: immuta\n",
+        &format!(
+            "bucket: immuta\nadmin_listen: 127.0.0.1:{admin}\ntrusted_proxies: [127.0.0.1/32]\nproxy_protocol: required\n"
+        ),
+    );
+    let s3p = S3p::start(&dir.join("s3p"), &yaml);
+    // HAProxy passing TCP through with a PROXY v2 header (no X-Forwarded-For), health checks on /ready.
+    let front = free_port();
+    let cfg = format!(
+        "defaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+         frontend s3\n  bind 127.0.0.1:{front}\n  default_backend s3p\n\
+         backend s3p\n  option httpchk GET /ready\n  \
+         server r0 127.0.0.1:{} send-proxy-v2 check port {admin} inter 200ms\n",
+        s3p.port
+    );
+    let mut haproxy = start_haproxy(&dir, &cfg);
+    let front_addr = SocketAddr::from(([127, 0, 0, 1], front));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        match get(front_addr, "/s3p/immuta/sales/plain.txt") {
+            Ok((200, text)) => break text,
+            _ => {
+                assert!(Instant::now() < deadline, "nothing through HAProxy");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    let id = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("x-amz-request-id: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    // The client as the balancer saw it, port included (as for a direct connection).
+    let client = audit_line(&s3p, &id)["client"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(client.starts_with(&format!("{CLIENT_ADDR}:")), "{client}");
+
+    // A version 1 header from a trusted peer (this test, on 127.0.0.1).
+    let send = |source: &str, preamble: &str| -> String {
+        let mut c = connect_from(source, s3p.addr());
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = write!(
+            c,
+            "{preamble}GET /s3p/immuta/sales/plain.txt HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+            legacy(ALICE)
+        );
+        let mut all = Vec::new();
+        let _ = c.read_to_end(&mut all);
+        String::from_utf8_lossy(&all).into_owned()
+    };
+    let text = send(
+        "127.0.0.1",
+        "PROXY TCP4 198.51.100.7 127.0.0.1 5555 8080\r\n",
+    );
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-amz-request-id: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(audit_line(&s3p, &id)["client"], "198.51.100.7:5555");
+    // The same header from a peer that is not a trusted proxy, or no header at all: closed unanswered.
+    let text = send(
+        "127.0.0.2",
+        "PROXY TCP4 198.51.100.7 127.0.0.1 5555 8080\r\n",
+    );
+    assert!(text.is_empty(), "{text}");
+    let text = send("127.0.0.1", "");
+    assert!(text.is_empty(), "{text}");
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
 }

@@ -17,6 +17,7 @@
 use crate::client_addr::{client_network, is_trusted};
 use crate::error::{S3Error, S3ErrorCode};
 use crate::proxy::{Ops, SharedState};
+use crate::proxy_protocol::{Parse, ProxyHeader};
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::{
@@ -267,6 +268,8 @@ pub struct GuardedStream {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// An answer being written before the connection is closed.
     refusing: Option<(Vec<u8>, usize)>,
+    /// The connection as pingora should see it when a PROXY header named the client.
+    socket_digest: Option<Arc<pingora::protocols::SocketDigest>>,
     ops: Arc<Ops>,
     _slot: ConnectionSlot,
 }
@@ -461,7 +464,9 @@ impl GetProxyDigest for GuardedStream {
 
 impl GetSocketDigest for GuardedStream {
     fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
-        self.inner.get_socket_digest()
+        self.socket_digest
+            .clone()
+            .or_else(|| self.inner.get_socket_digest())
     }
     fn set_socket_digest(&mut self, digest: pingora::protocols::SocketDigest) {
         self.inner.set_socket_digest(digest)
@@ -495,13 +500,33 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         if stream.as_any().is::<GuardedStream>() {
             return self.serve(stream, shutdown).await;
         }
-        let state = self.state.load();
+        let state = self.state.load_full();
         let limits = &state.config.limits;
+        let mut stream = stream;
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        // On a PROXY protocol listener, the header names the client; only trusted proxies may send it.
+        let mut proxied = None;
+        if state.config.proxy_protocol && stream.get_ssl_digest().is_none() {
+            let trusted = peer.is_some_and(|ip| is_trusted(&state.config.trusted_proxies, ip));
+            let header = Duration::from_millis(limits.header_timeout_ms);
+            let read = tokio::time::timeout(header, read_proxy_header(&mut stream));
+            match (trusted, if trusted { read.await.ok() } else { None }) {
+                (true, Some(Ok(ProxyHeader::Client(addr)))) => proxied = Some(addr),
+                (true, Some(Ok(ProxyHeader::Unknown))) => {}
+                _ => {
+                    self.ops.metrics.limit_hit("proxy_protocol");
+                    log::debug!("connection from {peer:?} without a valid PROXY header: closed");
+                    return None;
+                }
+            }
+        }
         // A trusted proxy carries many clients: counted only in the total.
-        let client = peer.filter(|ip| !is_trusted(&state.config.trusted_proxies, *ip));
+        let client = proxied
+            .map(|a| a.ip())
+            .or(peer)
+            .filter(|ip| !is_trusted(&state.config.trusted_proxies, *ip));
         let slot = match self.connections.enter(
             client,
             limits.max_connections,
@@ -529,6 +554,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 return None;
             }
         };
+        let socket_digest = proxied.map(|addr| {
+            let digest = pingora::protocols::SocketDigest::from_raw_fd(-1);
+            let local = stream
+                .get_socket_digest()
+                .and_then(|d| d.local_addr().cloned());
+            let _ = digest
+                .peer_addr
+                .set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(addr)));
+            let _ = digest.local_addr.set(local);
+            let _ = digest.original_dst.set(None);
+            Arc::new(digest)
+        });
         let guarded = GuardedStream {
             inner: stream,
             scanner: HeadScanner::new(limits.max_header_bytes),
@@ -537,6 +574,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 limits.header_timeout_ms,
             )))),
             refusing: None,
+            socket_digest,
             ops: self.ops.clone(),
             _slot: slot,
         };
@@ -546,6 +584,25 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
 
     async fn cleanup(&self) {
         self.inner.cleanup().await
+    }
+}
+
+/// Reads a PROXY protocol header, and not one byte more (what follows is the client's request): a v2
+/// header by its length, a v1 header byte by byte up to its line end.
+async fn read_proxy_header(stream: &mut Stream) -> Result<ProxyHeader, ()> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(64);
+    loop {
+        let want = match crate::proxy_protocol::parse(&buf) {
+            Parse::Done(header, n) if n == buf.len() => return Ok(header),
+            Parse::Done(..) | Parse::Invalid => return Err(()),
+            // v2 says how long it is; v1 is read a byte at a time.
+            Parse::Need(n) if buf.first() == Some(&b'\r') => n - buf.len(),
+            Parse::Need(_) => 1,
+        };
+        let start = buf.len();
+        buf.resize(start + want, 0);
+        stream.read_exact(&mut buf[start..]).await.map_err(|_| ())?;
     }
 }
 
