@@ -1064,3 +1064,36 @@ fn interim_answers_of_a_backend_pass_without_its_headers() {
         assert!(!text.contains(leak), "`{leak}` reached the client:\n{text}");
     }
 }
+
+#[test]
+fn heads_pingora_refuses_itself_are_counted() {
+    let f = setup();
+    let admin = free_port();
+    let s = S3p::start(&dir("s3p-pingora-rejects"), &config(f, admin, "", ""));
+    let before = metric(admin, "s3p_requests_rejected_by_pingora_total");
+    for head in [
+        // Two Content-Length headers.
+        "GET /s3p/immuta/sales/plain.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        // A NUL in a header value.
+        "GET /s3p/immuta/sales/plain.txt HTTP/1.1\r\nHost: x\r\nX-Bad: a\0b\r\n\r\n",
+    ] {
+        let mut c = TcpStream::connect(s.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(head.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 4"), "{head:?}: {text}");
+    }
+    assert_eq!(
+        metric(admin, "s3p_requests_rejected_by_pingora_total") - before,
+        2.0
+    );
+    // s3p's own refusals are not counted there.
+    let r = raw(s.addr(), "GET", "/s3p/immuta/sales/plain.txt", &[]);
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        metric(admin, "s3p_requests_rejected_by_pingora_total") - before,
+        2.0
+    );
+}

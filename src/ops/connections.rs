@@ -30,7 +30,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -153,8 +153,9 @@ impl HeadScanner {
     }
 
     /// Accounts for bytes written to the client: the start of a final response means the next bytes
-    /// read begin a new head. (Interim `100 Continue` answers come before a request body.)
-    pub fn on_write(&mut self, data: &[u8]) {
+    /// read begin a new head. (Interim `100 Continue` answers come before a request body.) Returns
+    /// whether `data` starts a final response.
+    pub fn on_write(&mut self, data: &[u8]) -> bool {
         if self.state == HeadState::Passthrough
             && data.starts_with(b"HTTP/1.")
             && data.get(9).is_some_and(|c| *c != b'1')
@@ -163,8 +164,29 @@ impl HeadScanner {
                 bytes: 0,
                 tail: Tail::Other,
             };
+            return true;
         }
+        false
     }
+}
+
+/// Requests pingora answered itself, before s3p saw them (a head it cannot parse: a NUL in a header,
+/// two Content-Length headers, more than 256 headers, HTTP/0.9...): `/metrics`
+/// `s3p_requests_rejected_by_pingora_total`. No audit line exists for them.
+pub static REJECTED_BY_PINGORA: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a final response head is a refusal pingora wrote itself (only 4xx/5xx heads are looked at).
+fn rejected_by_pingora(head: &[u8]) -> bool {
+    matches!(head.get(9), Some(b'4' | b'5')) && !written_by_s3p(head)
+}
+
+/// Whether a response head was written by s3p: every answer of s3p's (its own, a backend's, an error)
+/// carries `x-amz-request-id`; pingora's own refusals do not.
+fn written_by_s3p(head: &[u8]) -> bool {
+    let end = memchr::memmem::find(head, b"\r\n\r\n").unwrap_or(head.len());
+    head[..end]
+        .split(|b| *b == b'\n')
+        .any(|line| line.len() > 17 && line[..17].eq_ignore_ascii_case(b"x-amz-request-id:"))
 }
 
 /// Open client connections, in all and per client network.
@@ -384,8 +406,8 @@ impl AsyncWrite for GuardedStream {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = poll {
-            if n > 0 {
-                this.scanner.on_write(&data[..n]);
+            if n > 0 && this.scanner.on_write(&data[..n]) && rejected_by_pingora(&data[..n]) {
+                REJECTED_BY_PINGORA.fetch_add(1, Ordering::Relaxed);
             }
         }
         poll
@@ -407,8 +429,9 @@ impl AsyncWrite for GuardedStream {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let (Poll::Ready(Ok(n)), Some(first)) = (&poll, bufs.first()) {
-            if *n > 0 {
-                this.scanner.on_write(&first[..(*n).min(first.len())]);
+            let written = &first[..(*n).min(first.len())];
+            if *n > 0 && this.scanner.on_write(written) && rejected_by_pingora(written) {
+                REJECTED_BY_PINGORA.fetch_add(1, Ordering::Relaxed);
             }
         }
         poll
@@ -709,7 +732,7 @@ mod tests {
         let mut s = HeadScanner::new(100);
         s.on_read(b"PUT /x HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
         assert!(!s.in_head());
-        s.on_write(b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert!(!s.on_write(b"HTTP/1.1 100 Continue\r\n\r\n"));
         assert!(!s.in_head(), "the body follows a 100 Continue");
         assert_eq!(
             s.on_read(&[b'x'; 10_000]),
@@ -721,6 +744,23 @@ mod tests {
         s.on_write(b"HTTP/1.1 200 OK\r\n");
         assert!(s.in_head());
         assert_eq!(s.head_bytes(), 0);
+    }
+
+    #[test]
+    fn responses_without_s3p_request_id_are_pingoras_own() {
+        assert!(written_by_s3p(
+            b"HTTP/1.1 200 OK\r\nx-amz-request-id: 0A\r\n\r\n"
+        ));
+        assert!(written_by_s3p(
+            b"HTTP/1.1 400 Bad Request\r\nX-Amz-Request-Id: 0A\r\n\r\nbody"
+        ));
+        assert!(!written_by_s3p(
+            b"HTTP/1.1 400 Bad Request\r\nServer: x\r\nContent-Length: 0\r\n\r\n"
+        ));
+        // A body that mentions the header does not count.
+        assert!(!written_by_s3p(
+            b"HTTP/1.1 400 Bad\r\n\r\nx-amz-request-id: 1\r\n"
+        ));
     }
 
     #[test]
