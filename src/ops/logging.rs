@@ -19,15 +19,22 @@ struct QuietLogger {
     summary: Mutex<(Option<Instant>, u64)>,
 }
 
-/// Whether a record is pingora's line about one broken or refused client connection.
-fn is_client_connection_error(record: &log::Record) -> bool {
+/// pingora's line about one broken or refused client connection, if `record` is one: its text.
+fn client_connection_error(record: &log::Record) -> Option<String> {
     if record.level() != log::Level::Error || !record.target().starts_with("pingora") {
-        return false;
+        return None;
     }
     let text = record.args().to_string();
-    text.starts_with("Fail to proxy: Downstream")
+    (text.starts_with("Fail to proxy: Downstream")
         || text.starts_with("Downstream handshake")
-        || text.starts_with("failed to send error response to downstream")
+        || text.starts_with("failed to send error response to downstream"))
+    .then_some(text)
+}
+
+/// The kind of failure only: pingora's text goes on to name the upstream peer, whose SNI holds the
+/// backend bucket with virtual-host addressing.
+fn failure_kind(text: &str) -> &str {
+    text.split(" context:").next().unwrap_or("")
 }
 
 impl log::Log for QuietLogger {
@@ -36,10 +43,10 @@ impl log::Log for QuietLogger {
     }
 
     fn log(&self, record: &log::Record) {
-        if !is_client_connection_error(record) {
+        let Some(text) = client_connection_error(record) else {
             self.inner.log(record);
             return;
-        }
+        };
         CLIENT_CONNECTION_ERRORS.fetch_add(1, Ordering::Relaxed);
         let mut summary = self.summary.lock().unwrap();
         summary.1 += 1;
@@ -51,14 +58,14 @@ impl log::Log for QuietLogger {
             let count = summary.1;
             *summary = (Some(now), 0);
             drop(summary);
+            let kind = failure_kind(&text);
             self.inner.log(
                 &log::Record::builder()
                     .level(log::Level::Warn)
                     .target("s3p::connections")
                     .args(format_args!(
                         "{count} client connection(s) broke off, timed out or were refused \
-                         (latest: {}); counted in s3p_client_connection_errors_total",
-                        record.args()
+                         (latest: {kind}); counted in s3p_client_connection_errors_total"
                     ))
                     .build(),
             );
@@ -82,5 +89,24 @@ pub fn init() {
     .is_ok()
     {
         log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_the_failure_not_the_backend() {
+        let text = "Fail to proxy: Downstream WriteTimedout context: Peer: addr: 10.0.0.9:443, scheme: HTTPS, \
+                    sni: real-bucket.s3.example.com cause:  context: writing body, timeout: 1s";
+        assert_eq!(
+            failure_kind(text),
+            "Fail to proxy: Downstream WriteTimedout"
+        );
+        assert_eq!(
+            failure_kind("Downstream handshake timeout"),
+            "Downstream handshake timeout"
+        );
     }
 }
