@@ -177,6 +177,11 @@ impl S3Error {
         )
     }
 
+    /// 503 SlowDown: a limit refused the request; the client may retry after `retry_after_s` seconds.
+    pub fn slow_down(message: &str, retry_after_s: u64) -> Self {
+        S3Error::with_message(S3ErrorCode::SlowDown, message).retry_after(retry_after_s)
+    }
+
     pub fn not_implemented(what: impl Into<String>) -> Self {
         S3Error::with_message(S3ErrorCode::NotImplemented, what)
     }

@@ -150,7 +150,8 @@ pub struct RequestCtx {
     /// The client's address after `trusted_proxies` (see `client_addr`).
     client_ip: Option<std::net::IpAddr>,
     /// Places held in the per-client and per-key in-flight counts.
-    slots: Vec<Slot>,
+    client_slot: Option<Slot>,
+    key_slot: Option<Slot>,
     /// Body bytes handed out so far, and the last point the minimum client rate was checked at.
     body_sent: u64,
     rate_mark: Option<(Instant, u64)>,
@@ -403,11 +404,10 @@ impl S3Proxy {
                 let now = Instant::now();
                 if let Some(wait) = self.ops.throttle.blocked_for(who, now) {
                     self.ops.metrics.limit_hit("auth_failures_per_minute");
-                    return Err(S3Error::with_message(
-                        S3ErrorCode::SlowDown,
+                    return Err(S3Error::slow_down(
                         "Too many failed authentications; retry later.",
-                    )
-                    .retry_after(wait.as_secs().max(1)));
+                        wait.as_secs().max(1),
+                    ));
                 }
                 if is_denial(e.code) {
                     self.ops.throttle.record_failure(who, now);
@@ -417,18 +417,15 @@ impl S3Proxy {
         };
         ctx.key_name = Some(key.name.clone());
         // One key may hold at most its share of the concurrent requests.
-        match ConcurrencyLimits::enter_key(&key, st.config.limits.per_key()) {
-            Some(slot) => ctx.slots.push(slot),
-            None => {
-                self.ops
-                    .metrics
-                    .limit_hit("max_concurrent_requests_per_key");
-                return Err(S3Error::with_message(
-                    S3ErrorCode::SlowDown,
-                    "Too many requests of this API key at once; retry later.",
-                )
-                .retry_after(1));
-            }
+        ctx.key_slot = ConcurrencyLimits::enter_key(&key, st.config.limits.per_key());
+        if ctx.key_slot.is_none() {
+            self.ops
+                .metrics
+                .limit_hit("max_concurrent_requests_per_key");
+            return Err(S3Error::slow_down(
+                "Too many requests of this API key at once; retry later.",
+                1,
+            ));
         }
 
         let query = Query::parse(raw_query)?;
@@ -694,7 +691,8 @@ impl ProxyHttp for S3Proxy {
             is_head: false,
             host_bucket: None,
             client_ip: None,
-            slots: Vec::new(),
+            client_slot: None,
+            key_slot: None,
             body_sent: 0,
             rate_mark: None,
         }
@@ -772,11 +770,7 @@ impl ProxyHttp for S3Proxy {
         ctx.in_flight = Some(guard);
         if count > limits.max_concurrent_requests as i64 {
             self.ops.metrics.limit_hit("max_concurrent_requests");
-            let e = S3Error::with_message(
-                S3ErrorCode::SlowDown,
-                "Too many requests at once; retry later.",
-            )
-            .retry_after(1);
+            let e = S3Error::slow_down("Too many requests at once; retry later.", 1);
             self.write_error(session, ctx, e).await?;
             return Ok(true);
         }
@@ -785,20 +779,17 @@ impl ProxyHttp for S3Proxy {
         if let Some(ip) = ctx.client_ip {
             if !crate::client_addr::is_trusted(&ctx.state.config.trusted_proxies, ip) {
                 let limit = ctx.state.config.limits.per_client();
-                match self.ops.concurrency.enter_client(ip, limit) {
-                    Some(slot) => ctx.slots.push(slot),
-                    None => {
-                        self.ops
-                            .metrics
-                            .limit_hit("max_concurrent_requests_per_client");
-                        let e = S3Error::with_message(
-                            S3ErrorCode::SlowDown,
-                            "Too many requests from this client at once; retry later.",
-                        )
-                        .retry_after(1);
-                        self.write_error(session, ctx, e).await?;
-                        return Ok(true);
-                    }
+                ctx.client_slot = self.ops.concurrency.enter_client(ip, limit);
+                if ctx.client_slot.is_none() {
+                    self.ops
+                        .metrics
+                        .limit_hit("max_concurrent_requests_per_client");
+                    let e = S3Error::slow_down(
+                        "Too many requests from this client at once; retry later.",
+                        1,
+                    );
+                    self.write_error(session, ctx, e).await?;
+                    return Ok(true);
                 }
             }
         }
@@ -1081,7 +1072,8 @@ impl ProxyHttp for S3Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.in_flight = None;
-        ctx.slots.clear();
+        ctx.client_slot = None;
+        ctx.key_slot = None;
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

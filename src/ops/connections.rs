@@ -518,11 +518,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // A stream handed back for reuse is served by the loop below, so this is a new connection (the
-        // check only guards against a stream wrapped twice).
-        if stream.as_any().is::<GuardedStream>() {
-            return self.serve(stream, shutdown).await;
-        }
+        // Always a new connection: `serve` runs a connection's later requests itself and never hands
+        // the stream back.
         let state = self.state.load_full();
         let limits = &state.config.limits;
         let mut stream = stream;
@@ -533,11 +530,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         let mut proxied = None;
         if state.config.proxy_protocol && stream.get_ssl_digest().is_none() {
             let trusted = peer.is_some_and(|ip| is_trusted(&state.config.trusted_proxies, ip));
-            let header = Duration::from_millis(limits.header_timeout_ms);
-            let read = tokio::time::timeout(header, read_proxy_header(&mut stream));
-            match (trusted, if trusted { read.await.ok() } else { None }) {
-                (true, Some(Ok(ProxyHeader::Client(addr)))) => proxied = Some(addr),
-                (true, Some(Ok(ProxyHeader::Unknown))) => {}
+            let header = if trusted {
+                let deadline = Duration::from_millis(limits.header_timeout_ms);
+                tokio::time::timeout(deadline, read_proxy_header(&mut stream)).await
+            } else {
+                Ok(Err(()))
+            };
+            match header {
+                Ok(Ok(ProxyHeader::Client(addr))) => proxied = Some(addr),
+                Ok(Ok(ProxyHeader::Unknown)) => {}
                 _ => {
                     self.ops.metrics.limit_hit("proxy_protocol");
                     log::debug!("connection from {peer:?} without a valid PROXY header: closed");
@@ -567,8 +568,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                     ),
                 };
                 self.ops.metrics.limit_hit(limit);
-                let answer =
-                    raw_error(S3Error::with_message(S3ErrorCode::SlowDown, message).retry_after(1));
+                let answer = raw_error(S3Error::slow_down(message, 1));
                 let mut stream = stream;
                 use tokio::io::AsyncWriteExt;
                 let _ =
@@ -602,7 +602,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             _slot: slot,
         };
         drop(state);
-        self.serve(Box::new(guarded), shutdown).await
+        self.serve(Box::new(guarded), shutdown).await;
+        None
     }
 
     async fn cleanup(&self) {
@@ -633,13 +634,9 @@ impl<A: ServerApp + Send + Sync + 'static> GuardedApp<A> {
     /// The connection's requests, one after the other, as pingora's own service loop would run them:
     /// looping here instead of handing the stream back keeps this wrapper's cost per connection, not
     /// per request.
-    async fn serve(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        loop {
-            stream = self.inner.process_new(stream, shutdown).await?;
+    async fn serve(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
+        while let Some(reused) = self.inner.process_new(stream, shutdown).await {
+            stream = reused;
         }
     }
 }
