@@ -471,7 +471,8 @@ fn internal(what: &str, e: &dyn std::fmt::Display) -> S3Error {
 
 /// All backends of a configuration.
 pub struct Backends {
-    by_name: HashMap<String, Backend>,
+    /// Shared so that a request's route holds its backend without looking it up again.
+    by_name: HashMap<String, Arc<Backend>>,
 }
 
 /// The addresses of every backend, by name.
@@ -533,7 +534,10 @@ impl Backends {
                 .get(name)
                 .cloned()
                 .ok_or_else(|| format!("backends.{name}: not resolved"))?;
-            by_name.insert(name.clone(), Backend::new(b, &config.limits, addrs)?);
+            by_name.insert(
+                name.clone(),
+                Arc::new(Backend::new(b, &config.limits, addrs)?),
+            );
         }
         Ok(Backends { by_name })
     }
@@ -546,12 +550,12 @@ impl Backends {
             .collect()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Backend> {
+    pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
         self.by_name.get(name)
     }
 
     pub fn all(&self) -> impl Iterator<Item = (&str, &Backend)> {
-        self.by_name.iter().map(|(n, b)| (n.as_str(), b))
+        self.by_name.iter().map(|(n, b)| (n.as_str(), b.as_ref()))
     }
 }
 

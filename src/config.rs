@@ -489,8 +489,12 @@ fn check_segment_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".into());
     }
-    if name == "." || name == ".." {
-        return Err("must not be `.` or `..`".into());
+    // The namespace refuses dot segments (`..`, `..;x`, also between backslashes) in every path, so
+    // such a data source could be listed but never read.
+    if name.split('\\').any(crate::wire::is_dot_segment) {
+        return Err(
+            "must not be a `.` or `..` segment (nor `..;x`, nor one between backslashes)".into(),
+        );
     }
     if name.contains('/') {
         return Err("must not contain `/`".into());
@@ -1093,6 +1097,33 @@ pub fn load(path: &str) -> Result<Config, Vec<ConfigError>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_source_names_the_namespace_could_not_read_are_refused() {
+        // Every name refused here is one `namespace::parse_virtual_key` refuses in a path.
+        let table = [
+            ("sales", true),
+            ("a..b", true),
+            ("...", true),
+            (".hidden", true),
+            ("a;b", true),
+            (".", false),
+            ("..", false),
+            ("..;x", false),
+            (".;x", false),
+            ("a\\..", false),
+            ("..\\a", false),
+            ("a/b", false),
+            ("", false),
+        ];
+        for (name, ok) in table {
+            assert_eq!(check_segment_name(name).is_ok(), ok, "{name:?}");
+            let readable = crate::namespace::parse_virtual_key(&format!("{name}/k")).is_ok();
+            if ok {
+                assert!(readable, "{name:?} accepted but unreadable");
+            }
+        }
+    }
 
     #[test]
     fn nested_data_sources_are_found() {

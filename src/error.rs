@@ -9,6 +9,8 @@ pub enum S3ErrorCode {
     AccessDenied,
     AuthorizationHeaderMalformed,
     AuthorizationQueryParametersError,
+    /// A CORS preflight without an Origin.
+    BadRequest,
     InternalError,
     InvalidAccessKeyId,
     InvalidArgument,
@@ -35,6 +37,7 @@ impl S3ErrorCode {
             AccessDenied => "AccessDenied",
             AuthorizationHeaderMalformed => "AuthorizationHeaderMalformed",
             AuthorizationQueryParametersError => "AuthorizationQueryParametersError",
+            BadRequest => "BadRequest",
             InternalError => "InternalError",
             InvalidAccessKeyId => "InvalidAccessKeyId",
             InvalidArgument => "InvalidArgument",
@@ -61,6 +64,7 @@ impl S3ErrorCode {
         match self {
             AuthorizationHeaderMalformed
             | AuthorizationQueryParametersError
+            | BadRequest
             | InvalidArgument
             | InvalidRequest
             | InvalidURI
@@ -83,6 +87,7 @@ impl S3ErrorCode {
             AccessDenied => "Access Denied",
             AuthorizationHeaderMalformed => "The authorization header is malformed.",
             AuthorizationQueryParametersError => "Error parsing the query-string authentication parameters.",
+            BadRequest => "Bad Request",
             InternalError => "We encountered an internal error. Please try again.",
             InvalidAccessKeyId => "The AWS Access Key Id you provided does not exist in our records.",
             InvalidArgument => "Invalid Argument",

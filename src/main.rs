@@ -19,7 +19,9 @@ use s3p::ops::metrics::Metrics;
 use s3p::ops::resolve::BackendResolver;
 use s3p::ops::signals::{GracefulSignals, Reloader};
 use s3p::ops::tls::CertStore;
-use s3p::proxy::{Ops, S3Proxy, SharedState, State};
+use s3p::ops::Ops;
+use s3p::proxy::S3Proxy;
+use s3p::state::{SharedState, State};
 use std::process::ExitCode;
 
 use std::sync::Arc;

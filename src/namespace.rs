@@ -11,6 +11,7 @@
 
 use crate::config::DataSource;
 use crate::error::{S3Error, S3ErrorCode};
+use crate::wire::is_dot_segment;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// A key in the virtual bucket, split into its data source and the key inside it.
@@ -42,13 +43,6 @@ pub fn decode_once(raw: &str) -> Result<String, S3Error> {
         .decode_utf8()
         .map(|s| s.into_owned())
         .map_err(|_| S3Error::new(S3ErrorCode::InvalidURI))
-}
-
-/// `.` and `..`, also as some servers read them: with a `;parameter` suffix (Java servlet path
-/// parameters). Segments are split on `\\` as well as `/` by the caller, for backends on Windows.
-fn is_dot_segment(seg: &str) -> bool {
-    let bare = seg.split(';').next().unwrap_or(seg);
-    bare == "." || bare == ".."
 }
 
 /// Splits a decoded object path (everything after `<bucket>/`) into data source and key.

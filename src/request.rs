@@ -4,48 +4,8 @@
 use crate::error::{S3Error, S3ErrorCode};
 use crate::listing::params::ListParams;
 use crate::namespace::{decode_once, parse_virtual_key, VirtualKey};
-use percent_encoding::percent_decode;
-
-/// A decoded query string. Names and values are percent-decoded once, with `+` meaning a space (as S3
-/// reads query strings). The first occurrence of a name wins.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Query {
-    pairs: Vec<(String, String)>,
-}
-
-fn decode_query_part(s: &str) -> Result<String, S3Error> {
-    let spaced = s.replace('+', " ");
-    percent_decode(spaced.as_bytes())
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| S3Error::new(S3ErrorCode::InvalidURI))
-}
-
-impl Query {
-    pub fn parse(raw: &str) -> Result<Query, S3Error> {
-        let mut pairs = Vec::new();
-        for part in raw.split('&').filter(|p| !p.is_empty()) {
-            let (n, v) = part.split_once('=').unwrap_or((part, ""));
-            pairs.push((decode_query_part(n)?, decode_query_part(v)?));
-        }
-        Ok(Query { pairs })
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.pairs.iter().any(|(n, _)| n == name)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
-    }
-}
+use crate::wire::strip_base_path;
+pub use crate::wire::Query;
 
 /// What the client asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +88,8 @@ pub struct Mount<'a> {
 
 /// The virtual resource a request names, for error messages (`/immuta/<ds>/<key>`).
 pub fn resource_of(mount: &Mount, raw_path: &str, host_bucket: Option<&str>) -> String {
-    let rest = raw_path.strip_prefix(mount.base_path).unwrap_or(raw_path);
+    // A path outside the base path is named as sent (its answer is NoSuchBucket).
+    let rest = strip_base_path(mount.base_path, raw_path).unwrap_or(raw_path);
     let rest = decode_once(rest).unwrap_or_else(|_| rest.to_string());
     match host_bucket {
         Some(b) => format!("/{b}{}", if rest.is_empty() { "/" } else { rest.as_str() }),
@@ -163,18 +124,8 @@ pub fn route(
     query: &Query,
     host_bucket: Option<&str>,
 ) -> Result<Operation, S3Error> {
-    let rest = if mount.base_path.is_empty() {
-        raw_path
-    } else if raw_path == mount.base_path {
-        ""
-    } else {
-        match raw_path
-            .strip_prefix(mount.base_path)
-            .filter(|r| r.starts_with('/'))
-        {
-            Some(r) => r,
-            None => return Err(S3Error::new(S3ErrorCode::NoSuchBucket)),
-        }
+    let Some(rest) = strip_base_path(mount.base_path, raw_path) else {
+        return Err(S3Error::new(S3ErrorCode::NoSuchBucket));
     };
     let rest = rest.strip_prefix('/').unwrap_or(rest);
     let (bucket, raw_object) = match host_bucket {
@@ -263,6 +214,22 @@ mod tests {
         VirtualKey {
             data_source: ds.into(),
             key: k.into(),
+        }
+    }
+
+    #[test]
+    fn resource_names_the_virtual_path() {
+        let table = [
+            ("/s3p/immuta/sales/a%20b", None, "/immuta/sales/a b"),
+            ("/s3p", None, "/"),
+            ("/s3p/", None, "/"),
+            // Not under the base path (a segment boundary): named as sent, never with the base cut short.
+            ("/s3px/immuta", None, "/s3px/immuta"),
+            ("/s3p/sales/k", Some("immuta"), "/immuta/sales/k"),
+            ("/s3p", Some("immuta"), "/immuta/"),
+        ];
+        for (path, host_bucket, want) in table {
+            assert_eq!(resource_of(&M, path, host_bucket), want, "{path}");
         }
     }
 

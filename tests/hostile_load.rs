@@ -107,6 +107,8 @@ async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> 
 struct CountingRelay {
     port: u16,
     listings: Arc<AtomicUsize>,
+    /// Connections s3p opened to the backend through the relay.
+    connections: Arc<AtomicUsize>,
 }
 
 impl CountingRelay {
@@ -114,10 +116,13 @@ impl CountingRelay {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let listings = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
         let count = listings.clone();
+        let accepted = connections.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
+                accepted.fetch_add(1, Ordering::Relaxed);
                 let Ok(server) = TcpStream::connect(target) else {
                     continue;
                 };
@@ -150,7 +155,15 @@ impl CountingRelay {
                 });
             }
         });
-        CountingRelay { port, listings }
+        CountingRelay {
+            port,
+            listings,
+            connections,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     fn listings(&self) -> usize {
@@ -968,6 +981,9 @@ fn refusals_are_audited_with_their_resource_and_the_claimed_key() {
     let path = "/s3p/immuta/sales/plain.txt";
     // A preflight without Origin, and a head over max_header_bytes (caught by s3p's in-request check).
     let r = raw(s.addr(), "OPTIONS", path, &[]);
+    // Not a preflight at all: 400, as S3 answers (it was 403).
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("<Code>BadRequest</Code>"), "{}", r.text());
     let line = audit_line(&s, r.header("x-amz-request-id").unwrap());
     assert_eq!(line["resource"], "/immuta/sales/plain.txt", "{line}");
     let big = "a".repeat(16_500);
@@ -1095,5 +1111,89 @@ fn heads_pingora_refuses_itself_are_counted() {
     assert_eq!(
         metric(admin, "s3p_requests_rejected_by_pingora_total") - before,
         2.0
+    );
+}
+
+/// One HTTP/1.1 response read off a kept-alive connection: status, head, body (none for a HEAD).
+fn read_response(conn: &mut TcpStream, head_only: bool) -> (u16, String, Vec<u8>) {
+    let mut data = Vec::new();
+    let mut byte = [0u8; 1];
+    while !data.ends_with(b"\r\n\r\n") {
+        let n = conn.read(&mut byte).expect("reading a response head");
+        assert_eq!(
+            n,
+            1,
+            "connection closed after {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        data.push(byte[0]);
+    }
+    let head = String::from_utf8(data).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .expect("a content-length");
+    let mut body = vec![0u8; if head_only { 0 } else { length }];
+    conn.read_exact(&mut body).expect("reading a response body");
+    (status, head, body)
+}
+
+#[test]
+fn missing_keys_keep_the_client_and_the_backend_connection() {
+    let f = setup();
+    let relay = CountingRelay::start(SocketAddr::from(([127, 0, 0, 1], f.garage.s3_port)));
+    let s = S3p::start(
+        &dir("s3p-misses"),
+        &config_via(f, free_port(), "", "", Some(relay.port)),
+    );
+    let mut conn = TcpStream::connect(s.addr()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = legacy(ALICE);
+    let mut ask = |method: &str, key: &str| {
+        write!(
+            conn,
+            "{method} /s3p/immuta/raw/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n\r\n"
+        )
+        .unwrap();
+        read_response(&mut conn, method == "HEAD")
+    };
+    // Probes of missing keys, as DuckDB, pyarrow and `aws s3 sync` send them, all on one connection.
+    for i in 0..100 {
+        let method = if i % 2 == 0 { "HEAD" } else { "GET" };
+        let (status, head, body) = ask(method, &format!("missing-{i}"));
+        assert_eq!(status, 404, "{method} {i}: {head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+        assert!(head.contains("x-amz-request-id"), "{head}");
+        if method == "GET" {
+            let text = String::from_utf8(body).unwrap();
+            assert!(text.contains("<Code>NoSuchKey</Code>"), "{text}");
+            assert!(
+                text.contains(&format!("<Resource>/immuta/raw/missing-{i}</Resource>")),
+                "{text}"
+            );
+            assert!(
+                !text.contains(AMP_BUCKET),
+                "the backend bucket leaked: {text}"
+            );
+        }
+    }
+    // And the connection still serves a present object.
+    let (status, _, body) = ask("GET", "more");
+    assert_eq!((status, body.as_slice()), (200, b"x".as_slice()));
+    // Before: every miss failed the proxy request, so neither connection was reused (100 backend
+    // connections, and the client's closed after each answer).
+    let backend_connections = relay.connections();
+    assert!(
+        backend_connections <= 2,
+        "{backend_connections} backend connections for 101 requests on one client connection"
     );
 }

@@ -75,6 +75,7 @@ impl SecretLookup {
 
 use crate::config::{ApiKey, Config};
 use crate::error::{S3Error, S3ErrorCode};
+use crate::wire::strip_base_path;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -308,10 +309,9 @@ fn sigv4_without_base_path(view: &RequestView, base: &str, verify: &Verifier) ->
     if base.is_empty() {
         return None;
     }
-    let stripped = match view.raw_path.strip_prefix(base) {
-        Some("") => "/",
-        Some(rest) if rest.starts_with('/') => rest,
-        _ => return None,
+    let stripped = match strip_base_path(base, view.raw_path)? {
+        "" => "/",
+        rest => rest,
     };
     let plain = RequestView {
         raw_path: stripped,
@@ -342,10 +342,7 @@ fn sigv4_without_base_path(view: &RequestView, base: &str, verify: &Verifier) ->
 /// The SigV2 resources of a request, in the order [`authenticate`] tries them: `/<bucket>/<key>` without
 /// the base path first (botocore), then with the path as sent.
 pub fn sigv2_resources(raw_path: &str, base_path: &str, host_bucket: Option<&str>) -> Vec<String> {
-    let without_base = match raw_path.strip_prefix(base_path) {
-        Some(rest) if !base_path.is_empty() && (rest.is_empty() || rest.starts_with('/')) => rest,
-        _ => raw_path,
-    };
+    let without_base = strip_base_path(base_path, raw_path).unwrap_or(raw_path);
     let (canonical, as_sent) = match host_bucket {
         Some(b) => (format!("/{b}{without_base}"), format!("/{b}{raw_path}")),
         None => (without_base.to_string(), raw_path.to_string()),

@@ -1,7 +1,7 @@
 //! The client's ListObjects / ListObjectsV2 parameters, validated as S3 validates them.
 
 use crate::error::{S3Error, S3ErrorCode};
-use crate::request::Query;
+use crate::wire::Query;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListVersion {

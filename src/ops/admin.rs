@@ -2,7 +2,8 @@
 //! down), `/metrics` (Prometheus text, with each backend's reachability). Kept off the S3 listener so it
 //! can stay private.
 
-use crate::proxy::{Ops, SharedState};
+use crate::ops::Ops;
+use crate::state::SharedState;
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
@@ -57,7 +58,7 @@ impl ServeHttp for AdminApp {
 
 /// `s3p_backend_up{backend}`: 1 when a TCP connection to the backend opens within a second, probed at
 /// each scrape, every backend at once.
-async fn backend_reachability(state: &crate::proxy::State) -> String {
+async fn backend_reachability(state: &crate::state::State) -> String {
     let targets: Vec<(String, std::net::SocketAddr)> = state
         .backends
         .all()

@@ -6,17 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::sync::Mutex;
 
-/// What s3p decided about a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Decision {
-    /// Authenticated and entitled (the answer may still be an error from the backend, e.g. NoSuchKey).
-    Allowed,
-    /// Refused by authentication or entitlement.
-    Denied,
-    /// Not decided: a malformed request, or s3p could not serve it.
-    Failed,
-}
+pub use crate::gateway::Verdict;
 
 #[derive(Debug, Serialize)]
 pub struct AuditRecord<'a> {
@@ -28,7 +18,7 @@ pub struct AuditRecord<'a> {
     pub data_source: Option<&'a str>,
     /// The virtual key or listing prefix (`/immuta/<ds>/<key>`).
     pub resource: &'a str,
-    pub decision: Decision,
+    pub decision: Verdict,
     /// The S3 error code when the answer is an error.
     pub reason: Option<&'a str>,
     pub status: u16,
@@ -121,7 +111,7 @@ mod tests {
             operation: "GetObject",
             data_source: Some("sales"),
             resource: "/immuta/sales/a\"b",
-            decision: Decision::Allowed,
+            decision: Verdict::Allowed,
             reason: None,
             status: 200,
             bytes_sent: 3,

@@ -16,8 +16,9 @@
 
 use crate::client_addr::{client_network, is_trusted};
 use crate::error::{S3Error, S3ErrorCode};
-use crate::proxy::{Ops, SharedState};
+use crate::ops::Ops;
 use crate::proxy_protocol::{Parse, ProxyHeader};
+use crate::state::SharedState;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::{

@@ -6,7 +6,7 @@
 //! build it) and swapped in for new requests.
 
 use crate::backend::{self, Addresses};
-use crate::proxy::{SharedState, State};
+use crate::state::{SharedState, State};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;

@@ -5,7 +5,8 @@
 
 use crate::config::{self, Config};
 use crate::ops::tls::CertStore;
-use crate::proxy::{Ops, SharedState, State};
+use crate::ops::Ops;
+use crate::state::{SharedState, State};
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;

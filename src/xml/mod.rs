@@ -513,7 +513,7 @@ mod tests {
     use super::*;
     use crate::error::S3ErrorCode;
     use crate::listing::params::ListParams;
-    use crate::request::Query;
+    use crate::wire::Query;
 
     fn owner() -> Owner {
         Owner {

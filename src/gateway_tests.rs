@@ -1,0 +1,427 @@
+//! The decision table: every operation s3p serves, under every authentication outcome, with and without
+//! the entitlement. No sockets: the state is built from YAML (backends at loopback literals, never
+//! called), requests are signed here with aws-sigv4.
+
+use super::*;
+use crate::config::Config;
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
+use std::time::{Duration, UNIX_EPOCH};
+
+const YAML: &str = r#"
+token_secret: 0123456789abcdef0123456789abcdef
+owner: { id: owner-id, display_name: owner }
+backends:
+  b: { endpoint: "http://127.0.0.1:9", access_key_id: a, secret_access_key: s }
+data_sources:
+  sales: { backend: b, bucket: bucket-a, prefix: sales-data }
+  hr: { backend: b, bucket: bucket-b }
+cors: { allowed_origins: ["https://app.example"] }
+api_keys:
+  - { id: LEGACYKEY, name: Legacy, data_sources: [sales] }
+  - { id: AKIDSIGNER, secret: signer-secret-0000000000, name: Signer, legacy_header: false, data_sources: [sales] }
+"#;
+
+const HOST: &str = "s3p.test";
+
+fn state() -> State {
+    let config = Config::from_yaml_str(YAML, &|_| None).expect("test config");
+    State::new(config).expect("state")
+}
+
+/// 2024-05-01T12:00:00Z.
+fn t0() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_714_564_800)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Auth {
+    Anonymous,
+    Legacy(&'static str),
+    /// SigV4 header auth with this key id and secret.
+    SigV4(&'static str, &'static str),
+}
+
+/// The request's headers as a client sends them, authenticated as asked.
+fn headers_for(auth: Auth, method: &str, target: &str) -> Vec<(String, String)> {
+    let mut headers = vec![("host".to_string(), HOST.to_string())];
+    match auth {
+        Auth::Anonymous => {}
+        Auth::Legacy(id) => headers.push(("authorization".into(), format!("AWS {id}:immuta"))),
+        Auth::SigV4(id, secret) => {
+            let identity = Credentials::new(id, secret, None, None, "test").into();
+            let mut settings = SigningSettings::default();
+            settings.percent_encoding_mode = PercentEncodingMode::Single;
+            settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+            let params = aws_sigv4::sign::v4::SigningParams::builder()
+                .identity(&identity)
+                .region("us-east-1")
+                .name("s3")
+                .time(t0())
+                .settings(settings)
+                .build()
+                .unwrap()
+                .into();
+            let url = format!("http://{HOST}{target}");
+            let signable = SignableRequest::new(
+                method,
+                url,
+                std::iter::empty(),
+                SignableBody::UnsignedPayload,
+            )
+            .unwrap();
+            let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+            let (signing_headers, _) = instructions.into_parts();
+            headers.extend(
+                signing_headers
+                    .iter()
+                    .map(|h| (h.name().to_string(), h.value().to_string())),
+            );
+        }
+    }
+    headers
+}
+
+fn decide_with(st: &State, method: &str, target: &str, headers: &[(String, String)]) -> Decision {
+    let (raw_path, raw_query) = target.split_once('?').unwrap_or((target, ""));
+    let view = RequestView {
+        method,
+        raw_path,
+        raw_query,
+        headers,
+    };
+    decide(
+        st,
+        &Incoming {
+            view: &view,
+            host_bucket: None,
+            now: t0(),
+        },
+    )
+}
+
+fn decide_as(st: &State, auth: Auth, method: &str, target: &str) -> Decision {
+    decide_with(st, method, target, &headers_for(auth, method, target))
+}
+
+/// What a decision comes to, in a form a table can hold.
+#[derive(Debug, PartialEq, Eq)]
+enum Got {
+    Answer(u16),
+    List(String),
+    /// The backend path and query.
+    Forward(String),
+    Refuse(&'static str),
+}
+
+fn got(d: &Decision) -> Got {
+    match &d.outcome {
+        Outcome::Answer(a) => Got::Answer(a.status),
+        Outcome::List(p) => Got::List(p.prefix.clone()),
+        Outcome::Forward(r) => Got::Forward(r.path_and_query.clone()),
+        Outcome::Refuse(e) => Got::Refuse(e.code.as_str()),
+    }
+}
+
+/// The verdict the audit line will carry once the outcome is answered.
+fn final_verdict(d: &Decision) -> Verdict {
+    let mut audit = d.audit.clone();
+    if let Outcome::Refuse(e) = &d.outcome {
+        audit.answered_with(e.code);
+    }
+    audit.verdict
+}
+
+const LEGACY: Auth = Auth::Legacy("LEGACYKEY");
+const SIGNER: Auth = Auth::SigV4("AKIDSIGNER", "signer-secret-0000000000");
+
+#[test]
+fn every_operation_for_a_verified_key() {
+    let st = state();
+    let forward = |p: &str| Got::Forward(p.to_string());
+    #[rustfmt::skip]
+    let table: &[(&str, &str, Got, &str, Option<&str>)] = &[
+        // method, target, outcome, operation, audited data source
+        ("GET", "/s3p", Got::Answer(200), "ListBuckets", None),
+        ("HEAD", "/s3p/immuta", Got::Answer(200), "HeadBucket", None),
+        ("GET", "/s3p/immuta?location", Got::Answer(200), "GetBucketLocation", None),
+        ("GET", "/s3p/immuta?list-type=2&prefix=sales/", Got::List("sales/".into()), "ListObjectsV2", Some("sales")),
+        // A listed prefix the key may not read: listed (empty), but its data source is not named.
+        ("GET", "/s3p/immuta?list-type=2&prefix=hr/", Got::List("hr/".into()), "ListObjectsV2", None),
+        ("GET", "/s3p/immuta?prefix=", Got::List("".into()), "ListObjects", None),
+        ("GET", "/s3p/immuta/sales/a%20b.csv", forward("/bucket-a/sales-data/a%20b.csv"), "GetObject", Some("sales")),
+        ("HEAD", "/s3p/immuta/sales/a.csv", forward("/bucket-a/sales-data/a.csv"), "HeadObject", Some("sales")),
+        ("GET", "/s3p/immuta/sales/a.csv?response-content-type=text%2Fplain&x-id=GetObject",
+            forward("/bucket-a/sales-data/a.csv?response-content-type=text%2Fplain"), "GetObject", Some("sales")),
+        // Not entitled, and not there at all, look the same.
+        ("GET", "/s3p/immuta/hr/salaries.csv", Got::Refuse("AccessDenied"), "GetObject", Some("hr")),
+        ("HEAD", "/s3p/immuta/nope/x", Got::Refuse("AccessDenied"), "HeadObject", Some("nope")),
+        // Routing refusals, after authentication.
+        ("GET", "/s3p/other/k", Got::Refuse("NoSuchBucket"), "Unknown", None),
+        ("GET", "/s3px/immuta/sales/a.csv", Got::Refuse("NoSuchBucket"), "Unknown", None),
+        ("DELETE", "/s3p/immuta/sales/a.csv", Got::Refuse("MethodNotAllowed"), "Unknown", None),
+        ("GET", "/s3p/immuta/sales/a.csv?acl", Got::Refuse("NotImplemented"), "Unknown", None),
+        ("GET", "/s3p/immuta/sales/../hr/x", Got::Refuse("InvalidArgument"), "Unknown", None),
+    ];
+    for auth in [LEGACY, SIGNER] {
+        for (method, target, want, operation, data_source) in table {
+            let d = decide_as(&st, auth, method, target);
+            let case = format!("{auth:?} {method} {target}");
+            assert_eq!(&got(&d), want, "{case}");
+            assert_eq!(d.audit.operation, *operation, "{case}");
+            assert_eq!(d.audit.data_source.as_deref(), *data_source, "{case}");
+            let name = if matches!(auth, Auth::Legacy(_)) {
+                "Legacy"
+            } else {
+                "Signer"
+            };
+            assert_eq!(d.audit.key_name.as_deref(), Some(name), "{case}");
+            assert!(d.key.is_some() && d.auth_failure.is_none(), "{case}");
+            let verdict = match want {
+                Got::Refuse("AccessDenied") => Verdict::Denied,
+                Got::Refuse(_) => Verdict::Failed,
+                _ => Verdict::Allowed,
+            };
+            assert_eq!(final_verdict(&d), verdict, "{case}");
+        }
+    }
+}
+
+#[test]
+fn authentication_failures_are_refused_before_routing() {
+    let st = state();
+    #[rustfmt::skip]
+    let table: &[(Auth, &str, Option<&str>, Option<&str>)] = &[
+        // auth, code, audited key name, throttled against this known key id
+        (Auth::Anonymous, "AccessDenied", None, None),
+        (Auth::Legacy("NOSUCHKEY"), "InvalidAccessKeyId", None, None),
+        // A key that must sign may not use the legacy header.
+        (Auth::Legacy("AKIDSIGNER"), "AccessDenied", Some("Signer"), Some("AKIDSIGNER")),
+        (Auth::SigV4("AKIDSIGNER", "wrong-secret-000000000000"), "SignatureDoesNotMatch", Some("Signer"), Some("AKIDSIGNER")),
+        (Auth::SigV4("AKIDUNKNOWN", "signer-secret-0000000000"), "InvalidAccessKeyId", None, None),
+    ];
+    let targets = [
+        ("GET", "/s3p"),
+        ("HEAD", "/s3p/immuta"),
+        ("GET", "/s3p/immuta?list-type=2"),
+        ("GET", "/s3p/immuta/sales/a.csv"),
+        ("GET", "/s3p/immuta/hr/x"),
+        ("GET", "/s3p/other/k"),
+    ];
+    for (auth, code, key_name, known) in table {
+        for (method, target) in targets {
+            let d = decide_as(&st, *auth, method, target);
+            let case = format!("{auth:?} {method} {target}");
+            assert_eq!(got(&d), Got::Refuse(code), "{case}");
+            assert_eq!(d.audit.key_name.as_deref(), *key_name, "{case}");
+            assert_eq!(d.audit.operation, "Unknown", "{case}");
+            assert_eq!(d.audit.data_source, None, "{case}");
+            assert!(d.key.is_none(), "{case}");
+            let failure = d.auth_failure.as_ref().expect("an auth failure");
+            assert_eq!(failure.known_key_id.as_deref(), *known, "{case}");
+            assert!(failure.is_denial, "{case}");
+            assert_eq!(final_verdict(&d), Verdict::Denied, "{case}");
+        }
+    }
+}
+
+#[test]
+fn forwarded_headers_are_the_allow_listed_ones_only() {
+    let st = state();
+    let target = "/s3p/immuta/sales/a.csv";
+    let mut headers = headers_for(LEGACY, "GET", target);
+    headers.extend(
+        [
+            ("range", "bytes=0-9"),
+            ("if-none-match", "\"abc\""),
+            ("cookie", "session=1"),
+            ("x-amz-security-token", "t"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ]
+        .map(|(n, v)| (n.to_string(), v.to_string())),
+    );
+    let d = decide_with(&st, "GET", target, &headers);
+    let Outcome::Forward(route) = &d.outcome else {
+        panic!("not forwarded: {:?}", got(&d));
+    };
+    assert_eq!(
+        route.headers,
+        vec![
+            ("range", "bytes=0-9".to_string()),
+            ("if-none-match", "\"abc\"".to_string())
+        ]
+    );
+    assert_eq!(route.host, "127.0.0.1:9");
+    assert_eq!(route.backend.config.name, "b");
+
+    // A forwarded header that is not visible ASCII is refused, not signed lossily.
+    headers.push(("if-match".into(), "caf\u{e9}".into()));
+    let d = decide_with(&st, "GET", target, &headers);
+    assert_eq!(got(&d), Got::Refuse("InvalidArgument"));
+}
+
+#[test]
+fn malformed_framing_is_refused_and_closes() {
+    let st = state();
+    let target = "/s3p/immuta/sales/a.csv";
+    #[rustfmt::skip]
+    let table: &[(&str, &str, &str, Option<&str>)] = &[
+        ("GET", "content-length", "5", Some("InvalidRequest")),
+        ("HEAD", "transfer-encoding", "chunked", Some("InvalidRequest")),
+        ("GET", "content-length", "0", None),
+        ("GET", "connection", "host", Some("InvalidArgument")),
+        ("GET", "connection", "keep-alive, x-secret", Some("InvalidArgument")),
+        ("GET", "connection", "Keep-Alive", None),
+        ("GET", "connection", "close", None),
+    ];
+    for (method, name, value, refused) in table {
+        let mut headers = headers_for(LEGACY, method, target);
+        headers.push((name.to_string(), value.to_string()));
+        let d = decide_with(&st, method, target, &headers);
+        let case = format!("{method} {name}: {value}");
+        match refused {
+            Some(code) => {
+                assert_eq!(got(&d), Got::Refuse(code), "{case}");
+                assert!(d.close, "{case}");
+                assert!(d.key.is_none(), "refused before authentication: {case}");
+            }
+            None => {
+                assert!(matches!(got(&d), Got::Forward(_)), "{case}");
+                assert!(!d.close, "{case}");
+            }
+        }
+    }
+}
+
+#[test]
+fn cors_preflight() {
+    let st = state();
+    let preflight = |origin: Option<&str>, method: &str| {
+        let mut headers = vec![("host".to_string(), HOST.to_string())];
+        if let Some(o) = origin {
+            headers.push(("origin".into(), o.into()));
+        }
+        headers.push(("access-control-request-method".into(), method.into()));
+        decide_with(&st, "OPTIONS", "/s3p/immuta/sales/a.csv", &headers)
+    };
+    let d = preflight(Some("https://app.example"), "GET");
+    assert_eq!(got(&d), Got::Answer(200));
+    assert_eq!(d.audit.operation, "CorsPreflight");
+    let Outcome::Answer(a) = &d.outcome else {
+        unreachable!()
+    };
+    assert!(a
+        .headers
+        .contains(&("access-control-allow-origin", "https://app.example".into())));
+    // No Origin: not a preflight at all (400, as S3); a foreign origin or a write method: refused.
+    assert_eq!(got(&preflight(None, "GET")), Got::Refuse("BadRequest"));
+    assert_eq!(
+        got(&preflight(Some("https://evil.example"), "GET")),
+        Got::Refuse("AccessDenied")
+    );
+    assert_eq!(
+        got(&preflight(Some("https://app.example"), "PUT")),
+        Got::Refuse("AccessDenied")
+    );
+}
+
+#[test]
+fn expected_bucket_owner_must_match() {
+    let st = state();
+    let target = "/s3p/immuta/sales/a.csv";
+    for (owner, want_forward) in [("owner-id", true), ("someone-else", false)] {
+        let mut headers = headers_for(LEGACY, "GET", target);
+        headers.push(("x-amz-expected-bucket-owner".into(), owner.into()));
+        let d = decide_with(&st, "GET", target, &headers);
+        assert_eq!(
+            matches!(d.outcome, Outcome::Forward(_)),
+            want_forward,
+            "{owner}"
+        );
+    }
+}
+
+#[test]
+fn audit_verdicts_after_the_answer() {
+    let mut allowed = AuditFacts::new("/immuta/sales/k".into());
+    allowed.verdict = Verdict::Allowed;
+    #[rustfmt::skip]
+    let table = [
+        (Verdict::Allowed, S3ErrorCode::NoSuchKey, Verdict::Allowed),
+        (Verdict::Allowed, S3ErrorCode::PreconditionFailed, Verdict::Allowed),
+        (Verdict::Allowed, S3ErrorCode::InvalidRange, Verdict::Allowed),
+        (Verdict::Allowed, S3ErrorCode::AccessDenied, Verdict::Denied),
+        (Verdict::Allowed, S3ErrorCode::SlowDown, Verdict::Denied),
+        (Verdict::Allowed, S3ErrorCode::ServiceUnavailable, Verdict::Failed),
+        (Verdict::Failed, S3ErrorCode::NoSuchKey, Verdict::Failed),
+        (Verdict::Failed, S3ErrorCode::SignatureDoesNotMatch, Verdict::Denied),
+    ];
+    for (before, code, after) in table {
+        let mut facts = allowed.clone();
+        facts.verdict = before;
+        facts.answered_with(code);
+        assert_eq!(facts.verdict, after, "{before:?} {code:?}");
+        assert_eq!(facts.reason, Some(code.as_str()));
+    }
+}
+
+#[test]
+fn backend_errors_map_by_status() {
+    let table = [
+        (404, S3ErrorCode::NoSuchKey),
+        (403, S3ErrorCode::AccessDenied),
+        (412, S3ErrorCode::PreconditionFailed),
+        (416, S3ErrorCode::InvalidRange),
+        (400, S3ErrorCode::InvalidRequest),
+        (409, S3ErrorCode::InvalidRequest),
+        (301, S3ErrorCode::InternalError),
+        (500, S3ErrorCode::ServiceUnavailable),
+        (503, S3ErrorCode::SlowDown),
+    ];
+    for (status, code) in table {
+        assert_eq!(error_for_backend_status(status).code, code, "{status}");
+    }
+}
+
+#[test]
+fn header_allow_lists() {
+    for h in [
+        "content-type",
+        "content-length",
+        "content-range",
+        "etag",
+        "last-modified",
+        "x-amz-meta-owner",
+        "accept-ranges",
+    ] {
+        assert!(forwarded_response_header(h), "{h}");
+    }
+    for h in [
+        "x-amz-request-id",
+        "x-amz-id-2",
+        "server",
+        "location",
+        "x-amz-bucket-region",
+        "set-cookie",
+    ] {
+        assert!(!forwarded_response_header(h), "{h}");
+    }
+    for h in ["range", "if-none-match", "If-Modified-Since"] {
+        assert!(forwarded_request_header(h).is_some(), "{h}");
+    }
+    for h in [
+        "authorization",
+        "x-amz-date",
+        "x-amz-content-sha256",
+        "x-amz-security-token",
+        "cookie",
+        "host",
+        "x-amz-expected-bucket-owner",
+    ] {
+        assert!(forwarded_request_header(h).is_none(), "{h}");
+    }
+}

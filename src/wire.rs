@@ -1,0 +1,97 @@
+//! Reading what is on the wire, once, the same way for every reader: the query string and the base path.
+//! The signature check and the code that acts on a request both use these, so they can never read one
+//! URL two ways. A leaf module: it imports nothing of s3p's but the error type.
+
+use crate::error::{S3Error, S3ErrorCode};
+use percent_encoding::percent_decode;
+
+/// A decoded query string. Names and values are percent-decoded once, with `+` meaning a space (as S3
+/// reads query strings). The first occurrence of a name wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+fn decode_query_part(s: &str) -> Result<String, S3Error> {
+    let spaced = s.replace('+', " ");
+    percent_decode(spaced.as_bytes())
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| S3Error::new(S3ErrorCode::InvalidURI))
+}
+
+impl Query {
+    pub fn parse(raw: &str) -> Result<Query, S3Error> {
+        let mut pairs = Vec::new();
+        for part in raw.split('&').filter(|p| !p.is_empty()) {
+            let (n, v) = part.split_once('=').unwrap_or((part, ""));
+            pairs.push((decode_query_part(n)?, decode_query_part(v)?));
+        }
+        Ok(Query { pairs })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.pairs.iter().any(|(n, _)| n == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+/// The part of a request path below the base path (`/s3p` + `/immuta/k` -> `/immuta/k`; the base itself
+/// -> ``), or `None` when the path is not under it. The base ends at a segment boundary: `/s3px/...` is
+/// not under `/s3p`. An empty base path holds every path.
+pub fn strip_base_path<'p>(base: &str, raw_path: &'p str) -> Option<&'p str> {
+    let rest = raw_path.strip_prefix(base)?;
+    (base.is_empty() || rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// `.` and `..`, also as some servers read them: with a `;parameter` suffix (Java servlet path
+/// parameters). Segments are split on `\\` as well as `/` by the caller, for backends on Windows.
+pub fn is_dot_segment(seg: &str) -> bool {
+    let bare = seg.split(';').next().unwrap_or(seg);
+    bare == "." || bare == ".."
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_path_ends_at_a_segment_boundary() {
+        let table = [
+            ("/s3p", "/s3p/immuta/k", Some("/immuta/k")),
+            ("/s3p", "/s3p", Some("")),
+            ("/s3p", "/s3p/", Some("/")),
+            ("/s3p", "/s3px/immuta", None),
+            ("/s3p", "/immuta/k", None),
+            ("/s3p", "/S3P/immuta", None),
+            ("", "/immuta/k", Some("/immuta/k")),
+            ("", "/", Some("/")),
+            ("/a/b", "/a/b/c", Some("/c")),
+            ("/a/b", "/a/bc", None),
+        ];
+        for (base, path, want) in table {
+            assert_eq!(strip_base_path(base, path), want, "{base} {path}");
+        }
+    }
+
+    #[test]
+    fn query_decodes_once_and_first_name_wins() {
+        let q = Query::parse("prefix=a%2Fb+c&prefix=x&flag&=v").unwrap();
+        assert_eq!(q.get("prefix"), Some("a/b c"));
+        assert!(q.has("flag"));
+        assert_eq!(q.get("flag"), Some(""));
+        assert_eq!(q.get(""), Some("v"));
+        assert!(Query::parse("a=%ff").is_err());
+        assert!(Query::parse("a=%2").is_ok(), "a lone % is kept as sent");
+    }
+}
