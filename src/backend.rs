@@ -7,7 +7,7 @@
 use crate::config::{
     AddressingStyle, Backend as BackendConfig, BackendCredentials, Config, DataSource, Limits,
 };
-use crate::error::{S3Error, S3ErrorCode};
+use crate::error::{FailureKind, S3Error, S3ErrorCode};
 use crate::listing::merge::{BackendListRequest, BackendPage, PageSource};
 use crate::namespace::encode_path;
 use async_trait::async_trait;
@@ -308,7 +308,12 @@ impl Backend {
                     self.config.name,
                     ds.name
                 );
-                return Err(S3Error::storage_unavailable());
+                let kind = if e.is_connect() {
+                    FailureKind::Connect
+                } else {
+                    FailureKind::Reset
+                };
+                return Err(S3Error::storage_unavailable().caused_by(&self.config.name, kind));
             }
             Err(_) => {
                 log::warn!(
@@ -316,7 +321,9 @@ impl Backend {
                     self.config.name,
                     ds.name
                 );
-                return Err(S3Error::storage_timeout());
+                return Err(
+                    S3Error::storage_timeout().caused_by(&self.config.name, FailureKind::Timeout)
+                );
             }
         };
         let status = response.status();
@@ -331,7 +338,8 @@ impl Backend {
                     self.config.name,
                     ds.name
                 );
-                return Err(S3Error::storage_unavailable());
+                return Err(S3Error::storage_unavailable()
+                    .caused_by(&self.config.name, FailureKind::Unreadable));
             }
             Err(_) => {
                 log::warn!(
@@ -339,7 +347,9 @@ impl Backend {
                     self.config.name,
                     ds.name
                 );
-                return Err(S3Error::storage_timeout());
+                return Err(
+                    S3Error::storage_timeout().caused_by(&self.config.name, FailureKind::Timeout)
+                );
             }
         };
         log::debug!(
@@ -358,13 +368,14 @@ impl Backend {
                 status.as_u16(),
                 code
             );
-            return Err(match status.as_u16() {
+            let error = match status.as_u16() {
                 503 => S3Error::new(S3ErrorCode::SlowDown),
                 _ => S3Error::with_message(
                     S3ErrorCode::InternalError,
                     "The data source's storage refused the listing.",
                 ),
-            });
+            };
+            return Err(error.caused_by(&self.config.name, FailureKind::Status(status.as_u16())));
         }
         crate::xml::parse_backend_listing(&body).map_err(|e| {
             log::warn!(
@@ -376,6 +387,7 @@ impl Backend {
                 S3ErrorCode::InternalError,
                 "The data source's storage sent an unreadable listing.",
             )
+            .caused_by(&self.config.name, FailureKind::Unreadable)
         })
     }
 }

@@ -121,6 +121,44 @@ pub struct S3Error {
     pub extra: Vec<(&'static str, String)>,
     /// Seconds a client should wait before retrying (`Retry-After`, on SlowDown).
     pub retry_after_s: Option<u64>,
+    /// What failed behind s3p, for logs and metrics only: never rendered into the answer.
+    pub cause: Option<Box<BackendFailure>>,
+}
+
+/// A backend's failure: which backend (its configured name) and what went wrong, as the
+/// `s3p_backend_errors_total{backend,kind}` metric counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendFailure {
+    pub backend: String,
+    pub kind: FailureKind,
+}
+
+/// What went wrong with a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// It answered with this HTTP status (an error, or a redirect s3p never relays).
+    Status(u16),
+    /// No connection (refused, unreachable, TLS handshake failed).
+    Connect,
+    /// No answer within the read timeout.
+    Timeout,
+    /// The connection broke mid-exchange.
+    Reset,
+    /// It answered something s3p cannot read (not HTTP, an unparsable listing, a body over the limit).
+    Unreadable,
+}
+
+impl FailureKind {
+    /// The metric label: the status number, or the name of the failure.
+    pub fn label(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            FailureKind::Status(s) => s.to_string().into(),
+            FailureKind::Connect => "connect".into(),
+            FailureKind::Timeout => "timeout".into(),
+            FailureKind::Reset => "reset".into(),
+            FailureKind::Unreadable => "unreadable".into(),
+        }
+    }
 }
 
 impl S3Error {
@@ -131,6 +169,7 @@ impl S3Error {
             resource: None,
             extra: Vec::new(),
             retry_after_s: None,
+            cause: None,
         }
     }
 
@@ -153,6 +192,15 @@ impl S3Error {
 
     pub fn detail(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.extra.push((name, value.into()));
+        self
+    }
+
+    /// Records which backend failed and how (logged and counted, never shown).
+    pub fn caused_by(mut self, backend: &str, kind: FailureKind) -> Self {
+        self.cause = Some(Box::new(BackendFailure {
+            backend: backend.to_string(),
+            kind,
+        }));
         self
     }
 

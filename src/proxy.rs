@@ -8,9 +8,9 @@
 //! logging:  one audit line and the metrics of the request
 
 use crate::auth::RequestView;
-use crate::error::{S3Error, S3ErrorCode};
+use crate::error::{FailureKind, S3Error, S3ErrorCode};
 use crate::gateway::{self, AuditFacts, Decision, Incoming, ObjectRoute, Outcome, Verdict};
-use crate::listing::{self, ListError};
+use crate::listing;
 use crate::ops::audit::AuditRecord;
 use crate::ops::guard::{ConcurrencyLimits, FailureSubject, Slot};
 use crate::ops::{InFlight, Ops};
@@ -45,6 +45,8 @@ pub struct RequestCtx {
     backend_error: Option<S3Error>,
     /// s3p's error body sent in place of the backend's error answer (see upstream_response_filter).
     error_body: Option<Bytes>,
+    /// How the backend failed, for `s3p_backend_errors_total`.
+    backend_failure: Option<FailureKind>,
     /// The request's Origin, when CORS allows it (echoed in Access-Control-Allow-Origin).
     cors_origin: Option<String>,
     is_head: bool,
@@ -104,6 +106,26 @@ fn mount(st: &State) -> Mount<'_> {
     Mount {
         base_path: &st.config.base_path,
         bucket: &st.config.bucket,
+    }
+}
+
+/// How a backend connection failed, from pingora's error type.
+fn failure_kind(etype: &ErrorType) -> FailureKind {
+    match etype {
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::ConnectProxyFailure
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSHandshakeTimedout
+        | ErrorType::InvalidCert
+        | ErrorType::HandshakeError => FailureKind::Connect,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => FailureKind::Timeout,
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => {
+            FailureKind::Reset
+        }
+        _ => FailureKind::Unreadable,
     }
 }
 
@@ -224,10 +246,12 @@ impl S3Proxy {
                             .await?
                     }
                     Err(e) => {
-                        if let ListError::Backend(e) = &e {
-                            self.ops.metrics.backend_error("listing", e.code.as_str());
+                        if let Some(failure) = &e.cause {
+                            self.ops
+                                .metrics
+                                .backend_error(&failure.backend, &failure.kind.label());
                         }
-                        self.write_error(session, ctx, e.into_s3()).await?
+                        self.write_error(session, ctx, e).await?
                     }
                 }
             }
@@ -325,6 +349,7 @@ impl ProxyHttp for S3Proxy {
             route: None,
             backend_error: None,
             error_body: None,
+            backend_failure: None,
             cors_origin: None,
             is_head: false,
             timing: Timing {
@@ -518,6 +543,11 @@ impl ProxyHttp for S3Proxy {
             // never relayed (they name the backend's bucket and keys).
             log::debug!("request {}: backend answered {status}", ctx.request_id);
             let mut e = gateway::error_for_backend_status(status);
+            if !matches!(status, 404 | 412 | 416) {
+                // Not an answer to the client's question (a missing key, a failed precondition) but a
+                // backend failing or refusing s3p itself.
+                ctx.backend_failure = Some(FailureKind::Status(status));
+            }
             let no_body = resp
                 .headers
                 .get("content-length")
@@ -621,6 +651,7 @@ impl ProxyHttp for S3Proxy {
             _ if ctx.backend_error.is_some() => ctx.backend_error.take(),
             ErrorSource::Downstream => None,
             ErrorSource::Upstream => {
+                ctx.backend_failure = Some(failure_kind(e.etype()));
                 // The error's own text names the peer, whose SNI holds the backend bucket with
                 // virtual-host addressing: only its kind and the backend's name are logged.
                 log::warn!(
@@ -698,16 +729,11 @@ impl ProxyHttp for S3Proxy {
         if let Some(d) = ctx.timing.backend_latency {
             self.ops.metrics.backend_duration.observe(d);
         }
-        // Object requests: a failed connection or a 5xx from the backend (listings count theirs in
-        // carry_out).
-        if let Some(route) = &ctx.route {
-            if e.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
-                || (status >= 500 && ctx.timing.backend_latency.is_some())
-            {
-                self.ops
-                    .metrics
-                    .backend_error(&route.backend.config.name, &status.to_string());
-            }
+        // Object requests (listings count theirs in carry_out).
+        if let (Some(route), Some(kind)) = (&ctx.route, ctx.backend_failure) {
+            self.ops
+                .metrics
+                .backend_error(&route.backend.config.name, &kind.label());
         }
         let backend_ms = ctx.timing.backend_latency.map(|d| d.as_secs_f64() * 1000.0);
         self.ops.audit.write(&AuditRecord {

@@ -426,7 +426,7 @@ fn metrics_health_and_ready_on_the_admin_listener() {
     let admin2 = free_port();
     let yaml = config_with(f, &format!("admin_listen: 127.0.0.1:{admin2}\n"), "")
         .replace(&f.garage.endpoint(), &format!("http://127.0.0.1:{dead}"));
-    let _s2 = S3p::start(&dir("s3p-notready"), &yaml);
+    let s2 = S3p::start(&dir("s3p-notready"), &yaml);
     let ready = http_get(admin2, "/ready");
     assert_eq!(ready.status, 200, "{}", ready.text());
     let samples = parse_prometheus(&http_get(admin2, "/metrics").text());
@@ -435,6 +435,52 @@ fn metrics_health_and_ready_on_the_admin_listener() {
         0.0
     );
     assert_eq!(http_get(admin2, "/health").status, 200);
+
+    // s3p_backend_errors_total has one meaning: the backend's name, and what went wrong (its HTTP
+    // status, or connect/timeout/reset/unreadable), for object requests and listings alike.
+    for target in ["/s3p/immuta/sales/plain.txt", "/s3p/immuta?prefix=sales/"] {
+        let r = raw(
+            s2.addr(),
+            "GET",
+            target,
+            &[("Authorization", &legacy(ALICE))],
+        );
+        assert_eq!(r.status, 503, "{}", r.text());
+    }
+    let samples = parse_prometheus(&http_get(admin2, "/metrics").text());
+    let errors = |samples: &[Sample], kind: &str| {
+        sample(
+            samples,
+            "s3p_backend_errors_total",
+            &[("backend", "garage"), ("kind", kind)],
+        )
+    };
+    assert_eq!(errors(&samples, "connect"), 2.0);
+    // Credentials the backend refuses: its 403, counted as such; a missing key is not a failure.
+    let admin3 = free_port();
+    let yaml = config_with(f, &format!("admin_listen: 127.0.0.1:{admin3}\n"), "")
+        .replace(GARAGE_SECRET, &"f".repeat(GARAGE_SECRET.len()));
+    let s3 = S3p::start(&dir("s3p-refused-credentials"), &yaml);
+    for target in [
+        "/s3p/immuta/sales/plain.txt",
+        "/s3p/immuta?prefix=sales/",
+        "/s3p/immuta/sales/plain.txt",
+    ] {
+        let r = raw(
+            s3.addr(),
+            "GET",
+            target,
+            &[("Authorization", &legacy(ALICE))],
+        );
+        assert!(r.status >= 400, "{}", r.text());
+    }
+    let samples = parse_prometheus(&http_get(admin3, "/metrics").text());
+    assert_eq!(errors(&samples, "403"), 3.0);
+    let ok = parse_prometheus(&http_get(admin, "/metrics").text());
+    assert!(
+        !ok.iter().any(|(n, _, _)| n == "s3p_backend_errors_total"),
+        "no backend failure on the healthy instance"
+    );
 }
 
 /// A CA and a certificate for localhost/127.0.0.1 signed by it, written as PEM files.

@@ -27,14 +27,14 @@ pub struct Served {
 /// ListObjects (v1) or ListObjectsV2 over the data sources `key` may read: where the page starts (the
 /// client's marker or sealed token), the merged walk within the call budget, the page rendered with the
 /// next marker or a token sealed to this key, prefix and delimiter. An error comes from a refused token or
-/// a backend call (the caller counts the latter).
+/// a backend call (its `cause` names the backend and the failure).
 pub async fn serve<S: PageSource + ?Sized>(
     source: &S,
     config: &Config,
     tokens: &TokenSealer,
     key: &ApiKey,
     params: &ListParams,
-) -> Result<Served, ListError> {
+) -> Result<Served, S3Error> {
     let binding = TokenBinding {
         api_key: key.id.expose(),
         prefix: &params.prefix,
@@ -49,7 +49,7 @@ pub async fn serve<S: PageSource + ?Sized>(
     };
     let start = match (params.version, &params.continuation_token) {
         (ListVersion::V1, _) => from_marker(params.marker.as_deref()),
-        (ListVersion::V2, Some(t)) => tokens.open(t, &binding).map_err(ListError::Request)?,
+        (ListVersion::V2, Some(t)) => tokens.open(t, &binding)?,
         (ListVersion::V2, None) => from_marker(params.start_after.as_deref()),
     };
     let data_sources = crate::policy::readable_data_sources(config, key);
@@ -60,9 +60,7 @@ pub async fn serve<S: PageSource + ?Sized>(
         max_keys: params.max_keys,
         budget: CallBudget::new(config.limits.max_backend_calls_per_list),
     };
-    let page = list_page(source, &data_sources, &query)
-        .await
-        .map_err(ListError::Backend)?;
+    let page = list_page(source, &data_sources, &query).await?;
     let next_token = match (&page.next, params.version) {
         (Some(p), ListVersion::V2) => Some(tokens.seal(p, &binding)),
         _ => None,
@@ -89,21 +87,4 @@ pub async fn serve<S: PageSource + ?Sized>(
         backend_calls: page.backend_calls,
         cut_by_budget: page.cut_by_budget,
     })
-}
-
-/// Why a listing page could not be served.
-#[derive(Debug)]
-pub enum ListError {
-    /// The client's token was refused.
-    Request(S3Error),
-    /// A backend call failed (already in virtual terms).
-    Backend(S3Error),
-}
-
-impl ListError {
-    pub fn into_s3(self) -> S3Error {
-        match self {
-            ListError::Request(e) | ListError::Backend(e) => e,
-        }
-    }
 }
