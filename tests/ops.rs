@@ -575,6 +575,32 @@ fn tls_listener_with_certificate_reload_on_sighup() {
         !curl_https(tls_port, &ca1, "/s3p").0,
         "the old certificate is gone"
     );
+    // New paths in the configuration are read on reload (before: the old files were read again and
+    // "reloaded" logged).
+    let (ca3, cert3, key3) = make_ca_and_cert(&certs, "three");
+    let yaml = std::fs::read_to_string(&s.config_path).unwrap();
+    let yaml = yaml
+        .replace(
+            &live_cert.display().to_string(),
+            &cert3.display().to_string(),
+        )
+        .replace(&live_key.display().to_string(), &key3.display().to_string());
+    std::fs::write(&s.config_path, yaml).unwrap();
+    s.signal("HUP");
+    let want = format!("reloaded the TLS certificate from {}", cert3.display());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.log().contains(&want) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, out) = curl_https(tls_port, &ca3, "/s3p/immuta/sales/plain.txt");
+    assert!(
+        ok && out == "body of plain.txt",
+        "after a path change: {out}"
+    );
+    assert!(
+        !curl_https(tls_port, &ca2, "/s3p").0,
+        "the second certificate is gone"
+    );
 }
 
 #[test]

@@ -66,6 +66,7 @@ impl ShutdownSignalWatch for GracefulSignals {
 }
 
 /// Reloads on SIGHUP.
+#[derive(Clone)]
 pub struct Reloader {
     pub config_path: String,
     pub state: SharedState,
@@ -141,8 +142,13 @@ impl Reloader {
             log::error!("cannot reopen the audit log: {e}");
         }
         if let Some(certs) = &self.certs {
-            match certs.reload() {
-                Ok(()) => log::info!("reloaded the TLS certificate"),
+            // The files the configuration in use names now (new paths take effect on reload too).
+            let (cert, key) = match &self.state.load().config.tls {
+                Some(tls) => (tls.cert.clone(), tls.key.clone()),
+                None => certs.paths(),
+            };
+            match certs.reload_from(&cert, &key) {
+                Ok(()) => log::info!("reloaded the TLS certificate from {cert} and {key}"),
                 Err(e) => log::error!("TLS certificate reload refused, the old one stays: {e}"),
             }
         }
@@ -161,7 +167,14 @@ impl BackgroundService for Reloader {
         };
         loop {
             tokio::select! {
-                _ = hup.recv() => self.reload(),
+                // Reloading reads files and resolves host names (blocking calls): off the async
+                // workers, one reload at a time.
+                _ = hup.recv() => {
+                    let reloader = self.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || reloader.reload()).await {
+                        log::error!("reload failed: {e}");
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
         }

@@ -26,8 +26,8 @@ pub fn load_certified_key(cert_path: &str, key_path: &str) -> Result<CertifiedKe
 /// established connections.
 #[derive(Debug)]
 pub struct CertStore {
-    cert_path: String,
-    key_path: String,
+    /// The files the certificate was last loaded from (a reload may name others).
+    paths: std::sync::Mutex<(String, String)>,
     current: ArcSwap<CertifiedKey>,
 }
 
@@ -35,17 +35,23 @@ impl CertStore {
     pub fn load(cert_path: &str, key_path: &str) -> Result<CertStore, String> {
         let key = load_certified_key(cert_path, key_path)?;
         Ok(CertStore {
-            cert_path: cert_path.into(),
-            key_path: key_path.into(),
+            paths: std::sync::Mutex::new((cert_path.into(), key_path.into())),
             current: ArcSwap::from_pointee(key),
         })
     }
 
-    /// Re-reads the files; on error the old certificate stays.
-    pub fn reload(&self) -> Result<(), String> {
-        let key = load_certified_key(&self.cert_path, &self.key_path)?;
+    /// Reads the certificate and key from these files (the configuration's, which a reload may have
+    /// changed); on error the old certificate and paths stay. A blocking call (file reads).
+    pub fn reload_from(&self, cert_path: &str, key_path: &str) -> Result<(), String> {
+        let key = load_certified_key(cert_path, key_path)?;
         self.current.store(Arc::new(key));
+        *self.paths.lock().unwrap() = (cert_path.into(), key_path.into());
         Ok(())
+    }
+
+    /// The files the certificate in use came from.
+    pub fn paths(&self) -> (String, String) {
+        self.paths.lock().unwrap().clone()
     }
 }
 
