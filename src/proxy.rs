@@ -737,6 +737,7 @@ impl ProxyHttp for S3Proxy {
         }
         let backend_ms = ctx.timing.backend_latency.map(|d| d.as_secs_f64() * 1000.0);
         self.ops.audit.write(&AuditRecord {
+            version: crate::ops::audit::SCHEMA_VERSION,
             time: crate::ops::audit::now_rfc3339(),
             request_id: &ctx.request_id,
             api_key: audit.key_name.as_deref(),

@@ -412,6 +412,7 @@ fn metrics_health_and_ready_on_the_admin_listener() {
     assert!(samples
         .iter()
         .any(|(n, _, _)| n == "s3p_requests_in_flight"));
+    assert_eq!(sample(&samples, "s3p_audit_lines_dropped_total", &[]), 0.0);
     assert_eq!(http_get(admin, "/health").status, 200);
     let ready = http_get(admin, "/ready");
     assert_eq!(ready.status, 200, "{}", ready.text());

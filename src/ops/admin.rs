@@ -48,6 +48,10 @@ impl ServeHttp for AdminApp {
             }
             "/metrics" => {
                 let mut body = self.ops.metrics.render();
+                body.push_str(&format!(
+                    "# HELP s3p_audit_lines_dropped_total Audit lines dropped because the audit log's consumer did not keep up.\n# TYPE s3p_audit_lines_dropped_total counter\ns3p_audit_lines_dropped_total {}\n",
+                    self.ops.audit.dropped()
+                ));
                 body.push_str(&backend_reachability(&state).await);
                 text(200, "text/plain; version=0.0.4", body)
             }

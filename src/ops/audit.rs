@@ -4,12 +4,21 @@
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use crate::gateway::Verdict;
 
+/// The version of the audit line's schema (the `v` field). Fields are only ever added within a
+/// version; a removed or re-typed field makes a new one. README "Audit log" documents every field.
+pub const SCHEMA_VERSION: u32 = 1;
+
 #[derive(Debug, Serialize)]
 pub struct AuditRecord<'a> {
+    /// [`SCHEMA_VERSION`].
+    #[serde(rename = "v")]
+    pub version: u32,
     pub time: String,
     pub request_id: &'a str,
     pub api_key: Option<&'a str>,
@@ -32,13 +41,50 @@ enum Sink {
     File { path: String, file: File },
 }
 
-pub struct AuditLog {
-    sink: Mutex<Sink>,
+impl Sink {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Stdout => io::stdout().lock().write_all(bytes),
+            Sink::File { file, .. } => file.write_all(bytes),
+        }
+    }
 }
 
+/// Lines waiting for the writer. Requests only append here (a memory copy under a short lock): a slow
+/// consumer of the log (a blocked pipe, a full disk) can never stall request handling.
+struct Pending {
+    lines: Vec<u8>,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Held by whoever writes to the sink (the writer thread, a flush, a reopen).
+    sink: Mutex<Sink>,
+    /// Lines dropped because the buffer was full (`s3p_audit_lines_dropped_total`).
+    dropped: AtomicU64,
+    limit: usize,
+}
+
+/// The audit log. Lines are buffered in memory and written by one thread every
+/// [`FLUSH_INTERVAL`] in one write each time, so a request costs no syscall and wakes no thread. The
+/// buffer is bounded ([`BUFFER_LIMIT`]): past it, lines are dropped and counted (a log consumer stalled
+/// for that long is an outage of its own, and blocking every request behind it would make it s3p's).
+pub struct AuditLog {
+    shared: Arc<Shared>,
+}
+
+/// How often buffered lines are written out (the most an audit line lags its request).
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// The most buffered audit data: about 40,000 lines.
+pub const BUFFER_LIMIT: usize = 16 << 20;
+
 impl AuditLog {
-    /// `-` is standard output; anything else a file opened for appending.
+    /// `-` is standard output; anything else a file opened for appending. Starts the writer thread.
     pub fn open(target: &str) -> io::Result<AuditLog> {
+        AuditLog::with_limit(target, BUFFER_LIMIT)
+    }
+
+    fn with_limit(target: &str, limit: usize) -> io::Result<AuditLog> {
         let sink = if target == "-" {
             Sink::Stdout
         } else {
@@ -47,44 +93,91 @@ impl AuditLog {
                 file: OpenOptions::new().create(true).append(true).open(target)?,
             }
         };
-        Ok(AuditLog {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending { lines: Vec::new() }),
             sink: Mutex::new(sink),
-        })
+            dropped: AtomicU64::new(0),
+            limit,
+        });
+        // The thread holds only a weak reference: it ends with the log.
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("s3p-audit".into())
+            .spawn(move || {
+                let mut spare = Vec::new();
+                loop {
+                    std::thread::sleep(FLUSH_INTERVAL);
+                    let Some(shared) = weak.upgrade() else { return };
+                    spare = shared.write_out(spare);
+                }
+            })?;
+        Ok(AuditLog { shared })
     }
 
     /// Reopens the file (after logrotate moved it). Standard output needs nothing.
     pub fn reopen(&self) -> io::Result<()> {
-        let mut sink = self.sink.lock().unwrap();
+        let mut sink = self.shared.sink.lock().unwrap();
         if let Sink::File { path, file } = &mut *sink {
             *file = OpenOptions::new().create(true).append(true).open(&*path)?;
         }
         Ok(())
     }
 
-    /// Lines are written as they come (one write each); nothing is held back to flush.
+    /// Writes every buffered line now (at exit).
     pub fn flush(&self) {
-        if let Sink::File { file, .. } = &mut *self.sink.lock().unwrap() {
+        self.shared.write_out(Vec::new());
+        if let Sink::File { file, .. } = &mut *self.shared.sink.lock().unwrap() {
             let _ = file.flush();
         }
     }
 
+    /// Lines dropped so far because the buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
     pub fn write(&self, record: &AuditRecord) {
-        let mut line = match serde_json::to_vec(record) {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!("audit record not serialisable: {e}");
-                return;
-            }
-        };
+        let mut line = Vec::with_capacity(384);
+        if let Err(e) = serde_json::to_writer(&mut line, record) {
+            log::error!("audit record not serialisable: {e}");
+            return;
+        }
         line.push(b'\n');
-        // One write per line, so concurrent lines never interleave.
-        let result = match &mut *self.sink.lock().unwrap() {
-            Sink::Stdout => io::stdout().lock().write_all(&line),
-            Sink::File { file, .. } => file.write_all(&line),
-        };
-        if let Err(e) = result {
+        let mut pending = self.shared.pending.lock().unwrap();
+        if pending.lines.len() + line.len() > self.shared.limit {
+            drop(pending);
+            if self.shared.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                log::error!(
+                    "the audit log is not keeping up: lines are being dropped (s3p_audit_lines_dropped_total)"
+                );
+            }
+            return;
+        }
+        pending.lines.extend_from_slice(&line);
+    }
+}
+
+impl Shared {
+    /// Writes out what is pending; returns an empty buffer to reuse.
+    fn write_out(&self, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        {
+            let mut pending = self.pending.lock().unwrap();
+            if pending.lines.is_empty() {
+                return spare;
+            }
+            std::mem::swap(&mut pending.lines, &mut spare);
+        }
+        // Whole lines in one write: concurrent writers never interleave, and the file sees only whole
+        // lines (a write that fails part-way loses the batch, logged).
+        if let Err(e) = self.sink.lock().unwrap().write_all(&spare) {
             log::error!("audit log write failed: {e}");
         }
+        // Keep a buffer of ordinary size for the next round, not one a burst grew.
+        if spare.capacity() > 1 << 20 {
+            spare = Vec::new();
+        }
+        spare
     }
 }
 
@@ -104,6 +197,7 @@ mod tests {
         let path = dir.join("audit.log");
         let log = AuditLog::open(path.to_str().unwrap()).unwrap();
         let rec = AuditRecord {
+            version: SCHEMA_VERSION,
             time: now_rfc3339(),
             request_id: "R1",
             api_key: Some("Alice"),
@@ -119,16 +213,75 @@ mod tests {
             backend_ms: Some(1.0),
         };
         log.write(&rec);
+        log.flush();
         std::fs::rename(&path, dir.join("audit.log.1")).unwrap();
         log.reopen().unwrap();
         log.write(&rec);
+        // Written by the writer thread within its interval, without a flush.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let old = std::fs::read_to_string(dir.join("audit.log.1")).unwrap();
         let new = std::fs::read_to_string(&path).unwrap();
         assert_eq!(old.lines().count(), 1);
         assert_eq!(new.lines().count(), 1);
         let v: serde_json::Value = serde_json::from_str(new.trim()).unwrap();
         assert_eq!(v["decision"], "allowed");
+        assert_eq!(v["v"], SCHEMA_VERSION);
         assert_eq!(v["resource"], "/immuta/sales/a\"b");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_stalled_consumer_drops_and_counts_lines_instead_of_blocking() {
+        let dir = std::env::temp_dir().join(format!("s3p-audit-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        // Room for about two lines.
+        let log = AuditLog::with_limit(path.to_str().unwrap(), 600).unwrap();
+        let rec = AuditRecord {
+            version: SCHEMA_VERSION,
+            time: now_rfc3339(),
+            request_id: "R2",
+            api_key: None,
+            client: "127.0.0.1:1",
+            operation: "GetObject",
+            data_source: None,
+            resource: "/immuta/sales/k",
+            decision: Verdict::Denied,
+            reason: Some("AccessDenied"),
+            status: 403,
+            bytes_sent: 0,
+            duration_ms: 0.1,
+            backend_ms: None,
+        };
+        // The sink is held (a consumer that does not read): writes return at once.
+        let held = log.shared.sink.lock().unwrap();
+        let started = std::time::Instant::now();
+        for _ in 0..1000 {
+            log.write(&rec);
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        drop(held);
+        let dropped = log.dropped();
+        assert!((990..=999).contains(&dropped), "{dropped}");
+        log.flush();
+        // The writer thread may still be writing the batch it took while the sink was held.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut lines = 0;
+        while std::time::Instant::now() < deadline {
+            lines = std::fs::read_to_string(&path).unwrap().lines().count() as u64;
+            if lines == 1000 - dropped {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(lines, 1000 - dropped);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
