@@ -1078,13 +1078,36 @@ impl Config {
 
 /// Reads `path` and validates it against the process environment.
 pub fn load(path: &str) -> Result<Config, Vec<ConfigError>> {
+    load_with(path, &|name| std::env::var(name).ok())
+}
+
+/// Loads a configuration the way `s3p check --offline` checks it away from its deployment: an unset
+/// `${NAME}` gets a placeholder value (distinct per name, long enough for any secret) instead of being an
+/// error, and is returned as a warning naming the variable.
+pub fn load_offline(path: &str) -> Result<(Config, Vec<String>), Vec<ConfigError>> {
+    let unset = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let config = load_with(path, &|name| {
+        std::env::var(name).ok().or_else(|| {
+            unset.borrow_mut().insert(name.to_string());
+            Some(format!("unset-{name}-placeholder-0000000000000000"))
+        })
+    })?;
+    let warnings = unset
+        .into_inner()
+        .into_iter()
+        .map(|name| format!("environment variable {name} is not set (checked with a placeholder)"))
+        .collect();
+    Ok((config, warnings))
+}
+
+fn load_with(path: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigError>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![ConfigError {
             field: path.to_string(),
             problem: format!("cannot read: {e}"),
         }]
     })?;
-    let config = Config::from_yaml_str(&text, &|name| std::env::var(name).ok())?;
+    let config = Config::from_yaml_str(&text, env)?;
     for (outer, inner) in config.nested_data_sources() {
         log::warn!(
             "data source `{outer}` contains every object of data source `{inner}`: keys entitled to \

@@ -43,7 +43,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate the configuration and exit (non-zero with one line per problem).
-    Check,
+    Check {
+        /// Away from the deployment: no DNS resolution of backends, and unset `${...}` variables are
+        /// warnings (each named) checked with placeholder values instead of problems.
+        #[arg(long)]
+        offline: bool,
+    },
 }
 
 fn load_or_report(path: &str) -> Option<config::Config> {
@@ -59,13 +64,42 @@ fn load_or_report(path: &str) -> Option<config::Config> {
     }
 }
 
+/// `s3p check --offline`: everything but the deployment's environment (variables, DNS).
+fn check_offline(path: &str) -> ExitCode {
+    match config::load_offline(path) {
+        Ok((cfg, warnings)) => {
+            for w in &warnings {
+                eprintln!("{path}: warning: {w}");
+            }
+            println!(
+                "{path}: OK offline ({} backends, {} data sources, {} API keys; {} unset variable(s); backend host names not resolved)",
+                cfg.backends.len(),
+                cfg.data_sources.len(),
+                cfg.api_keys.len(),
+                warnings.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{path}: {} problem(s):", errors.len());
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     s3p::ops::logging::init();
     let cli = Cli::parse();
+    if let Some(Command::Check { offline: true }) = cli.command {
+        return check_offline(&cli.config);
+    }
     let Some(cfg) = load_or_report(&cli.config) else {
         return ExitCode::from(2);
     };
-    if let Some(Command::Check) = cli.command {
+    if let Some(Command::Check { .. }) = cli.command {
         // Backends must also resolve, as they will at start-up.
         return match s3p::backend::Backends::new(&cfg) {
             Ok(_) => {

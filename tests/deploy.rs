@@ -2187,3 +2187,64 @@ fn kubernetes_manifests_run_the_compose_image_and_configuration() {
     let np = k8s("networkpolicy.yaml");
     assert!(np["spec"]["ingress"].as_sequence().unwrap().len() >= 2);
 }
+
+/// README's advice works as written outside docker-compose: `s3p check --offline` on the repository's own
+/// proxy.yaml, with none of its variables set and the `minio` host unresolvable, passes and names each
+/// unset variable; the plain check names the same problems as errors.
+#[test]
+fn check_offline_validates_the_repository_config_outside_compose() {
+    let vars: BTreeSet<String> = {
+        let text = read("proxy.yaml");
+        let mut names = BTreeSet::new();
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("${") {
+            let after = &rest[start + 2..];
+            let end = after.find('}').unwrap();
+            // The file's header comment shows the syntax as `${NAME}`.
+            if after[..end] != *"NAME" {
+                names.insert(after[..end].to_string());
+            }
+            rest = &after[end + 1..];
+        }
+        names
+    };
+    assert!(vars.contains("S3P_TOKEN_SECRET"), "{vars:?}");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_s3p"))
+            .args(args)
+            .arg("--config")
+            .arg(repo().join("proxy.yaml"))
+            .env_clear()
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(&["check", "--offline"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("OK offline"), "{stdout}");
+    for var in &vars {
+        assert!(
+            stderr.contains(&format!("warning: environment variable {var} is not set")),
+            "{var} not named: {stderr}"
+        );
+    }
+    let (code, _, stderr) = run(&["check"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("S3P_TOKEN_SECRET is not set"), "{stderr}");
+    // A real problem is still one, offline.
+    let dir = TempDir::new("check-offline-bad");
+    let bad = read("proxy.yaml").replace("bucket: immuta", "bucket: Not_A_Bucket");
+    let path = dir.0.join("proxy.yaml");
+    std::fs::write(&path, bad).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_s3p"))
+        .args(["check", "--offline", "--config"])
+        .arg(&path)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
