@@ -14,7 +14,7 @@ use s3p::listing::merge::{
     list_page, BackendListRequest, BackendPage, CallBudget, ListQuery, PageSource, Position,
 };
 use s3p::listing::params::{ListParams, ListVersion};
-use s3p::xml;
+use s3p::listing::xml as listing_xml;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ struct ParsingSource {
 #[async_trait]
 impl PageSource for ParsingSource {
     async fn list(&self, _: &DataSource, _: BackendListRequest) -> Result<BackendPage, S3Error> {
-        let mut page = xml::parse_backend_listing(&self.body).expect("fixture parses");
+        let mut page = listing_xml::parse_backend_listing(&self.body).expect("fixture parses");
         page.next_continuation = Some("more".into());
         Ok(page)
     }
@@ -96,7 +96,7 @@ fn main() {
     let (mut parse, mut merge, mut render) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         let t = Instant::now();
-        black_box(xml::parse_backend_listing(black_box(&body)).unwrap());
+        black_box(listing_xml::parse_backend_listing(black_box(&body)).unwrap());
         parse.push(t.elapsed());
 
         let t = Instant::now();
@@ -105,7 +105,7 @@ fn main() {
         assert_eq!(page.entries.len(), 1000);
 
         let t = Instant::now();
-        let out = xml::list_objects(&xml::ListingView {
+        let out = listing_xml::list_objects(&listing_xml::ListingView {
             bucket: "immuta",
             params: &params,
             owner: &owner,

@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 /// Query values are encoded with the strictest set (RFC 3986 unreserved only), so that the query we send
 /// is already in SigV4 canonical form and no backend can read it differently.
 pub fn encode_query_value(v: &str) -> String {
-    utf8_percent_encode(v, crate::auth::sigv4::UNRESERVED).to_string()
+    utf8_percent_encode(v, crate::wire::UNRESERVED).to_string()
 }
 
 /// Resolves every name to the backend's own addresses: virtual-host requests name `<bucket>.<host>` in
@@ -107,8 +107,9 @@ impl Backend {
         let native = rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(native.certs);
         let extra_ca = match &config.ca_file {
-            Some(path) => crate::ops::tls::load_ca_certs(path)
-                .map_err(|e| format!("backends.{}.ca_file: {e}", config.name))?,
+            Some(path) => {
+                load_ca_certs(path).map_err(|e| format!("backends.{}.ca_file: {e}", config.name))?
+            }
             None => Vec::new(),
         };
         for cert in &extra_ca {
@@ -377,7 +378,7 @@ impl Backend {
             };
             return Err(error.caused_by(&self.config.name, FailureKind::Status(status.as_u16())));
         }
-        crate::xml::parse_backend_listing(&body).map_err(|e| {
+        crate::listing::xml::parse_backend_listing(&body).map_err(|e| {
             log::warn!(
                 "backend {} sent an unreadable listing for data source {}: {e}",
                 self.config.name,
@@ -390,6 +391,23 @@ impl Backend {
             .caused_by(&self.config.name, FailureKind::Unreadable)
         })
     }
+}
+
+/// The certificates of a PEM CA file (for https backends with a private CA).
+pub fn load_ca_certs(
+    path: &str,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_file_iter(
+            path,
+        )
+        .map_err(|e| format!("{path}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{path}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{path}: no certificate"));
+    }
+    Ok(certs)
 }
 
 /// Where the credentials for signing come from.

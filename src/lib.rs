@@ -1,14 +1,17 @@
 //! s3p: one virtual S3 bucket in front of many real ones, every access governed by an API key.
 //!
-//! A request's life, module by module:
-//! 1. [`auth`]: who is calling (legacy header, SigV4, SigV2), verified against the key's secret;
-//! 2. [`request`]: which operation on the virtual bucket, and which [`namespace::VirtualKey`];
-//! 3. [`policy`]: whether the key may read that data source (deny by default);
-//! 4. [`namespace`] / [`backend`]: the backend bucket and key, re-signed with the backend's credentials;
+//! A request's life, module by module (README "How the code is laid out"; each module imports only
+//! those listed before it, checked by `tests/layering.rs`):
+//! 1. [`wire`], [`error`], [`config`]: the request's query and path read one way for every reader, the
+//!    one S3 error type, the validated configuration;
+//! 2. [`auth`]: who is calling (legacy header, SigV4, SigV2), verified against the key's secret;
+//! 3. [`request`] / [`namespace`]: which operation on the virtual bucket, which [`namespace::VirtualKey`],
+//!    and which backend object it is;
+//! 4. [`policy`]: whether the key may read that data source (deny by default);
 //! 5. [`listing`] / [`xml`]: listings merged across data sources and rendered in virtual terms;
-//!    [`error`]: every refusal as one S3 error type.
-//!
-//! [`proxy`] is the pingora glue that wires these together; everything else is pure and tested alone.
+//! 6. [`backend`]: re-signing with the backend's credentials, the listing client;
+//! 7. [`gateway`]: the decision (answer, list, forward or refuse) and its audit facts, pure;
+//! 8. [`server`] and [`proxy`]: the I/O glue; `proxy` carries out each decision in pingora's phases.
 
 pub mod auth;
 pub mod backend;
@@ -18,11 +21,11 @@ pub mod error;
 pub mod gateway;
 pub mod listing;
 pub mod namespace;
-pub mod ops;
 pub mod policy;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod request;
+pub mod server;
 pub mod state;
 pub mod timefmt;
 pub mod wire;

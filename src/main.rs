@@ -11,16 +11,16 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use s3p::config;
-use s3p::ops::admin::AdminApp;
-use s3p::ops::audit::AuditLog;
-use s3p::ops::connections::GuardedApp;
-use s3p::ops::guard::AuthThrottle;
-use s3p::ops::metrics::Metrics;
-use s3p::ops::resolve::BackendResolver;
-use s3p::ops::signals::{GracefulSignals, Reloader};
-use s3p::ops::tls::CertStore;
-use s3p::ops::Ops;
 use s3p::proxy::S3Proxy;
+use s3p::server::admin::AdminApp;
+use s3p::server::audit::AuditLog;
+use s3p::server::connections::GuardedApp;
+use s3p::server::metrics::Metrics;
+use s3p::server::resolve::BackendResolver;
+use s3p::server::signals::{GracefulSignals, Reloader};
+use s3p::server::throttle::AuthThrottle;
+use s3p::server::tls::CertStore;
+use s3p::server::Runtime;
 use s3p::state::{SharedState, State};
 use std::process::ExitCode;
 
@@ -91,7 +91,7 @@ fn check_offline(path: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    s3p::ops::logging::init();
+    s3p::server::logging::init();
     let cli = Cli::parse();
     if let Some(Command::Check { offline: true }) = cli.command {
         return check_offline(&cli.config);
@@ -135,7 +135,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let ops = Arc::new(Ops {
+    let runtime = Arc::new(Runtime {
         metrics: Metrics::default(),
         audit,
         throttle: AuthThrottle::new(cfg.limits.auth_failures_per_minute),
@@ -172,7 +172,7 @@ fn main() -> ExitCode {
         &server.configuration,
         S3Proxy {
             state: state.clone(),
-            ops: ops.clone(),
+            runtime: runtime.clone(),
         },
     );
     let mut service = Service::new(
@@ -180,7 +180,7 @@ fn main() -> ExitCode {
         GuardedApp {
             inner: Arc::new(proxy),
             state: state.clone(),
-            ops: ops.clone(),
+            runtime: runtime.clone(),
             connections: Default::default(),
         },
     );
@@ -214,15 +214,15 @@ fn main() -> ExitCode {
             "s3p admin".to_string(),
             HttpServer::new_app(AdminApp {
                 state: state.clone(),
-                ops: ops.clone(),
+                runtime: runtime.clone(),
             }),
         );
         admin.add_tcp(addr);
         server.add_service(admin);
         log::info!("s3p admin on http://{addr} (/health, /ready, /metrics)");
     }
-    let drain_ops = ops.clone();
-    let drain_audit = ops.clone();
+    let drain_runtime = runtime.clone();
+    let drain_audit = runtime.clone();
     server.add_service(background_service(
         "s3p backend resolution",
         BackendResolver::new(state.clone()),
@@ -232,14 +232,14 @@ fn main() -> ExitCode {
         Reloader {
             config_path: cli.config.clone(),
             state,
-            ops,
+            runtime,
             certs,
         },
     ));
     log::info!("s3p listening on http://{listen}");
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulSignals {
-            ops: drain_ops,
+            runtime: drain_runtime,
             drain_delay,
             grace,
         }),

@@ -12,7 +12,8 @@
 use crate::config::DataSource;
 use crate::error::{S3Error, S3ErrorCode};
 use crate::wire::is_dot_segment;
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use crate::wire::S3_PATH;
+use percent_encoding::{percent_decode_str, utf8_percent_encode};
 
 /// A key in the virtual bucket, split into its data source and the key inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,15 +98,6 @@ pub fn from_backend_key(ds: &DataSource, backend_key: &str) -> Option<String> {
     vkey.push_str(rel);
     Some(vkey)
 }
-
-/// Characters kept literally in an S3 path: RFC 3986 unreserved plus `/`. Everything else is encoded, so the
-/// backend decodes exactly the key we mean (and the SigV4 canonical URI equals the path we send).
-const S3_PATH: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
 
 /// Encodes a key for a request path.
 pub fn encode_path(key: &str) -> String {

@@ -11,10 +11,10 @@ use crate::auth::RequestView;
 use crate::error::{FailureKind, S3Error, S3ErrorCode};
 use crate::gateway::{self, AuditFacts, Decision, Incoming, ObjectRoute, Outcome, Verdict};
 use crate::listing;
-use crate::ops::audit::AuditRecord;
-use crate::ops::guard::{ConcurrencyLimits, FailureSubject, Slot};
-use crate::ops::{InFlight, Ops};
 use crate::request::{self, Mount};
+use crate::server::audit::AuditRecord;
+use crate::server::throttle::{ConcurrencyLimits, FailureSubject, Slot};
+use crate::server::{InFlight, Runtime};
 use crate::state::{SharedState, State};
 use crate::xml;
 use async_trait::async_trait;
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub struct S3Proxy {
     pub state: SharedState,
-    pub ops: Arc<Ops>,
+    pub runtime: Arc<Runtime>,
 }
 
 /// Per-request state, grouped by what it is for.
@@ -178,21 +178,21 @@ impl S3Proxy {
     /// in-flight count.
     fn apply_limits(&self, d: &mut Decision, ctx: &mut RequestCtx) {
         if let (Some(failure), Outcome::Refuse(e)) = (&d.auth_failure, &d.outcome) {
-            self.ops.metrics.auth_failure(e.code.as_str());
+            self.runtime.metrics.auth_failure(e.code.as_str());
             // Verified credentials are never throttled, whatever others did from the same address.
             let who = match &failure.known_key_id {
                 Some(id) => FailureSubject::ClientAndKey(ctx.client.ip, id),
                 None => FailureSubject::Client(ctx.client.ip),
             };
             let now = Instant::now();
-            if let Some(wait) = self.ops.throttle.blocked_for(who, now) {
-                self.ops.metrics.limit_hit("auth_failures_per_minute");
+            if let Some(wait) = self.runtime.throttle.blocked_for(who, now) {
+                self.runtime.metrics.limit_hit("auth_failures_per_minute");
                 d.outcome = Outcome::Refuse(S3Error::slow_down(
                     "Too many failed authentications; retry later.",
                     wait.as_secs().max(1),
                 ));
             } else if failure.is_denial {
-                self.ops.throttle.record_failure(who, now);
+                self.runtime.throttle.record_failure(who, now);
             }
             return;
         }
@@ -200,7 +200,7 @@ impl S3Proxy {
             // One key may hold at most its share of the concurrent requests.
             ctx.held.key = ConcurrencyLimits::enter_key(key, ctx.state.config.limits.per_key());
             if ctx.held.key.is_none() {
-                self.ops
+                self.runtime
                     .metrics
                     .limit_hit("max_concurrent_requests_per_key");
                 d.outcome = Outcome::Refuse(S3Error::slow_down(
@@ -237,9 +237,11 @@ impl S3Proxy {
                     .ok_or_else(|| internal("listing without a key"))?;
                 match listing::serve(&st.backends, &st.config, &st.tokens, key, &params).await {
                     Ok(served) => {
-                        self.ops.metrics.list_backend_calls(served.backend_calls);
+                        self.runtime
+                            .metrics
+                            .list_backend_calls(served.backend_calls);
                         if served.cut_by_budget {
-                            self.ops.metrics.limit_hit("max_backend_calls_per_list");
+                            self.runtime.metrics.limit_hit("max_backend_calls_per_list");
                         }
                         let headers = vec![("content-type", "application/xml".to_string())];
                         self.write_answer(session, ctx, 200, headers, Bytes::from(served.body))
@@ -247,7 +249,7 @@ impl S3Proxy {
                     }
                     Err(e) => {
                         if let Some(failure) = &e.cause {
-                            self.ops
+                            self.runtime
                                 .metrics
                                 .backend_error(&failure.backend, &failure.kind.label());
                         }
@@ -399,11 +401,19 @@ impl ProxyHttp for S3Proxy {
                 .detail("MaxSizeAllowed", limits.max_header_bytes.to_string());
             return self.refuse_early(session, ctx, e).await;
         }
-        if self.ops.unready.load(std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .runtime
+            .unready
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             // Leaving: the client's next request goes through the balancer, to another replica.
             session.set_keepalive(None);
         }
-        if self.ops.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .runtime
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             session.set_keepalive(None);
             let e = S3Error::with_message(
                 S3ErrorCode::ServiceUnavailable,
@@ -411,10 +421,10 @@ impl ProxyHttp for S3Proxy {
             );
             return self.refuse_early(session, ctx, e).await;
         }
-        let (guard, count) = InFlight::enter(&self.ops);
+        let (guard, count) = InFlight::enter(&self.runtime);
         ctx.held.in_flight = Some(guard);
         if count > limits.max_concurrent_requests as i64 {
-            self.ops.metrics.limit_hit("max_concurrent_requests");
+            self.runtime.metrics.limit_hit("max_concurrent_requests");
             let e = S3Error::slow_down("Too many requests at once; retry later.", 1);
             return self.refuse_early(session, ctx, e).await;
         }
@@ -423,9 +433,9 @@ impl ProxyHttp for S3Proxy {
         if let Some(ip) = ctx.client.ip {
             if !crate::client_addr::is_trusted(&ctx.state.config.trusted_proxies, ip) {
                 let limit = ctx.state.config.limits.per_client();
-                ctx.held.client = self.ops.concurrency.enter_client(ip, limit);
+                ctx.held.client = self.runtime.concurrency.enter_client(ip, limit);
                 if ctx.held.client.is_none() {
-                    self.ops
+                    self.runtime
                         .metrics
                         .limit_hit("max_concurrent_requests_per_client");
                     let e = S3Error::slow_down(
@@ -624,7 +634,9 @@ impl ProxyHttp for S3Proxy {
             // Bytes of earlier chunks: written, since pingora writes a chunk before it asks for the next.
             let taken = ctx.pacing.body_sent - mark_bytes;
             if (taken as f64) < rate as f64 * elapsed.as_secs_f64() {
-                self.ops.metrics.limit_hit("min_client_rate_bytes_per_s");
+                self.runtime
+                    .metrics
+                    .limit_hit("min_client_rate_bytes_per_s");
                 log::info!(
                     "request {}: the client took {taken} bytes in {:.1} s, less than {rate} bytes/s: response cut",
                     ctx.request_id,
@@ -723,22 +735,22 @@ impl ProxyHttp for S3Proxy {
             }
             _ => "",
         };
-        self.ops
+        self.runtime
             .metrics
             .request(audit.operation, data_source, status, bytes, duration);
         if let Some(d) = ctx.timing.backend_latency {
-            self.ops.metrics.backend_duration.observe(d);
+            self.runtime.metrics.backend_duration.observe(d);
         }
         // Object requests (listings count theirs in carry_out).
         if let (Some(route), Some(kind)) = (&ctx.route, ctx.backend_failure) {
-            self.ops
+            self.runtime
                 .metrics
                 .backend_error(&route.backend.config.name, &kind.label());
         }
         let backend_ms = ctx.timing.backend_latency.map(|d| d.as_secs_f64() * 1000.0);
-        self.ops.audit.write(&AuditRecord {
-            version: crate::ops::audit::SCHEMA_VERSION,
-            time: crate::ops::audit::now_rfc3339(),
+        self.runtime.audit.write(&AuditRecord {
+            version: crate::server::audit::SCHEMA_VERSION,
+            time: crate::server::audit::now_rfc3339(),
             request_id: &ctx.request_id,
             api_key: audit.key_name.as_deref(),
             client: &ctx.client.text,

@@ -23,7 +23,7 @@ impl State {
         Ok(State::with_backends(config, backends))
     }
 
-    /// With backends at already resolved addresses (see `ops::resolve`).
+    /// With backends at already resolved addresses (see `server::resolve`).
     pub fn at(
         config: Config,
         addresses: &crate::backend::Addresses,

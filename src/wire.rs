@@ -3,7 +3,24 @@
 //! URL two ways. A leaf module: it imports nothing of s3p's but the error type.
 
 use crate::error::{S3Error, S3ErrorCode};
-use percent_encoding::percent_decode;
+use percent_encoding::{percent_decode, AsciiSet, NON_ALPHANUMERIC};
+
+/// Everything except the RFC 3986 unreserved characters `A-Za-z0-9-._~` is percent-encoded: SigV4's
+/// canonical forms and the query strings s3p sends to backends.
+pub const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Characters kept literally in an S3 path: RFC 3986 unreserved plus `/`. Everything else is encoded, so the
+/// backend decodes exactly the key we mean (and the SigV4 canonical URI equals the path we send).
+pub const S3_PATH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
 
 /// A decoded query string. Names and values are percent-decoded once, with `+` meaning a space (as S3
 /// reads query strings). The first occurrence of a name wins.

@@ -22,8 +22,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::wire::UNRESERVED;
 use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
-use percent_encoding::{percent_decode, percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::{percent_decode, percent_encode};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
@@ -52,14 +53,6 @@ const SPECIAL_PAYLOAD_HASHES: &[&str] = &[
     "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD",
     "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER",
 ];
-
-/// Everything except the RFC 3986 unreserved characters `A-Za-z0-9-._~` is percent-encoded in
-/// SigV4 (also used for the query strings s3p sends to backends).
-pub const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// The names of the presigned-URL parameters (case-sensitive, as AWS treats them).
 pub mod param {

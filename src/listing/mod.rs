@@ -5,6 +5,7 @@
 pub mod merge;
 pub mod params;
 pub mod token;
+pub mod xml;
 
 #[cfg(test)]
 mod model_tests;
@@ -73,7 +74,7 @@ pub async fn serve<S: PageSource + ?Sized>(
         }
         _ => None,
     };
-    let body = crate::xml::list_objects(&crate::xml::ListingView {
+    let body = xml::list_objects(&xml::ListingView {
         bucket: &config.bucket,
         params,
         owner: &config.owner,

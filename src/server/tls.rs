@@ -1,4 +1,4 @@
-//! TLS: the HTTPS listener's certificate, reloadable on SIGHUP, and extra CAs for https backends.
+//! TLS: the HTTPS listener's certificate, reloadable on SIGHUP.
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
@@ -59,16 +59,4 @@ impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())
     }
-}
-
-/// The certificates of a PEM CA file (for https backends with a private CA).
-pub fn load_ca_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{path}: {e}"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{path}: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{path}: no certificate"));
-    }
-    Ok(certs)
 }

@@ -1,27 +1,30 @@
-//! Operations: what an operator sees and controls. Audit lines, Prometheus metrics, the admin listener
-//! (/health, /ready, /metrics), TLS certificates that reload, and the signals that reload configuration
-//! and stop the server, and the periodic resolution of backend host names. These are I/O glue around the pure core, like `proxy.rs`.
+//! The running server: what an operator sees and controls, and the run-time state that outlives a
+//! reload. Client connections (head deadline, caps, PROXY protocol), the throttle of failed
+//! authentications and the in-flight limits, audit lines, Prometheus metrics, the admin listener
+//! (/health, /ready, /metrics), the TLS certificate that reloads, the signals that reload configuration
+//! and stop the server, the periodic resolution of backend host names, the log filter. I/O glue around
+//! the pure core, like `proxy.rs`.
 
 pub mod admin;
 pub mod audit;
 pub mod connections;
-pub mod guard;
 pub mod logging;
 pub mod metrics;
 pub mod resolve;
 pub mod signals;
+pub mod throttle;
 pub mod tls;
 
 use metrics::Metrics;
 use std::sync::Arc;
 
 /// What lives across reloads: metrics, the audit log, the authentication throttle.
-pub struct Ops {
+pub struct Runtime {
     pub metrics: Metrics,
     pub audit: audit::AuditLog,
-    pub throttle: guard::AuthThrottle,
+    pub throttle: throttle::AuthThrottle,
     /// Requests in flight per key and per client address.
-    pub concurrency: Arc<guard::ConcurrencyLimits>,
+    pub concurrency: Arc<throttle::ConcurrencyLimits>,
     /// Set on SIGTERM/SIGINT: `/ready` answers 503 and every answer closes its connection, while requests
     /// are still served for the drain delay.
     pub unready: std::sync::atomic::AtomicBool,
@@ -30,13 +33,13 @@ pub struct Ops {
 }
 
 /// A request's place in the in-flight count.
-pub struct InFlight(Arc<Ops>);
+pub struct InFlight(Arc<Runtime>);
 
 impl InFlight {
     /// Counts a request in; returns the guard and the count including this request.
-    pub fn enter(ops: &Arc<Ops>) -> (InFlight, i64) {
-        let count = ops.metrics.enter();
-        (InFlight(ops.clone()), count)
+    pub fn enter(runtime: &Arc<Runtime>) -> (InFlight, i64) {
+        let count = runtime.metrics.enter();
+        (InFlight(runtime.clone()), count)
     }
 }
 

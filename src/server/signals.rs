@@ -4,8 +4,8 @@
 //! (pingora's own watcher treats SIGINT as an immediate stop). SIGQUIT keeps pingora's graceful upgrade.
 
 use crate::config::{self, Config};
-use crate::ops::tls::CertStore;
-use crate::ops::Ops;
+use crate::server::tls::CertStore;
+use crate::server::Runtime;
 use crate::state::{SharedState, State};
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 /// then the server stops at once. Unlike pingora's own graceful terminate, which always sleeps the whole
 /// grace period, s3p stops as soon as nothing is in flight after the delay.
 pub struct GracefulSignals {
-    pub ops: Arc<Ops>,
+    pub runtime: Arc<Runtime>,
     pub drain_delay: std::time::Duration,
     pub grace: std::time::Duration,
 }
@@ -35,7 +35,7 @@ impl ShutdownSignalWatch for GracefulSignals {
             _ = int.recv() => "SIGINT",
             _ = quit.recv() => { log::info!("SIGQUIT: graceful upgrade"); return ShutdownSignal::GracefulUpgrade }
         };
-        self.ops
+        self.runtime
             .unready
             .store(true, std::sync::atomic::Ordering::Relaxed);
         if !self.drain_delay.is_zero() {
@@ -45,19 +45,19 @@ impl ShutdownSignalWatch for GracefulSignals {
             );
             tokio::time::sleep(self.drain_delay).await;
         }
-        self.ops
+        self.runtime
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let started = std::time::Instant::now();
         log::info!(
             "{name}: draining {} in-flight requests (at most {:?})",
-            self.ops.metrics.in_flight(),
+            self.runtime.metrics.in_flight(),
             self.grace
         );
-        while self.ops.metrics.in_flight() > 0 && started.elapsed() < self.grace {
+        while self.runtime.metrics.in_flight() > 0 && started.elapsed() < self.grace {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        let left = self.ops.metrics.in_flight();
+        let left = self.runtime.metrics.in_flight();
         if left > 0 {
             log::warn!("grace period over with {left} requests in flight: stopping them");
         }
@@ -70,7 +70,7 @@ impl ShutdownSignalWatch for GracefulSignals {
 pub struct Reloader {
     pub config_path: String,
     pub state: SharedState,
-    pub ops: Arc<Ops>,
+    pub runtime: Arc<Runtime>,
     pub certs: Option<Arc<CertStore>>,
 }
 
@@ -115,7 +115,7 @@ impl Reloader {
                     self.config_path,
                     shown.join("; ")
                 );
-                self.ops.metrics.config_reload(false);
+                self.runtime.metrics.config_reload(false);
                 return;
             }
         };
@@ -124,7 +124,7 @@ impl Reloader {
         match State::new(new_config) {
             Ok(state) => {
                 self.state.store(Arc::new(state));
-                self.ops.metrics.config_reload(true);
+                self.runtime.metrics.config_reload(true);
                 log::info!("reloaded {}", self.config_path);
                 if !ignored.is_empty() {
                     log::warn!(
@@ -135,10 +135,10 @@ impl Reloader {
             }
             Err(e) => {
                 log::error!("reload refused, the running configuration stays: {e}");
-                self.ops.metrics.config_reload(false);
+                self.runtime.metrics.config_reload(false);
             }
         }
-        if let Err(e) = self.ops.audit.reopen() {
+        if let Err(e) = self.runtime.audit.reopen() {
             log::error!("cannot reopen the audit log: {e}");
         }
         if let Some(certs) = &self.certs {

@@ -232,13 +232,13 @@ impl Metrics {
         let _ = writeln!(
             out,
             "s3p_client_connection_errors_total {}",
-            crate::ops::logging::CLIENT_CONNECTION_ERRORS.load(Ordering::Relaxed)
+            crate::server::logging::CLIENT_CONNECTION_ERRORS.load(Ordering::Relaxed)
         );
         out.push_str("# HELP s3p_requests_rejected_by_pingora_total Requests pingora answered itself before s3p saw them (unparsable heads); no audit line exists for them.\n# TYPE s3p_requests_rejected_by_pingora_total counter\n");
         let _ = writeln!(
             out,
             "s3p_requests_rejected_by_pingora_total {}",
-            crate::ops::connections::REJECTED_BY_PINGORA.load(Ordering::Relaxed)
+            crate::server::connections::REJECTED_BY_PINGORA.load(Ordering::Relaxed)
         );
         out.push_str("# HELP s3p_list_backend_calls_total Backend listing calls made for client listings.\n# TYPE s3p_list_backend_calls_total counter\n");
         let _ = writeln!(

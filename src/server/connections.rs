@@ -16,8 +16,8 @@
 
 use crate::client_addr::{client_network, is_trusted};
 use crate::error::{S3Error, S3ErrorCode};
-use crate::ops::Ops;
 use crate::proxy_protocol::{Parse, ProxyHeader};
+use crate::server::Runtime;
 use crate::state::SharedState;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -293,7 +293,7 @@ pub struct GuardedStream {
     refusing: Option<(Vec<u8>, usize)>,
     /// The connection as pingora should see it when a PROXY header named the client.
     socket_digest: Option<Arc<pingora::protocols::SocketDigest>>,
-    ops: Arc<Ops>,
+    runtime: Arc<Runtime>,
     _slot: ConnectionSlot,
 }
 
@@ -308,7 +308,7 @@ impl std::fmt::Debug for GuardedStream {
 
 impl GuardedStream {
     fn refuse(&mut self, error: S3Error, limit: &'static str) {
-        self.ops.metrics.limit_hit(limit);
+        self.runtime.metrics.limit_hit(limit);
         self.refusing = Some((raw_error(error), 0));
     }
 
@@ -378,7 +378,7 @@ impl AsyncRead for GuardedStream {
                     if deadline.as_mut().poll(cx).is_ready() {
                         if this.scanner.head_bytes() == 0 {
                             // Nothing of a request came: close without an answer.
-                            this.ops.metrics.limit_hit("header_timeout_ms");
+                            this.runtime.metrics.limit_hit("header_timeout_ms");
                             return Poll::Ready(Err(io::Error::new(
                                 io::ErrorKind::TimedOut,
                                 "no request head in time",
@@ -508,7 +508,7 @@ impl Peek for GuardedStream {
 pub struct GuardedApp<A> {
     pub inner: Arc<A>,
     pub state: SharedState,
-    pub ops: Arc<Ops>,
+    pub runtime: Arc<Runtime>,
     pub connections: Arc<ConnectionLimits>,
 }
 
@@ -541,7 +541,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 Ok(Ok(ProxyHeader::Client(addr))) => proxied = Some(addr),
                 Ok(Ok(ProxyHeader::Unknown)) => {}
                 _ => {
-                    self.ops.metrics.limit_hit("proxy_protocol");
+                    self.runtime.metrics.limit_hit("proxy_protocol");
                     log::debug!("connection from {peer:?} without a valid PROXY header: closed");
                     return None;
                 }
@@ -568,7 +568,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                         "Too many connections from this client; retry later.",
                     ),
                 };
-                self.ops.metrics.limit_hit(limit);
+                self.runtime.metrics.limit_hit(limit);
                 let answer = raw_error(S3Error::slow_down(message, 1));
                 let mut stream = stream;
                 use tokio::io::AsyncWriteExt;
@@ -599,7 +599,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             )))),
             refusing: None,
             socket_digest,
-            ops: self.ops.clone(),
+            runtime: self.runtime.clone(),
             _slot: slot,
         };
         drop(state);

@@ -2,8 +2,9 @@
 //! scanner, fed thousands of generated backend pages in the many ways XML can write the same listing.
 //! Both must read the same page; and no cut-short page may parse.
 
-use super::{parse_backend_listing, url_decode_plus as s3p_url_decode_plus};
+use super::parse_backend_listing;
 use crate::listing::merge::{BackendPage, ObjectEntry};
+use crate::xml::url_decode_plus as s3p_url_decode_plus;
 use bytes::Bytes;
 use quick_xml::events::Event;
 use quick_xml::Reader;

@@ -2,7 +2,7 @@
 //! down), `/metrics` (Prometheus text, with each backend's reachability). Kept off the S3 listener so it
 //! can stay private.
 
-use crate::ops::Ops;
+use crate::server::Runtime;
 use crate::state::SharedState;
 use async_trait::async_trait;
 use http::Response;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub struct AdminApp {
     pub state: SharedState,
-    pub ops: Arc<Ops>,
+    pub runtime: Arc<Runtime>,
 }
 
 fn text(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {
@@ -36,7 +36,11 @@ impl ServeHttp for AdminApp {
             // they are shared by every replica, so one backend down must not take every replica out of
             // the balancer; their reachability is in /metrics (s3p_backend_up).
             "/ready" => {
-                if self.ops.unready.load(std::sync::atomic::Ordering::Relaxed) {
+                if self
+                    .runtime
+                    .unready
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
                     text(503, "text/plain", "not ready: shutting down\n".into())
                 } else {
                     text(
@@ -47,10 +51,10 @@ impl ServeHttp for AdminApp {
                 }
             }
             "/metrics" => {
-                let mut body = self.ops.metrics.render();
+                let mut body = self.runtime.metrics.render();
                 body.push_str(&format!(
                     "# HELP s3p_audit_lines_dropped_total Audit lines dropped because the audit log's consumer did not keep up.\n# TYPE s3p_audit_lines_dropped_total counter\ns3p_audit_lines_dropped_total {}\n",
-                    self.ops.audit.dropped()
+                    self.runtime.audit.dropped()
                 ));
                 body.push_str(&backend_reachability(&state).await);
                 text(200, "text/plain; version=0.0.4", body)
