@@ -29,20 +29,56 @@ pub struct Query {
     pairs: Vec<(String, String)>,
 }
 
+/// A query string as sent, split once for every reader: its `name[=value]` pieces in order, still
+/// encoded (`a&&b` has no empty piece; `a` has no value, `a=` an empty one). Decoding is each reader's,
+/// because S3 and SigV4 read `+` as a space ([`decode_form`]) where SigV2 keeps it in values
+/// ([`decode_percent`]); what they split is always the same.
+#[derive(Debug, Clone, Copy)]
+pub struct RawQuery<'a>(pub &'a str);
+
+impl<'a> RawQuery<'a> {
+    pub fn pairs(self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
+        self.0
+            .split('&')
+            .filter(|piece| !piece.is_empty())
+            .map(|piece| match piece.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (piece, None),
+            })
+    }
+
+    /// The raw value of the first piece whose raw name is `name` (empty when it has no `=`).
+    pub fn get_raw(self, name: &str) -> Option<&'a str> {
+        self.pairs()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.unwrap_or(""))
+    }
+}
+
+/// Form decoding, as S3 reads its query and SigV4 canonicalises it: `+` is a space, then
+/// percent-decoding (a `%` that starts no escape stays as sent).
+pub fn decode_form(s: &str) -> Vec<u8> {
+    let spaced: Vec<u8> = s
+        .bytes()
+        .map(|b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_decode(&spaced).collect()
+}
+
+/// Percent-decoding only: `+` stays a plus (SigV2 values, base64 signatures).
+pub fn decode_percent(s: &str) -> std::borrow::Cow<'_, [u8]> {
+    percent_decode(s.as_bytes()).into()
+}
+
 fn decode_query_part(s: &str) -> Result<String, S3Error> {
-    let spaced = s.replace('+', " ");
-    percent_decode(spaced.as_bytes())
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| S3Error::new(S3ErrorCode::InvalidURI))
+    String::from_utf8(decode_form(s)).map_err(|_| S3Error::new(S3ErrorCode::InvalidURI))
 }
 
 impl Query {
     pub fn parse(raw: &str) -> Result<Query, S3Error> {
         let mut pairs = Vec::new();
-        for part in raw.split('&').filter(|p| !p.is_empty()) {
-            let (n, v) = part.split_once('=').unwrap_or((part, ""));
-            pairs.push((decode_query_part(n)?, decode_query_part(v)?));
+        for (n, v) in RawQuery(raw).pairs() {
+            pairs.push((decode_query_part(n)?, decode_query_part(v.unwrap_or(""))?));
         }
         Ok(Query { pairs })
     }
@@ -110,5 +146,25 @@ mod tests {
         assert_eq!(q.get(""), Some("v"));
         assert!(Query::parse("a=%ff").is_err());
         assert!(Query::parse("a=%2").is_ok(), "a lone % is kept as sent");
+    }
+
+    #[test]
+    fn raw_query_splits_once_for_every_reader() {
+        let q = RawQuery("a=1&&b&c=&a=2&X-Amz-Credential=K%2F2024");
+        assert_eq!(
+            q.pairs().collect::<Vec<_>>(),
+            vec![
+                ("a", Some("1")),
+                ("b", None),
+                ("c", Some("")),
+                ("a", Some("2")),
+                ("X-Amz-Credential", Some("K%2F2024"))
+            ]
+        );
+        assert_eq!(q.get_raw("a"), Some("1"));
+        assert_eq!(q.get_raw("b"), Some(""));
+        assert_eq!(q.get_raw("z"), None);
+        assert_eq!(decode_form("a+b%2Bc%zz"), b"a b+c%zz");
+        assert_eq!(&*decode_percent("a+b%2Bc"), b"a+b+c");
     }
 }

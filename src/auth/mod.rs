@@ -75,7 +75,7 @@ impl SecretLookup {
 
 use crate::config::{ApiKey, Config};
 use crate::error::{S3Error, S3ErrorCode};
-use crate::wire::strip_base_path;
+use crate::wire::{strip_base_path, RawQuery};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -199,11 +199,7 @@ pub fn is_sigv2_presigned(view: &RequestView) -> bool {
 
 /// The access key id a request claims, before any verification (for throttling repeated failures).
 pub fn claimed_key_id<'a>(view: &RequestView<'a>) -> Option<&'a str> {
-    let from_query = |name: &str| {
-        view.raw_query
-            .split('&')
-            .find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-    };
+    let from_query = |name: &str| RawQuery(view.raw_query).get_raw(name);
     if let Some(cred) = from_query("X-Amz-Credential") {
         return cred.split(['/', '%']).next();
     }

@@ -20,10 +20,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::wire::{decode_form, decode_percent, RawQuery};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use percent_encoding::percent_decode_str;
 use sha1::Sha1;
 use subtle::{Choice, ConstantTimeEq};
 
@@ -80,10 +80,9 @@ pub fn parse_authorization(value: &str) -> Option<(&str, &str)> {
 
 /// True when the query carries SigV2 query-auth parameters (`AWSAccessKeyId` or `Signature`).
 pub fn is_presigned(raw_query: &str) -> bool {
-    raw_query.split('&').any(|piece| {
-        let name = piece.split_once('=').map_or(piece, |(name, _)| name);
-        name == "AWSAccessKeyId" || name == "Signature"
-    })
+    RawQuery(raw_query)
+        .pairs()
+        .any(|(name, _)| name == "AWSAccessKeyId" || name == "Signature")
 }
 
 /// CanonicalizedResource: `resource_path` (empty means `/`) and, after a `?`, the sub-resources of
@@ -98,19 +97,11 @@ pub fn canonical_resource(resource_path: &str, raw_query: &str) -> String {
     } else {
         resource_path.to_string()
     };
-    let mut subresources: Vec<(String, Option<String>)> = raw_query
-        .split('&')
-        .filter_map(|piece| {
-            let (raw_name, value) = match piece.split_once('=') {
-                Some((name, value)) => (
-                    name,
-                    Some(percent_decode_str(value).decode_utf8_lossy().into_owned()),
-                ),
-                None => (piece, None),
-            };
-            let name = percent_decode_str(&raw_name.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned();
+    let mut subresources: Vec<(String, Option<String>)> = RawQuery(raw_query)
+        .pairs()
+        .filter_map(|(raw_name, raw_value)| {
+            let name = String::from_utf8_lossy(&decode_form(raw_name)).into_owned();
+            let value = raw_value.map(|v| String::from_utf8_lossy(&decode_percent(v)).into_owned());
             SUBRESOURCES
                 .contains(&name.as_str())
                 .then_some((name, value))
@@ -210,8 +201,7 @@ pub fn verify_query(
     lookup: &dyn Fn(&str) -> SecretLookup,
 ) -> Result<String, S3Error> {
     let (mut access_key, mut expires, mut provided) = (None, None, None);
-    for piece in req.raw_query.split('&') {
-        let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
+    for (name, value) in RawQuery(req.raw_query).pairs() {
         let slot = match name {
             "AWSAccessKeyId" => &mut access_key,
             "Expires" => &mut expires,
@@ -219,7 +209,7 @@ pub fn verify_query(
             _ => continue,
         };
         // Percent-decoding only: a raw `+` in a base64 signature is a plus, never a space.
-        let value = percent_decode_str(value).decode_utf8_lossy().into_owned();
+        let value = String::from_utf8_lossy(&decode_percent(value.unwrap_or(""))).into_owned();
         if slot.replace(value).is_some() {
             return Err(S3Error::with_message(
                 S3ErrorCode::AuthorizationQueryParametersError,

@@ -22,7 +22,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::wire::UNRESERVED;
+use crate::wire::{decode_form, RawQuery, UNRESERVED};
 use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
 use percent_encoding::{percent_decode, percent_encode};
 use sha2::{Digest, Sha256};
@@ -340,20 +340,9 @@ pub fn canonical_uri(raw_path: &str) -> String {
 /// encoding, which S3 and the AWS SDKs follow); an empty piece (`a&&b`) is skipped; `a` without `=`
 /// has an empty value.
 fn query_pairs(raw_query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
-    fn decode(s: &str) -> Vec<u8> {
-        let bytes: Vec<u8> = s
-            .bytes()
-            .map(|b| if b == b'+' { b' ' } else { b })
-            .collect();
-        percent_decode(&bytes).collect()
-    }
-    raw_query
-        .split('&')
-        .filter(|piece| !piece.is_empty())
-        .map(|piece| {
-            let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
-            (decode(name), decode(value))
-        })
+    RawQuery(raw_query)
+        .pairs()
+        .map(|(name, value)| (decode_form(name), decode_form(value.unwrap_or(""))))
 }
 
 /// Canonical query string: names and values decoded then re-encoded with the unreserved set, sorted
