@@ -308,7 +308,7 @@ fn object_route(
         .get(&obj.backend)
         .ok_or_else(|| S3Error::new(S3ErrorCode::InternalError))?;
     let mut headers = Vec::new();
-    for (name, value) in view.headers {
+    for (name, value) in view.headers.iter() {
         let Some(name) = forwarded_request_header(name) else {
             continue;
         };
@@ -324,7 +324,7 @@ fn object_route(
                 "",
             ));
         }
-        headers.push((name, value.clone()));
+        headers.push((name, value.to_string()));
     }
     let target = backend.object_target(&obj.bucket, &obj.key);
     let mut path_and_query = target.path;

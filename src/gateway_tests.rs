@@ -92,7 +92,7 @@ fn decide_with(st: &State, method: &str, target: &str, headers: &[(String, Strin
         method,
         raw_path,
         raw_query,
-        headers,
+        headers: crate::auth::Headers::Pairs(headers),
     };
     decide(
         st,

@@ -7,7 +7,7 @@
 //!                                          virtual namespace; cut readers below the minimum rate
 //! logging:  one audit line and the metrics of the request
 
-use crate::auth::RequestView;
+use crate::auth::{Headers, RequestView};
 use crate::error::{FailureKind, S3Error, S3ErrorCode};
 use crate::gateway::{self, AuditFacts, Decision, Incoming, ObjectRoute, Outcome, Verdict};
 use crate::listing;
@@ -144,21 +144,24 @@ impl S3Proxy {
             return d;
         };
         let (raw_path, raw_query) = raw.split_once('?').unwrap_or((raw, ""));
-        let headers: Vec<(String, String)> = req
+        // Header values are read as text (signatures, routing): bytes that are not UTF-8 are refused
+        // here rather than read one way by one reader and another way by the next.
+        if let Some((name, _)) = req
             .headers
             .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+            .find(|(_, v)| std::str::from_utf8(v.as_bytes()).is_err())
+        {
+            return Decision::refused(S3Error::invalid_argument(
+                "Header values must be UTF-8.",
+                name.as_str(),
+                "",
+            ));
+        }
         let view = RequestView {
             method: req.method.as_str(),
             raw_path,
             raw_query,
-            headers: &headers,
+            headers: Headers::Map(&req.headers),
         };
         let host_bucket = view
             .header("host")

@@ -1197,3 +1197,35 @@ fn missing_keys_keep_the_client_and_the_backend_connection() {
         "{backend_connections} backend connections for 101 requests on one client connection"
     );
 }
+
+#[test]
+fn header_values_that_are_not_utf8_or_not_ascii_where_forwarded_are_refused() {
+    let f = setup();
+    let s = S3p::start(&dir("s3p-header-bytes"), &config(f, free_port(), "", ""));
+    let auth = legacy(ALICE);
+    for (value, code) in [
+        // Not UTF-8 at all: refused before any reader sees it.
+        (&b"bytes=\xff-1"[..], "InvalidArgument"),
+        // UTF-8, but a forwarded header is signed for the backend as ASCII text.
+        ("bytes=0-1\u{e9}".as_bytes(), "InvalidArgument"),
+    ] {
+        let mut conn = TcpStream::connect(s.addr()).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut request = format!(
+            "GET /s3p/immuta/sales/plain.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nRange: "
+        )
+        .into_bytes();
+        request.extend_from_slice(value);
+        request.extend_from_slice(b"\r\n\r\n");
+        conn.write_all(&request).unwrap();
+        let (status, head, body) = read_response(&mut conn, false);
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, 400, "{head}{text}");
+        assert!(text.contains(&format!("<Code>{code}</Code>")), "{text}");
+        assert!(
+            text.contains("<ArgumentName>range</ArgumentName>"),
+            "{text}"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! The layering of `src/` (README "How the code is laid out"): each top-level module imports only modules
 //! listed before it, so the code has no import cycle and nothing below imports the glue. Reads the source
-//! files; test code (`#[cfg(test)]` modules, `*_tests.rs`) may import anything.
+//! files; test code (`#[cfg(test)]` modules, `*_tests.rs`, `tests.rs`) may import anything.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -89,7 +89,7 @@ fn module_sources(src: &Path) -> BTreeMap<String, Vec<(String, String)>> {
                 .unwrap()
                 .to_string_lossy()
                 .into_owned();
-            if !rel.ends_with(".rs") || rel.ends_with("_tests.rs") {
+            if !rel.ends_with(".rs") || rel.ends_with("_tests.rs") || rel.ends_with("/tests.rs") {
                 continue;
             }
             let top = rel

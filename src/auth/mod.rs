@@ -15,8 +15,47 @@ pub struct RequestView<'a> {
     pub raw_path: &'a str,
     /// The raw query string without the leading `?` (empty when absent).
     pub raw_query: &'a str,
-    /// Header names in lowercase, values as sent; a name may appear more than once.
-    pub headers: &'a [(String, String)],
+    pub headers: Headers<'a>,
+}
+
+/// The request's headers, borrowed as they are: the request's own header map (no copy per request), or
+/// pairs (tests, and the rare view that rewrites a header). Names are lowercase; a name may appear more
+/// than once. Values that are not UTF-8 are invisible here: the caller refuses such requests first.
+#[derive(Debug, Clone, Copy)]
+pub enum Headers<'a> {
+    Map(&'a http::HeaderMap),
+    Pairs(&'a [(String, String)]),
+}
+
+impl<'a> Headers<'a> {
+    pub fn iter(self) -> HeaderIter<'a> {
+        match self {
+            Headers::Map(map) => HeaderIter::Map(map.iter()),
+            Headers::Pairs(pairs) => HeaderIter::Pairs(pairs.iter()),
+        }
+    }
+}
+
+/// Iterates `(name, value)` of [`Headers`] without allocating.
+pub enum HeaderIter<'a> {
+    Map(http::header::Iter<'a, http::HeaderValue>),
+    Pairs(std::slice::Iter<'a, (String, String)>),
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            HeaderIter::Map(it) => loop {
+                let (name, value) = it.next()?;
+                if let Ok(value) = std::str::from_utf8(value.as_bytes()) {
+                    return Some((name.as_str(), value));
+                }
+            },
+            HeaderIter::Pairs(it) => it.next().map(|(n, v)| (n.as_str(), v.as_str())),
+        }
+    }
 }
 
 impl<'a> RequestView<'a> {
@@ -28,15 +67,22 @@ impl<'a> RequestView<'a> {
         self.headers
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// The first value of a header.
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        match self.headers {
+            // The map's own lookup (a hash), instead of a scan.
+            Headers::Map(map) => map
+                .get(name)
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()),
+            Headers::Pairs(_) => self
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v),
+        }
     }
 }
 
@@ -321,15 +367,15 @@ fn sigv4_without_base_path(view: &RequestView, base: &str, verify: &Verifier) ->
         .iter()
         .map(|(n, v)| {
             if n.eq_ignore_ascii_case("host") {
-                (n.clone(), format!("{v}{base}"))
+                (n.to_string(), format!("{v}{base}"))
             } else {
-                (n.clone(), v.clone())
+                (n.to_string(), v.to_string())
             }
         })
         .collect();
     let moved = RequestView {
         raw_path: stripped,
-        headers: &host_with_base,
+        headers: Headers::Pairs(&host_with_base),
         ..*view
     };
     verify(&moved).ok().flatten()
@@ -403,7 +449,7 @@ mod tests {
             method: "GET",
             raw_path: "/s3p/immuta",
             raw_query: query,
-            headers,
+            headers: Headers::Pairs(headers),
         }
     }
 

@@ -11,19 +11,8 @@ use quick_xml::Reader;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OracleField {
-    Other,
-    Key,
-    LastModified,
-    ETag,
-    Size,
-    StorageClass,
-    CommonPrefix,
-    EncodingType,
-    IsTruncated,
-    NextToken,
-}
+// The reference reads the same fields as s3p's parser.
+use super::Field as OracleField;
 
 /// The reference: the quick-xml parser s3p used before (kept as it was but for CDATA sections, which it
 /// ignored; a STANDARD class is compared as absent, the default it stands for).
