@@ -1,36 +1,24 @@
 //! The real backends: where each one is, its credentials, SigV4 re-signing of outgoing requests, and the
-//! HTTP client that fetches listing pages (the [`PageSource`] the merge reads from).
+//! HTTP client that fetches listing pages (`listing_client.rs`: the page source the merge reads from),
+//! credentials (`credentials.rs`).
 //!
 //! Object bytes do not pass through here: GET/HEAD go through pingora's streaming proxy path, and only
 //! borrow [`Backend::sign`] and [`Backend::object_target`] from this module.
 
-use crate::config::{
-    AddressingStyle, Backend as BackendConfig, BackendCredentials, Config, DataSource, Limits,
-};
-use crate::error::{FailureKind, S3Error, S3ErrorCode};
-use crate::listing::merge::{BackendListRequest, BackendPage, PageSource};
+use crate::config::{AddressingStyle, Backend as BackendConfig, Config, Limits};
+use crate::error::{S3Error, S3ErrorCode};
 use crate::namespace::encode_path;
-use async_trait::async_trait;
-use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
     UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use percent_encoding::utf8_percent_encode;
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// Query values are encoded with the strictest set (RFC 3986 unreserved only), so that the query we send
 /// is already in SigV4 canonical form and no backend can read it differently.
@@ -38,28 +26,11 @@ pub fn encode_query_value(v: &str) -> String {
     utf8_percent_encode(v, crate::wire::UNRESERVED).to_string()
 }
 
-/// Resolves every name to the backend's own addresses: virtual-host requests name `<bucket>.<host>` in
-/// `Host` and SNI but connect where the endpoint is, so no DNS entry per bucket is needed.
-#[derive(Clone)]
-struct FixedResolver(Arc<Vec<SocketAddr>>);
+mod credentials;
+mod listing_client;
 
-impl tower_service::Service<Name> for FixedResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Name) -> Self::Future {
-        let addrs = self.0.as_ref().clone();
-        Box::pin(async move { Ok(addrs.into_iter()) })
-    }
-}
-
-type ListingClient =
-    Client<hyper_rustls::HttpsConnector<HttpConnector<FixedResolver>>, Empty<Bytes>>;
+use credentials::CredentialSource;
+use listing_client::ListingClient;
 
 /// One backend, ready to use.
 pub struct Backend {
@@ -98,32 +69,13 @@ impl Backend {
             .first()
             .ok_or_else(|| format!("backends.{}: {} has no address", config.name, config.host))?;
         let addrs = Arc::new(addrs);
-        let mut http = HttpConnector::new_with_resolver(FixedResolver(addrs.clone()));
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_millis(limits.connect_timeout_ms)));
-        // Trusted roots: the system's, plus the backend's own CA file if configured.
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
         let extra_ca = match &config.ca_file {
             Some(path) => {
                 load_ca_certs(path).map_err(|e| format!("backends.{}.ca_file: {e}", config.name))?
             }
             None => Vec::new(),
         };
-        for cert in &extra_ca {
-            roots
-                .add(cert.clone())
-                .map_err(|e| format!("backends.{}.ca_file: {e}", config.name))?;
-        }
-        let tls_config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("backends.{}: TLS: {e}", config.name))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let client = listing_client::build(config, limits, addrs.clone(), &extra_ca)?;
         // pingora's object path takes the same CA in its own certificate type.
         let ca = (!extra_ca.is_empty()).then(|| {
             let certs: Vec<pingora::utils::tls::WrappedX509> = extra_ca
@@ -137,35 +89,7 @@ impl Backend {
                 .collect();
             Arc::<[pingora::utils::tls::WrappedX509]>::from(certs.into_boxed_slice())
         });
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_millis(limits.idle_timeout_ms))
-            .build(https);
-        let credentials = match &config.credentials {
-            BackendCredentials::Static {
-                access_key_id,
-                secret_access_key,
-            } => CredentialSource::Static(
-                Credentials::new(
-                    access_key_id.expose(),
-                    secret_access_key.expose(),
-                    None,
-                    None,
-                    "s3p-config",
-                )
-                .into(),
-            ),
-            BackendCredentials::Chain { profile } => CredentialSource::Chain {
-                profile: profile.clone(),
-                region: config.region.clone(),
-                provider: tokio::sync::OnceCell::new(),
-                cached: std::sync::Mutex::new(None),
-            },
-        };
+        let credentials = CredentialSource::from_config(config);
         Ok(Backend {
             config: config.clone(),
             addr,
@@ -252,145 +176,6 @@ impl Backend {
             .map(|h| (h.name(), h.value().to_string()))
             .collect())
     }
-
-    /// One ListObjectsV2 call. Errors are logged with backend detail and returned in virtual terms.
-    async fn list_objects(
-        &self,
-        ds: &DataSource,
-        r: &BackendListRequest,
-    ) -> Result<BackendPage, S3Error> {
-        let target = self.object_target(&ds.bucket, "");
-        let mut query = vec![
-            ("list-type", "2".to_string()),
-            ("encoding-type", "url".to_string()),
-        ];
-        query.push(("max-keys", r.max_keys.to_string()));
-        query.push(("prefix", r.prefix.clone()));
-        if let Some(d) = &r.delimiter {
-            query.push(("delimiter", d.clone()));
-        }
-        if let Some(s) = &r.start_after {
-            query.push(("start-after", s.clone()));
-        }
-        if let Some(c) = &r.continuation {
-            query.push(("continuation-token", c.clone()));
-        }
-        query.sort();
-        let qs: Vec<String> = query
-            .iter()
-            .map(|(n, v)| format!("{n}={}", encode_query_value(v)))
-            .collect();
-        let path_and_query = format!("{}?{}", target.path, qs.join("&"));
-        let identity = self.identity().await?;
-        let signed = self.sign(
-            &identity,
-            "GET",
-            &target.host,
-            &path_and_query,
-            &[],
-            SystemTime::now(),
-        )?;
-        let scheme = if self.config.tls { "https" } else { "http" };
-        let mut builder = http::Request::get(format!("{scheme}://{}{path_and_query}", target.host))
-            .header("host", &target.host);
-        for (n, v) in &signed {
-            builder = builder.header(*n, v);
-        }
-        let request = builder
-            .body(Empty::new())
-            .map_err(|e| internal("listing request", &e))?;
-        let timeout = Duration::from_millis(self.limits.read_timeout_ms);
-        let started = std::time::Instant::now();
-        let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                log::warn!(
-                    "backend {} unreachable for listing data source {}: {e}",
-                    self.config.name,
-                    ds.name
-                );
-                let kind = if e.is_connect() {
-                    FailureKind::Connect
-                } else {
-                    FailureKind::Reset
-                };
-                return Err(S3Error::storage_unavailable().caused_by(&self.config.name, kind));
-            }
-            Err(_) => {
-                log::warn!(
-                    "backend {} timed out listing data source {}",
-                    self.config.name,
-                    ds.name
-                );
-                return Err(
-                    S3Error::storage_timeout().caused_by(&self.config.name, FailureKind::Timeout)
-                );
-            }
-        };
-        let status = response.status();
-        // A listing page of 1,000 keys is well under 1 MiB; anything past 16 MiB is not a listing.
-        let limited = http_body_util::Limited::new(response.into_body(), 16 << 20);
-        let body = match tokio::time::timeout(timeout, limited.collect()).await {
-            Ok(Ok(b)) => b.to_bytes(),
-            // Over the limit, or the connection broke mid-body.
-            Ok(Err(e)) => {
-                log::warn!(
-                    "backend {} sent an unreadable listing body for data source {}: {e}",
-                    self.config.name,
-                    ds.name
-                );
-                return Err(S3Error::storage_unavailable()
-                    .caused_by(&self.config.name, FailureKind::Unreadable));
-            }
-            Err(_) => {
-                log::warn!(
-                    "backend {} timed out sending a listing body for data source {}",
-                    self.config.name,
-                    ds.name
-                );
-                return Err(
-                    S3Error::storage_timeout().caused_by(&self.config.name, FailureKind::Timeout)
-                );
-            }
-        };
-        log::debug!(
-            "backend {} listed {} in {:?}: {}",
-            self.config.name,
-            ds.name,
-            started.elapsed(),
-            status
-        );
-        if !status.is_success() {
-            let code = crate::xml::parse_error_code(&body).unwrap_or_default();
-            log::warn!(
-                "backend {} refused a listing of data source {}: {} {}",
-                self.config.name,
-                ds.name,
-                status.as_u16(),
-                code
-            );
-            let error = match status.as_u16() {
-                503 => S3Error::new(S3ErrorCode::SlowDown),
-                _ => S3Error::with_message(
-                    S3ErrorCode::InternalError,
-                    "The data source's storage refused the listing.",
-                ),
-            };
-            return Err(error.caused_by(&self.config.name, FailureKind::Status(status.as_u16())));
-        }
-        crate::listing::xml::parse_backend_listing(&body).map_err(|e| {
-            log::warn!(
-                "backend {} sent an unreadable listing for data source {}: {e}",
-                self.config.name,
-                ds.name
-            );
-            S3Error::with_message(
-                S3ErrorCode::InternalError,
-                "The data source's storage sent an unreadable listing.",
-            )
-            .caused_by(&self.config.name, FailureKind::Unreadable)
-        })
-    }
 }
 
 /// The certificates of a PEM CA file (for https backends with a private CA).
@@ -408,90 +193,6 @@ pub fn load_ca_certs(
         return Err(format!("{path}: no certificate"));
     }
     Ok(certs)
-}
-
-/// Where the credentials for signing come from.
-enum CredentialSource {
-    Static(Identity),
-    /// The standard AWS chain, built on first use (it needs the runtime) and cached until shortly before
-    /// the credentials expire.
-    Chain {
-        profile: Option<String>,
-        region: String,
-        provider: tokio::sync::OnceCell<
-            Option<aws_credential_types::provider::SharedCredentialsProvider>,
-        >,
-        cached: std::sync::Mutex<Option<Credentials>>,
-    },
-}
-
-/// Chain credentials are refreshed this long before they expire.
-const REFRESH_MARGIN: Duration = Duration::from_secs(300);
-
-impl Backend {
-    /// The identity to sign the next request with.
-    pub async fn identity(&self) -> Result<Identity, S3Error> {
-        match &self.credentials {
-            CredentialSource::Static(identity) => Ok(identity.clone()),
-            CredentialSource::Chain {
-                profile,
-                region,
-                provider,
-                cached,
-            } => {
-                let fresh = |c: &Credentials| {
-                    c.expiry()
-                        .is_none_or(|e| e > SystemTime::now() + REFRESH_MARGIN)
-                };
-                if let Some(c) = cached
-                    .lock()
-                    .expect("credential cache")
-                    .as_ref()
-                    .filter(|c| fresh(c))
-                {
-                    return Ok(c.clone().into());
-                }
-                let provider = provider
-                    .get_or_init(|| async {
-                        use aws_smithy_http_client::tls;
-                        let http = aws_smithy_http_client::Builder::new()
-                            .tls_provider(tls::Provider::Rustls(
-                                tls::rustls_provider::CryptoMode::Ring,
-                            ))
-                            .build_https();
-                        let mut loader =
-                            aws_config::defaults(aws_config::BehaviorVersion::latest())
-                                .http_client(http)
-                                .region(aws_config::Region::new(region.clone()));
-                        if let Some(p) = profile {
-                            loader = loader.profile_name(p);
-                        }
-                        let sdk = loader.load().await;
-                        sdk.credentials_provider()
-                    })
-                    .await;
-                use aws_credential_types::provider::ProvideCredentials;
-                let unavailable = || S3Error::storage_unavailable();
-                let Some(provider) = provider else {
-                    log::error!(
-                        "backend {}: the AWS chain has no credentials provider",
-                        self.config.name
-                    );
-                    return Err(unavailable());
-                };
-                let creds = provider.provide_credentials().await.map_err(|e| {
-                    // The chain's error names which providers were tried; it holds no secret.
-                    log::error!(
-                        "backend {}: no credentials from the AWS chain: {e}",
-                        self.config.name
-                    );
-                    unavailable()
-                })?;
-                *cached.lock().expect("credential cache") = Some(creds.clone());
-                Ok(creds.into())
-            }
-        }
-    }
 }
 
 fn internal(what: &str, e: &dyn std::fmt::Display) -> S3Error {
@@ -589,24 +290,11 @@ impl Backends {
     }
 }
 
-#[async_trait]
-impl PageSource for Backends {
-    async fn list(
-        &self,
-        ds: &DataSource,
-        request: BackendListRequest,
-    ) -> Result<BackendPage, S3Error> {
-        let backend = self
-            .get(&ds.backend)
-            .ok_or_else(|| S3Error::new(S3ErrorCode::InternalError))?;
-        backend.list_objects(ds, &request).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::config::{BackendCredentials, Secret};
+    use std::time::Duration;
 
     fn backend(addressing: AddressingStyle, endpoint: &str) -> Backend {
         let url = url::Url::parse(endpoint).unwrap();
