@@ -256,7 +256,6 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
             d
         }
         Operation::GetObject(vkey) | Operation::HeadObject(vkey) => {
-            d.audit.resource = format!("/{}/{}", config.bucket, vkey.full());
             d.audit.data_source = Some(vkey.data_source.clone());
             match object_route(st, &key, &vkey, view, &query) {
                 Ok(route) => {

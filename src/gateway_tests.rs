@@ -256,6 +256,7 @@ fn forwarded_headers_are_the_allow_listed_ones_only() {
         ]
     );
     assert_eq!(route.host, "127.0.0.1:9");
+    assert_eq!(d.audit.resource, "/immuta/sales/a.csv");
     assert_eq!(route.backend.config.name, "b");
 
     // A forwarded header that is not visible ASCII is refused, not signed lossily.
