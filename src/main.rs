@@ -51,72 +51,69 @@ enum Command {
     },
 }
 
-fn load_or_report(path: &str) -> Option<config::Config> {
-    match config::load(path) {
-        Ok(c) => Some(c),
-        Err(errors) => {
-            eprintln!("{path}: {} problem(s):", errors.len());
-            for e in errors {
-                eprintln!("  {e}");
-            }
-            None
-        }
+/// Why s3p did not start, or why a check failed: the lines to print on stderr (exit status 2).
+struct Refused(Vec<String>);
+
+impl Refused {
+    fn one(path: &str, problem: impl std::fmt::Display) -> Refused {
+        Refused(vec![format!("{path}: {problem}")])
+    }
+
+    fn config(path: &str, errors: Vec<config::ConfigError>) -> Refused {
+        let mut lines = vec![format!("{path}: {} problem(s):", errors.len())];
+        lines.extend(errors.iter().map(|e| format!("  {e}")));
+        Refused(lines)
     }
 }
 
 /// `s3p check --offline`: everything but the deployment's environment (variables, DNS).
-fn check_offline(path: &str) -> ExitCode {
-    match config::load_offline(path) {
-        Ok((cfg, warnings)) => {
-            for w in &warnings {
-                eprintln!("{path}: warning: {w}");
-            }
-            println!(
-                "{path}: OK offline ({} backends, {} data sources, {} API keys; {} unset variable(s); backend host names not resolved)",
-                cfg.backends.len(),
-                cfg.data_sources.len(),
-                cfg.api_keys.len(),
-                warnings.len()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            eprintln!("{path}: {} problem(s):", errors.len());
-            for e in errors {
-                eprintln!("  {e}");
+fn check_offline(path: &str) -> Result<(), Refused> {
+    let (cfg, warnings) = config::load_offline(path).map_err(|e| Refused::config(path, e))?;
+    for w in &warnings {
+        eprintln!("{path}: warning: {w}");
+    }
+    println!(
+        "{path}: OK offline ({} backends, {} data sources, {} API keys; {} unset variable(s); backend host names not resolved)",
+        cfg.backends.len(),
+        cfg.data_sources.len(),
+        cfg.api_keys.len(),
+        warnings.len()
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    s3p::server::logging::init();
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Refused(lines)) => {
+            for line in lines {
+                eprintln!("{line}");
             }
             ExitCode::from(2)
         }
     }
 }
 
-fn main() -> ExitCode {
-    s3p::server::logging::init();
-    let cli = Cli::parse();
+/// Checks the configuration, or runs the server until it stops.
+fn run(cli: &Cli) -> Result<(), Refused> {
+    let path = cli.config.as_str();
     if let Some(Command::Check { offline: true }) = cli.command {
-        return check_offline(&cli.config);
+        return check_offline(path);
     }
-    let Some(cfg) = load_or_report(&cli.config) else {
-        return ExitCode::from(2);
-    };
+    let cfg = config::load(path).map_err(|e| Refused::config(path, e))?;
     if let Some(Command::Check { .. }) = cli.command {
         // Backends must also resolve, as they will at start-up.
-        return match s3p::backend::Backends::new(&cfg) {
-            Ok(_) => {
-                println!(
-                    "{}: OK ({} backends, {} data sources, {} API keys)",
-                    cli.config,
-                    cfg.backends.len(),
-                    cfg.data_sources.len(),
-                    cfg.api_keys.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{}: 1 problem(s):\n  {e}", cli.config);
-                ExitCode::from(2)
-            }
-        };
+        s3p::backend::Backends::new(&cfg)
+            .map_err(|e| Refused(vec![format!("{path}: 1 problem(s):"), format!("  {e}")]))?;
+        println!(
+            "{path}: OK ({} backends, {} data sources, {} API keys)",
+            cfg.backends.len(),
+            cfg.data_sources.len(),
+            cfg.api_keys.len()
+        );
+        return Ok(());
     }
 
     let listen = cfg.listen.to_string();
@@ -128,13 +125,8 @@ fn main() -> ExitCode {
         graceful_shutdown_timeout_seconds: Some(cfg.limits.grace_period_s),
         ..ServerConf::default()
     };
-    let audit = match AuditLog::open(&cfg.audit_log) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{}: audit_log `{}`: {e}", cli.config, cfg.audit_log);
-            return ExitCode::from(2);
-        }
-    };
+    let audit = AuditLog::open(&cfg.audit_log)
+        .map_err(|e| Refused::one(path, format!("audit_log `{}`: {e}", cfg.audit_log)))?;
     let runtime = Arc::new(Runtime {
         metrics: Metrics::default(),
         audit,
@@ -146,24 +138,17 @@ fn main() -> ExitCode {
     let grace = std::time::Duration::from_secs(cfg.limits.grace_period_s);
     let drain_delay = std::time::Duration::from_secs(cfg.limits.drain_delay_s);
     let certs = match &cfg.tls {
-        Some(t) => match CertStore::load(&t.cert, &t.key) {
-            Ok(c) => Some(Arc::new(c)),
-            Err(e) => {
-                eprintln!("{}: tls: {e}", cli.config);
-                return ExitCode::from(2);
-            }
-        },
+        Some(t) => Some(Arc::new(
+            CertStore::load(&t.cert, &t.key)
+                .map_err(|e| Refused::one(path, format!("tls: {e}")))?,
+        )),
         None => None,
     };
     let tls_listen = cfg.tls.as_ref().map(|t| t.listen.to_string());
     let admin_listen = cfg.admin_listen.map(|a| a.to_string());
-    let state: SharedState = match State::new(cfg) {
-        Ok(s) => Arc::new(ArcSwap::from_pointee(s)),
-        Err(e) => {
-            eprintln!("{}: {e}", cli.config);
-            return ExitCode::from(2);
-        }
-    };
+    let state: SharedState = Arc::new(ArcSwap::from_pointee(
+        State::new(cfg).map_err(|e| Refused::one(path, e))?,
+    ));
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
@@ -193,13 +178,8 @@ fn main() -> ExitCode {
     service.add_listener(ListenerConfig::tcp(listen.clone()).l4_buffer(l4_buffer));
     if let (Some(addr), Some(certs)) = (&tls_listen, &certs) {
         // The paths given here are ignored: the resolver serves the certificate, reloadable on SIGHUP.
-        let mut settings = match TlsSettings::intermediate("", "") {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{}: tls: {e}", cli.config);
-                return ExitCode::from(2);
-            }
-        };
+        let mut settings = TlsSettings::intermediate("", "")
+            .map_err(|e| Refused::one(path, format!("tls: {e}")))?;
         settings.set_cert_resolver(certs.clone());
         service.add_listener(
             ListenerConfig::tcp(addr.clone())
@@ -246,5 +226,5 @@ fn main() -> ExitCode {
     });
     drain_audit.audit.flush();
     log::info!("s3p stopped");
-    ExitCode::SUCCESS
+    Ok(())
 }

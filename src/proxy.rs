@@ -41,8 +41,6 @@ pub struct RequestCtx {
     audit: AuditFacts,
     /// Set when the decision is to forward to a backend.
     route: Option<ObjectRoute>,
-    /// A failure before or instead of the backend's answer, written by fail_to_proxy.
-    backend_error: Option<S3Error>,
     /// s3p's error body sent in place of the backend's error answer (see upstream_response_filter).
     error_body: Option<Bytes>,
     /// How the backend failed, for `s3p_backend_errors_total`.
@@ -127,6 +125,11 @@ fn failure_kind(etype: &ErrorType) -> FailureKind {
         }
         _ => FailureKind::Unreadable,
     }
+}
+
+/// The S3 error a pingora error carries as its root cause, if any.
+fn s3_cause(e: &Error) -> Option<&S3Error> {
+    e.root_cause().downcast_ref::<S3Error>()
 }
 
 fn internal(what: &'static str) -> Box<Error> {
@@ -352,7 +355,6 @@ impl ProxyHttp for S3Proxy {
             client: Client::default(),
             audit: AuditFacts::new(String::new()),
             route: None,
-            backend_error: None,
             error_body: None,
             backend_failure: None,
             cors_origin: None,
@@ -519,14 +521,10 @@ impl ProxyHttp for S3Proxy {
             ),
             Err(e) => Err(e),
         };
-        let signature = match signed {
-            Ok(s) => s,
-            Err(e) => {
-                // Answered by fail_to_proxy with this error.
-                ctx.backend_error = Some(e);
-                return Err(internal("cannot sign backend request"));
-            }
-        };
+        // A failure carries its S3 error as the cause: fail_to_proxy answers with it.
+        let signature = signed.map_err(|e| {
+            Error::because(ErrorType::InternalError, "cannot sign backend request", e)
+        })?;
         for (name, value) in signature {
             head.insert_header(name, value)?;
         }
@@ -568,10 +566,10 @@ impl ProxyHttp for S3Proxy {
             if no_body && !ctx.is_head {
                 // No body will come, so the body filter cannot put the error in its place: answer
                 // through fail_to_proxy (this connection is then not reused).
-                ctx.backend_error = Some(e);
-                return Err(Error::explain(
+                return Err(Error::because(
                     ErrorType::HTTPStatus(status),
                     "backend error answer",
+                    e,
                 ));
             }
             // Rewritten here and in the body filter, so that pingora reads the backend's body to its
@@ -663,7 +661,8 @@ impl ProxyHttp for S3Proxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let error = match e.esource() {
-            _ if ctx.backend_error.is_some() => ctx.backend_error.take(),
+            // s3p's own error, carried as the cause (a backend error answer, a signing failure).
+            _ if s3_cause(e).is_some() => s3_cause(e).cloned(),
             ErrorSource::Downstream => None,
             ErrorSource::Upstream => {
                 ctx.backend_failure = Some(failure_kind(e.etype()));
@@ -717,8 +716,8 @@ impl ProxyHttp for S3Proxy {
 
     /// A backend's 404/403/412/416 is an ordinary S3 answer (already in the audit line), not an error
     /// worth an ERROR line from pingora.
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        ctx.backend_error.is_some() || ctx.audit.reason.is_some()
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        s3_cause(error).is_some() || ctx.audit.reason.is_some()
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
