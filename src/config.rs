@@ -559,9 +559,6 @@ impl Config {
             }]
         })?;
         let mut errors = Vec::new();
-        let err = |errors: &mut Vec<ConfigError>, field: String, problem: String| {
-            errors.push(ConfigError { field, problem })
-        };
 
         let listen = match raw.listen.parse::<SocketAddr>() {
             Ok(a) => a,
@@ -627,297 +624,12 @@ impl Config {
             previous_token_secrets.push(Secret(t));
         }
 
-        let mut backends = BTreeMap::new();
-        for (name, b) in raw.backends {
-            let field = format!("backends.{name}");
-            let endpoint_text = expand(&format!("{field}.endpoint"), &b.endpoint, env, &mut errors);
-            let endpoint = match url::Url::parse(&endpoint_text) {
-                Ok(u)
-                    if (u.scheme() == "http" || u.scheme() == "https")
-                        && u.host_str().is_some() =>
-                {
-                    if u.path() != "/" && !u.path().is_empty() {
-                        err(
-                            &mut errors,
-                            format!("{field}.endpoint"),
-                            "must not have a path".into(),
-                        );
-                    }
-                    if u.query().is_some() || !u.username().is_empty() || u.password().is_some() {
-                        err(
-                            &mut errors,
-                            format!("{field}.endpoint"),
-                            "must not have a query or user info".into(),
-                        );
-                    }
-                    u
-                }
-                _ => {
-                    err(
-                        &mut errors,
-                        format!("{field}.endpoint"),
-                        format!("`{endpoint_text}` is not an http(s) URL"),
-                    );
-                    continue;
-                }
-            };
-            let tls = endpoint.scheme() == "https";
-            let host = endpoint
-                .host_str()
-                .unwrap_or_default()
-                .trim_matches(['[', ']'])
-                .to_string();
-            let port = endpoint
-                .port_or_known_default()
-                .unwrap_or(if tls { 443 } else { 80 });
-            let credentials = match (
-                b.credentials.as_deref(),
-                &b.access_key_id,
-                &b.secret_access_key,
-            ) {
-                (Some("chain"), None, None) => BackendCredentials::Chain {
-                    profile: b.profile.clone(),
-                },
-                (Some("chain"), _, _) => {
-                    err(
-                        &mut errors,
-                        format!("{field}.credentials"),
-                        "`chain` takes no access_key_id/secret_access_key".into(),
-                    );
-                    BackendCredentials::Chain { profile: None }
-                }
-                (Some(other), _, _) => {
-                    err(
-                        &mut errors,
-                        format!("{field}.credentials"),
-                        format!("`{other}`: expected `chain`"),
-                    );
-                    BackendCredentials::Chain { profile: None }
-                }
-                (None, Some(ak), Some(sk)) => BackendCredentials::Static {
-                    access_key_id: Secret(expand(
-                        &format!("{field}.access_key_id"),
-                        ak,
-                        env,
-                        &mut errors,
-                    )),
-                    secret_access_key: Secret(expand(
-                        &format!("{field}.secret_access_key"),
-                        sk,
-                        env,
-                        &mut errors,
-                    )),
-                },
-                (None, _, _) => {
-                    err(
-                        &mut errors,
-                        field.clone(),
-                        "needs access_key_id and secret_access_key, or `credentials: chain`".into(),
-                    );
-                    BackendCredentials::Chain { profile: None }
-                }
-            };
-            if let Some(ca) = &b.ca_file {
-                if !std::path::Path::new(ca).is_file() {
-                    err(
-                        &mut errors,
-                        format!("{field}.ca_file"),
-                        format!("`{ca}` is not a readable file"),
-                    );
-                }
-            }
-            if b.profile.is_some() && b.credentials.is_none() {
-                err(
-                    &mut errors,
-                    format!("{field}.profile"),
-                    "only applies with `credentials: chain`".into(),
-                );
-            }
-            backends.insert(
-                name.clone(),
-                Backend {
-                    name,
-                    endpoint,
-                    tls,
-                    host,
-                    port,
-                    region: b.region,
-                    addressing: b.addressing,
-                    credentials,
-                    ca_file: b.ca_file.clone(),
-                },
-            );
-        }
+        let backends = validate_backends(raw.backends, env, &mut errors);
 
-        // A data source named like the base path's first segment (`s3p` under `/s3p`) would make
-        // `/s3p/s3p/<key>` and `/s3p/<key>` differ only by the base path, which clients that sign
-        // without it (and virtual-hosted SigV2) cannot tell apart.
-        let base_segment = base_path
-            .trim_start_matches('/')
-            .split('/')
-            .next()
-            .unwrap_or("")
-            .to_string();
-        let mut data_sources = BTreeMap::new();
-        for (name, d) in raw.data_sources {
-            let field = format!("data_sources.{name}");
-            if let Err(p) = check_segment_name(&name) {
-                err(&mut errors, field.clone(), format!("name {p}"));
-            }
-            if !base_segment.is_empty() && name == base_segment {
-                err(
-                    &mut errors,
-                    field.clone(),
-                    format!("must not be named like the base path segment `{base_segment}`"),
-                );
-            }
-            if !backends.contains_key(&d.backend) {
-                err(
-                    &mut errors,
-                    format!("{field}.backend"),
-                    format!("unknown backend `{}`", d.backend),
-                );
-            }
-            if let Err(p) = check_bucket_name(&d.bucket) {
-                err(&mut errors, format!("{field}.bucket"), p);
-            }
-            let mut prefix = d.prefix;
-            if prefix.starts_with('/') {
-                err(
-                    &mut errors,
-                    format!("{field}.prefix"),
-                    "must not start with `/`".into(),
-                );
-            }
-            if prefix.split('/').any(|s| s == "." || s == "..") {
-                err(
-                    &mut errors,
-                    format!("{field}.prefix"),
-                    "must not contain `.` or `..` segments".into(),
-                );
-            }
-            if !prefix.is_empty() && !prefix.ends_with('/') {
-                prefix.push('/');
-            }
-            data_sources.insert(
-                name.clone(),
-                DataSource {
-                    name,
-                    backend: d.backend,
-                    bucket: d.bucket,
-                    prefix,
-                },
-            );
-        }
+        let data_sources =
+            validate_data_sources(raw.data_sources, &base_path, &backends, &mut errors);
 
-        let mut api_keys = Vec::new();
-        let mut seen_ids = BTreeSet::new();
-        for (i, k) in raw.api_keys.into_iter().enumerate() {
-            let field = format!("api_keys[{i}]");
-            let id = expand(&format!("{field}.id"), &k.id, env, &mut errors);
-            if id.is_empty() || id.contains([':', ' ', '/']) {
-                err(
-                    &mut errors,
-                    format!("{field}.id"),
-                    "must be non-empty without `:`, `/` or spaces".into(),
-                );
-            }
-            if !seen_ids.insert(id.clone()) {
-                err(
-                    &mut errors,
-                    format!("{field}.id"),
-                    format!("duplicate API key (name `{}`)", k.name),
-                );
-            }
-            let mut secrets: Vec<Secret> = Vec::new();
-            if let Some(s) = k.secret {
-                secrets.push(Secret(expand(
-                    &format!("{field}.secret"),
-                    &s,
-                    env,
-                    &mut errors,
-                )));
-            }
-            for (j, s) in k.secrets.iter().enumerate() {
-                secrets.push(Secret(expand(
-                    &format!("{field}.secrets[{j}]"),
-                    s,
-                    env,
-                    &mut errors,
-                )));
-            }
-            // A key that signs must not also be a bearer credential: its id travels in clear in every
-            // signed request and presigned URL, so the legacy header would turn a shared presigned URL
-            // into permanent access to everything the key may read.
-            let legacy_header = match k.legacy_header {
-                Some(true) if !secrets.is_empty() => {
-                    err(
-                        &mut errors,
-                        format!("{field}.legacy_header"),
-                        "a key with a secret cannot accept the legacy header (its id is public in every \
-                         signature and presigned URL); give legacy clients a separate key without a secret"
-                            .into(),
-                    );
-                    false
-                }
-                Some(v) => v,
-                None => secrets.is_empty(),
-            };
-            if secrets.len() > 2 {
-                err(
-                    &mut errors,
-                    format!("{field}.secrets"),
-                    "at most two secrets (the current one and the next)".into(),
-                );
-            }
-            if secrets.iter().any(|s| s.0.is_empty()) {
-                err(
-                    &mut errors,
-                    format!("{field}.secrets"),
-                    "a secret must not be empty".into(),
-                );
-            }
-            let data_sources_ent = match k.data_sources {
-                RawEntitlement::Word(w) if w == "all" || w == "*" => Entitlement::All,
-                RawEntitlement::Word(w) => {
-                    err(
-                        &mut errors,
-                        format!("{field}.data_sources"),
-                        format!("`{w}`: expected `all` or a list"),
-                    );
-                    Entitlement::Some(BTreeSet::new())
-                }
-                RawEntitlement::List(list) => {
-                    for ds in &list {
-                        if !data_sources.contains_key(ds) {
-                            err(
-                                &mut errors,
-                                format!("{field}.data_sources"),
-                                format!("unknown data source `{ds}`"),
-                            );
-                        }
-                    }
-                    Entitlement::Some(list.into_iter().collect())
-                }
-            };
-            if k.name.trim().is_empty() {
-                err(
-                    &mut errors,
-                    format!("{field}.name"),
-                    "must not be empty".into(),
-                );
-            }
-            api_keys.push(ApiKey {
-                id: Secret(id),
-                secrets,
-                name: k.name,
-                legacy_header,
-                enabled: k.enabled,
-                expires_at: k.expires_at,
-                data_sources: data_sources_ent,
-                in_flight: Default::default(),
-            });
-        }
+        let api_keys = validate_api_keys(raw.api_keys, &data_sources, env, &mut errors);
 
         let limits = raw.limits;
         for (name, value) in [
@@ -1077,6 +789,312 @@ impl Config {
 }
 
 /// Reads `path` and validates it against the process environment.
+/// Records one problem (validation goes on, so that every problem is reported at once).
+fn err(errors: &mut Vec<ConfigError>, field: String, problem: String) {
+    errors.push(ConfigError { field, problem })
+}
+
+/// `backends`: endpoints, regions, addressing, credentials, CA files.
+fn validate_backends(
+    raw: BTreeMap<String, RawBackend>,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Backend> {
+    let mut backends = BTreeMap::new();
+    for (name, b) in raw {
+        let field = format!("backends.{name}");
+        let endpoint_text = expand(&format!("{field}.endpoint"), &b.endpoint, env, errors);
+        let endpoint = match url::Url::parse(&endpoint_text) {
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host_str().is_some() => {
+                if u.path() != "/" && !u.path().is_empty() {
+                    err(
+                        errors,
+                        format!("{field}.endpoint"),
+                        "must not have a path".into(),
+                    );
+                }
+                if u.query().is_some() || !u.username().is_empty() || u.password().is_some() {
+                    err(
+                        errors,
+                        format!("{field}.endpoint"),
+                        "must not have a query or user info".into(),
+                    );
+                }
+                u
+            }
+            _ => {
+                err(
+                    errors,
+                    format!("{field}.endpoint"),
+                    format!("`{endpoint_text}` is not an http(s) URL"),
+                );
+                continue;
+            }
+        };
+        let tls = endpoint.scheme() == "https";
+        let host = endpoint
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = endpoint
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let credentials = match (
+            b.credentials.as_deref(),
+            &b.access_key_id,
+            &b.secret_access_key,
+        ) {
+            (Some("chain"), None, None) => BackendCredentials::Chain {
+                profile: b.profile.clone(),
+            },
+            (Some("chain"), _, _) => {
+                err(
+                    errors,
+                    format!("{field}.credentials"),
+                    "`chain` takes no access_key_id/secret_access_key".into(),
+                );
+                BackendCredentials::Chain { profile: None }
+            }
+            (Some(other), _, _) => {
+                err(
+                    errors,
+                    format!("{field}.credentials"),
+                    format!("`{other}`: expected `chain`"),
+                );
+                BackendCredentials::Chain { profile: None }
+            }
+            (None, Some(ak), Some(sk)) => BackendCredentials::Static {
+                access_key_id: Secret(expand(&format!("{field}.access_key_id"), ak, env, errors)),
+                secret_access_key: Secret(expand(
+                    &format!("{field}.secret_access_key"),
+                    sk,
+                    env,
+                    errors,
+                )),
+            },
+            (None, _, _) => {
+                err(
+                    errors,
+                    field.clone(),
+                    "needs access_key_id and secret_access_key, or `credentials: chain`".into(),
+                );
+                BackendCredentials::Chain { profile: None }
+            }
+        };
+        if let Some(ca) = &b.ca_file {
+            if !std::path::Path::new(ca).is_file() {
+                err(
+                    errors,
+                    format!("{field}.ca_file"),
+                    format!("`{ca}` is not a readable file"),
+                );
+            }
+        }
+        if b.profile.is_some() && b.credentials.is_none() {
+            err(
+                errors,
+                format!("{field}.profile"),
+                "only applies with `credentials: chain`".into(),
+            );
+        }
+        backends.insert(
+            name.clone(),
+            Backend {
+                name,
+                endpoint,
+                tls,
+                host,
+                port,
+                region: b.region,
+                addressing: b.addressing,
+                credentials,
+                ca_file: b.ca_file.clone(),
+            },
+        );
+    }
+    backends
+}
+
+/// `data_sources`: names (one addressable path segment), backends, buckets, prefixes.
+fn validate_data_sources(
+    raw: BTreeMap<String, RawDataSource>,
+    base_path: &str,
+    backends: &BTreeMap<String, Backend>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, DataSource> {
+    // A data source named like the base path's first segment (`s3p` under `/s3p`) would make
+    // `/s3p/s3p/<key>` and `/s3p/<key>` differ only by the base path, which clients that sign
+    // without it (and virtual-hosted SigV2) cannot tell apart.
+    let base_segment = base_path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let mut data_sources = BTreeMap::new();
+    for (name, d) in raw {
+        let field = format!("data_sources.{name}");
+        if let Err(p) = check_segment_name(&name) {
+            err(errors, field.clone(), format!("name {p}"));
+        }
+        if !base_segment.is_empty() && name == base_segment {
+            err(
+                errors,
+                field.clone(),
+                format!("must not be named like the base path segment `{base_segment}`"),
+            );
+        }
+        if !backends.contains_key(&d.backend) {
+            err(
+                errors,
+                format!("{field}.backend"),
+                format!("unknown backend `{}`", d.backend),
+            );
+        }
+        if let Err(p) = check_bucket_name(&d.bucket) {
+            err(errors, format!("{field}.bucket"), p);
+        }
+        let mut prefix = d.prefix;
+        if prefix.starts_with('/') {
+            err(
+                errors,
+                format!("{field}.prefix"),
+                "must not start with `/`".into(),
+            );
+        }
+        if prefix.split('/').any(|s| s == "." || s == "..") {
+            err(
+                errors,
+                format!("{field}.prefix"),
+                "must not contain `.` or `..` segments".into(),
+            );
+        }
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        data_sources.insert(
+            name.clone(),
+            DataSource {
+                name,
+                backend: d.backend,
+                bucket: d.bucket,
+                prefix,
+            },
+        );
+    }
+    data_sources
+}
+
+/// `api_keys`: ids, secrets, names, entitlements (to configured data sources), expiry.
+fn validate_api_keys(
+    raw: Vec<RawApiKey>,
+    data_sources: &BTreeMap<String, DataSource>,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<ApiKey> {
+    let mut api_keys = Vec::new();
+    let mut seen_ids = BTreeSet::new();
+    for (i, k) in raw.into_iter().enumerate() {
+        let field = format!("api_keys[{i}]");
+        let id = expand(&format!("{field}.id"), &k.id, env, errors);
+        if id.is_empty() || id.contains([':', ' ', '/']) {
+            err(
+                errors,
+                format!("{field}.id"),
+                "must be non-empty without `:`, `/` or spaces".into(),
+            );
+        }
+        if !seen_ids.insert(id.clone()) {
+            err(
+                errors,
+                format!("{field}.id"),
+                format!("duplicate API key (name `{}`)", k.name),
+            );
+        }
+        let mut secrets: Vec<Secret> = Vec::new();
+        if let Some(s) = k.secret {
+            secrets.push(Secret(expand(&format!("{field}.secret"), &s, env, errors)));
+        }
+        for (j, s) in k.secrets.iter().enumerate() {
+            secrets.push(Secret(expand(
+                &format!("{field}.secrets[{j}]"),
+                s,
+                env,
+                errors,
+            )));
+        }
+        // A key that signs must not also be a bearer credential: its id travels in clear in every
+        // signed request and presigned URL, so the legacy header would turn a shared presigned URL
+        // into permanent access to everything the key may read.
+        let legacy_header = match k.legacy_header {
+            Some(true) if !secrets.is_empty() => {
+                err(
+                    errors,
+                    format!("{field}.legacy_header"),
+                    "a key with a secret cannot accept the legacy header (its id is public in every \
+                     signature and presigned URL); give legacy clients a separate key without a secret"
+                        .into(),
+                );
+                false
+            }
+            Some(v) => v,
+            None => secrets.is_empty(),
+        };
+        if secrets.len() > 2 {
+            err(
+                errors,
+                format!("{field}.secrets"),
+                "at most two secrets (the current one and the next)".into(),
+            );
+        }
+        if secrets.iter().any(|s| s.0.is_empty()) {
+            err(
+                errors,
+                format!("{field}.secrets"),
+                "a secret must not be empty".into(),
+            );
+        }
+        let data_sources_ent = match k.data_sources {
+            RawEntitlement::Word(w) if w == "all" || w == "*" => Entitlement::All,
+            RawEntitlement::Word(w) => {
+                err(
+                    errors,
+                    format!("{field}.data_sources"),
+                    format!("`{w}`: expected `all` or a list"),
+                );
+                Entitlement::Some(BTreeSet::new())
+            }
+            RawEntitlement::List(list) => {
+                for ds in &list {
+                    if !data_sources.contains_key(ds) {
+                        err(
+                            errors,
+                            format!("{field}.data_sources"),
+                            format!("unknown data source `{ds}`"),
+                        );
+                    }
+                }
+                Entitlement::Some(list.into_iter().collect())
+            }
+        };
+        if k.name.trim().is_empty() {
+            err(errors, format!("{field}.name"), "must not be empty".into());
+        }
+        api_keys.push(ApiKey {
+            id: Secret(id),
+            secrets,
+            name: k.name,
+            legacy_header,
+            enabled: k.enabled,
+            expires_at: k.expires_at,
+            data_sources: data_sources_ent,
+            in_flight: Default::default(),
+        });
+    }
+    api_keys
+}
+
 pub fn load(path: &str) -> Result<Config, Vec<ConfigError>> {
     load_with(path, &|name| std::env::var(name).ok())
 }
