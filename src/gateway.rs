@@ -169,6 +169,15 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         auth_failure: None,
         close: false,
     };
+    // Header values are read as text (signatures, routing, framing): a value that is not UTF-8 is
+    // refused before any reader, rather than seen by one and skipped by the next.
+    if let Some(name) = view.headers.first_not_utf8() {
+        return d.refuse(S3Error::invalid_argument(
+            "Header values must be UTF-8.",
+            name,
+            "",
+        ));
+    }
     if let Some(e) = malformed_framing(view) {
         d.close = true;
         return d.refuse(e);

@@ -1,15 +1,11 @@
 //! The decision table: every operation s3p serves, under every authentication outcome, with and without
 //! the entitlement. No sockets: the state is built from YAML (backends at loopback literals, never
-//! called), requests are signed here with aws-sigv4.
+//! called), requests are signed with aws-sigv4 by the signature tests' own signer.
 
 use super::*;
+use crate::auth::sigv4::tests::{sign_with_aws_sigv4, Body, Signing};
+use crate::auth::test_keys::t0;
 use crate::config::Config;
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
-};
-use std::time::{Duration, UNIX_EPOCH};
 
 const YAML: &str = r#"
 token_secret: 0123456789abcdef0123456789abcdef
@@ -32,11 +28,6 @@ fn state() -> State {
     State::new(config).expect("state")
 }
 
-/// 2024-05-01T12:00:00Z.
-fn t0() -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_714_564_800)
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Auth {
     Anonymous,
@@ -46,41 +37,24 @@ enum Auth {
 }
 
 /// The request's headers as a client sends them, authenticated as asked.
-fn headers_for(auth: Auth, method: &str, target: &str) -> Vec<(String, String)> {
+fn headers_for(auth: Auth, method: &'static str, target: &'static str) -> Vec<(String, String)> {
     let mut headers = vec![("host".to_string(), HOST.to_string())];
     match auth {
         Auth::Anonymous => {}
         Auth::Legacy(id) => headers.push(("authorization".into(), format!("AWS {id}:immuta"))),
-        Auth::SigV4(id, secret) => {
-            let identity = Credentials::new(id, secret, None, None, "test").into();
-            let mut settings = SigningSettings::default();
-            settings.percent_encoding_mode = PercentEncodingMode::Single;
-            settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-            let params = aws_sigv4::sign::v4::SigningParams::builder()
-                .identity(&identity)
-                .region("us-east-1")
-                .name("s3")
-                .time(t0())
-                .settings(settings)
-                .build()
-                .unwrap()
-                .into();
-            let url = format!("http://{HOST}{target}");
-            let signable = SignableRequest::new(
+        Auth::SigV4(akid, secret) => {
+            // Signed by aws-sigv4, as the signature tests sign (at their fixed time, `t0`).
+            return sign_with_aws_sigv4(&Signing {
                 method,
-                url,
-                std::iter::empty(),
-                SignableBody::UnsignedPayload,
-            )
-            .unwrap();
-            let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-            let (signing_headers, _) = instructions.into_parts();
-            headers.extend(
-                signing_headers
-                    .iter()
-                    .map(|h| (h.name().to_string(), h.value().to_string())),
-            );
+                target,
+                headers: &[],
+                body: Body::Unsigned,
+                akid,
+                secret,
+                region: "us-east-1",
+                presign_expires: None,
+            })
+            .headers;
         }
     }
     headers
@@ -104,7 +78,7 @@ fn decide_with(st: &State, method: &str, target: &str, headers: &[(String, Strin
     )
 }
 
-fn decide_as(st: &State, auth: Auth, method: &str, target: &str) -> Decision {
+fn decide_as(st: &State, auth: Auth, method: &'static str, target: &'static str) -> Decision {
     decide_with(st, method, target, &headers_for(auth, method, target))
 }
 
@@ -425,4 +399,47 @@ fn header_allow_lists() {
     ] {
         assert!(forwarded_request_header(h).is_none(), "{h}");
     }
+}
+
+/// A GET of `sales/a.csv` read from a header map, as the proxy hands requests over.
+fn decide_map(st: &State, map: &http::HeaderMap) -> Decision {
+    let view = RequestView {
+        method: "GET",
+        raw_path: "/s3p/immuta/sales/a.csv",
+        raw_query: "",
+        headers: crate::auth::Headers::Map(map),
+    };
+    decide(
+        st,
+        &Incoming {
+            view: &view,
+            host_bucket: None,
+            now: t0(),
+        },
+    )
+}
+
+#[test]
+fn header_values_that_are_not_utf8_are_refused_before_any_reader() {
+    let st = state();
+    let mut map = http::HeaderMap::new();
+    map.insert("host", http::HeaderValue::from_static(HOST));
+    map.insert(
+        "authorization",
+        http::HeaderValue::from_static("AWS LEGACYKEY:immuta"),
+    );
+    // Read from the request's own header map: forwarded as decided.
+    assert!(matches!(got(&decide_map(&st, &map)), Got::Forward(_)));
+    map.insert(
+        "range",
+        http::HeaderValue::from_bytes(b"bytes=\xff-1").unwrap(),
+    );
+    let d = decide_map(&st, &map);
+    assert_eq!(got(&d), Got::Refuse("InvalidArgument"));
+    assert!(d.key.is_none(), "refused before authentication");
+    assert_eq!(d.audit.resource, "/immuta/sales/a.csv");
+    let Outcome::Refuse(e) = &d.outcome else {
+        unreachable!()
+    };
+    assert!(e.extra.contains(&("ArgumentName", "range".to_string())));
 }

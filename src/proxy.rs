@@ -127,6 +127,16 @@ fn failure_kind(etype: &ErrorType) -> FailureKind {
     }
 }
 
+/// The request's path and query as sent, and the bucket its Host header names (virtual-host
+/// addressing); `None` when the path is not UTF-8.
+fn target_of<'r>(req: &'r RequestHeader, st: &State) -> Option<(&'r str, &'r str, Option<String>)> {
+    let raw = std::str::from_utf8(req.raw_path()).ok()?;
+    let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
+    let host = req.headers.get("host").and_then(|h| h.to_str().ok());
+    let bucket = request::host_bucket(host, &st.config.virtual_host_suffixes);
+    Some((path, query, bucket))
+}
+
 /// The S3 error a pingora error carries as its root cause, if any.
 fn s3_cause(e: &Error) -> Option<&S3Error> {
     e.root_cause().downcast_ref::<S3Error>()
@@ -141,34 +151,15 @@ impl S3Proxy {
     fn decide(&self, session: &Session, ctx: &RequestCtx) -> Decision {
         let st = &ctx.state;
         let req = session.req_header();
-        let Ok(raw) = std::str::from_utf8(req.raw_path()) else {
-            let mut d = Decision::refused(S3Error::new(S3ErrorCode::InvalidURI));
-            d.audit.resource = String::new();
-            return d;
+        let Some((raw_path, raw_query, host_bucket)) = target_of(req, st) else {
+            return Decision::refused(S3Error::new(S3ErrorCode::InvalidURI));
         };
-        let (raw_path, raw_query) = raw.split_once('?').unwrap_or((raw, ""));
-        // Header values are read as text (signatures, routing): bytes that are not UTF-8 are refused
-        // here rather than read one way by one reader and another way by the next.
-        if let Some((name, _)) = req
-            .headers
-            .iter()
-            .find(|(_, v)| std::str::from_utf8(v.as_bytes()).is_err())
-        {
-            return Decision::refused(S3Error::invalid_argument(
-                "Header values must be UTF-8.",
-                name.as_str(),
-                "",
-            ));
-        }
         let view = RequestView {
             method: req.method.as_str(),
             raw_path,
             raw_query,
             headers: Headers::Map(&req.headers),
         };
-        let host_bucket = view
-            .header("host")
-            .and_then(|h| request::host_bucket(Some(h), &st.config.virtual_host_suffixes));
         gateway::decide(
             st,
             &Incoming {
@@ -278,15 +269,8 @@ impl S3Proxy {
         ctx: &mut RequestCtx,
         e: S3Error,
     ) -> Result<bool> {
-        if let Ok(raw) = std::str::from_utf8(session.req_header().raw_path()) {
-            let path = raw.split_once('?').map_or(raw, |(p, _)| p);
-            let host = session
-                .req_header()
-                .headers
-                .get("host")
-                .and_then(|h| h.to_str().ok());
-            let st = &ctx.state;
-            let host_bucket = request::host_bucket(host, &st.config.virtual_host_suffixes);
+        let st = &ctx.state;
+        if let Some((path, _, host_bucket)) = target_of(session.req_header(), st) {
             ctx.audit.resource = request::resource_of(&mount(st), path, host_bucket.as_deref());
         }
         self.write_error(session, ctx, e).await?;

@@ -20,7 +20,7 @@ pub struct RequestView<'a> {
 
 /// The request's headers, borrowed as they are: the request's own header map (no copy per request), or
 /// pairs (tests, and the rare view that rewrites a header). Names are lowercase; a name may appear more
-/// than once. Values that are not UTF-8 are invisible here: the caller refuses such requests first.
+/// than once. Values that are not UTF-8 are invisible here: `gateway::decide` refuses such requests first.
 #[derive(Debug, Clone, Copy)]
 pub enum Headers<'a> {
     Map(&'a http::HeaderMap),
@@ -28,6 +28,17 @@ pub enum Headers<'a> {
 }
 
 impl<'a> Headers<'a> {
+    /// The name of the first header whose value is not UTF-8 (such values are invisible to `iter`).
+    pub fn first_not_utf8(self) -> Option<&'a str> {
+        match self {
+            Headers::Map(map) => map
+                .iter()
+                .find(|(_, v)| std::str::from_utf8(v.as_bytes()).is_err())
+                .map(|(n, _)| n.as_str()),
+            Headers::Pairs(_) => None,
+        }
+    }
+
     pub fn iter(self) -> HeaderIter<'a> {
         match self {
             Headers::Map(map) => HeaderIter::Map(map.iter()),

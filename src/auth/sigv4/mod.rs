@@ -330,4 +330,4 @@ pub fn spaced_hex(bytes: &[u8]) -> String {
 pub use crate::timefmt::{format_amz_date, format_iso8601, parse_amz_date};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -100,11 +100,12 @@ fn json_str(json: &str, key: &str) -> String {
     rest[..rest.find('"').unwrap()].to_string()
 }
 
-struct HttpRequest {
+/// A request as a client sends it (the gateway's decision table signs its requests here too).
+pub(crate) struct HttpRequest {
     method: String,
     path: String,
     query: String,
-    headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
@@ -299,23 +300,23 @@ use crate::auth::test_keys::*;
 const ALL_SECRETS: &[&str] = &[SECRET, OLD_SECRET, NEW_SECRET];
 
 #[derive(Clone, Copy)]
-enum Body {
+pub(crate) enum Body {
     Unsigned,
     Bytes(&'static [u8]),
     StreamingTrailer,
 }
 
 /// One signing by aws-sigv4: header form, or query form when `presign_expires` is set.
-struct Signing {
-    method: &'static str,
+pub(crate) struct Signing {
+    pub(crate) method: &'static str,
     /// Path and query as the SDK sends them (already percent-encoded).
-    target: &'static str,
-    headers: &'static [(&'static str, &'static str)],
-    body: Body,
-    akid: &'static str,
-    secret: &'static str,
-    region: &'static str,
-    presign_expires: Option<u64>,
+    pub(crate) target: &'static str,
+    pub(crate) headers: &'static [(&'static str, &'static str)],
+    pub(crate) body: Body,
+    pub(crate) akid: &'static str,
+    pub(crate) secret: &'static str,
+    pub(crate) region: &'static str,
+    pub(crate) presign_expires: Option<u64>,
 }
 
 const fn get(target: &'static str) -> Signing {
@@ -336,7 +337,7 @@ fn sdk_encode(s: &str) -> String {
     percent_encode(s.as_bytes(), UNRESERVED).to_string()
 }
 
-fn sign_with_aws_sigv4(s: &Signing) -> HttpRequest {
+pub(crate) fn sign_with_aws_sigv4(s: &Signing) -> HttpRequest {
     let identity = Credentials::new(s.akid, s.secret, None, None, "test").into();
     let mut settings = SigningSettings::default();
     settings.percent_encoding_mode = PercentEncodingMode::Single;
