@@ -162,8 +162,7 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         base_path: &config.base_path,
         bucket: &config.bucket,
     };
-    let mut d = Decision {
-        outcome: Outcome::Refuse(S3Error::new(S3ErrorCode::InternalError)),
+    let mut d = Deciding {
         audit: AuditFacts::new(request::resource_of(&mount, view.raw_path, req.host_bucket)),
         key: None,
         auth_failure: None,
@@ -261,16 +260,14 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
                 .split_once('/')
                 .and_then(|(ds, _)| policy::readable_data_source(config, &key, ds).ok())
                 .map(|ds| ds.name.clone());
-            d.outcome = Outcome::List(params);
-            d
+            d.finish(Outcome::List(params))
         }
         Operation::GetObject(vkey) | Operation::HeadObject(vkey) => {
             d.audit.data_source = Some(vkey.data_source.clone());
             match object_route(st, &key, &vkey, view, &query) {
                 Ok(route) => {
                     d.audit.verdict = Verdict::Allowed;
-                    d.outcome = Outcome::Forward(route);
-                    d
+                    d.finish(Outcome::Forward(route))
                 }
                 Err(e) => d.refuse(e),
             }
@@ -289,15 +286,33 @@ impl Decision {
             close: false,
         }
     }
+}
 
-    fn answer(mut self, answer: Answer) -> Decision {
-        self.outcome = Outcome::Answer(answer);
-        self
+/// A decision being made: everything but its outcome.
+struct Deciding {
+    audit: AuditFacts,
+    key: Option<Arc<ApiKey>>,
+    auth_failure: Option<AuthFailure>,
+    close: bool,
+}
+
+impl Deciding {
+    fn finish(self, outcome: Outcome) -> Decision {
+        Decision {
+            outcome,
+            audit: self.audit,
+            key: self.key,
+            auth_failure: self.auth_failure,
+            close: self.close,
+        }
     }
 
-    fn refuse(mut self, e: S3Error) -> Decision {
-        self.outcome = Outcome::Refuse(e);
-        self
+    fn answer(self, answer: Answer) -> Decision {
+        self.finish(Outcome::Answer(answer))
+    }
+
+    fn refuse(self, e: S3Error) -> Decision {
+        self.finish(Outcome::Refuse(e))
     }
 }
 
