@@ -62,6 +62,7 @@ fn main() {
         backend: "garage".into(),
         bucket: "bench-list".into(),
         prefix: String::new(),
+        writable: false,
     };
     let sources = [&ds];
     let owner = Owner {

@@ -252,21 +252,48 @@ pub struct DataSource {
     /// Key prefix inside the backend bucket: empty, or ending with `/` (added if missing, so that a prefix
     /// `data` can never match `data-private/...`).
     pub prefix: String,
+    /// Keys granted write may write here (`writable: true`); read-only otherwise (the default).
+    pub writable: bool,
 }
 
-/// Which data sources a key may read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entitlement {
-    All,
-    Some(BTreeSet<String>),
+/// What a grant lets a key do with a data source. Write includes overwrite and delete, and implies read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// Which data sources a key may read, and which of them it may write.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Entitlement {
+    /// The grant on every data source (`all`, or `"*"` in the map form).
+    pub every: Option<Access>,
+    /// Grants on named data sources (the strongest of this and `every` applies).
+    pub named: BTreeMap<String, Access>,
 }
 
 impl Entitlement {
-    pub fn allows(&self, data_source: &str) -> bool {
-        match self {
-            Entitlement::All => true,
-            Entitlement::Some(set) => set.contains(data_source),
+    /// Read on every data source (`data_sources: all`).
+    pub fn read_all() -> Entitlement {
+        Entitlement {
+            every: Some(Access::Read),
+            named: BTreeMap::new(),
         }
+    }
+
+    /// What the key may do with `data_source`, if anything.
+    pub fn access(&self, data_source: &str) -> Option<Access> {
+        self.named.get(data_source).copied().max(self.every)
+    }
+
+    /// The key may read `data_source`.
+    pub fn allows(&self, data_source: &str) -> bool {
+        self.access(data_source).is_some()
+    }
+
+    /// The key is granted write on `data_source` (the data source must also be writable).
+    pub fn grants_write(&self, data_source: &str) -> bool {
+        self.access(data_source) == Some(Access::Write)
     }
 }
 
@@ -399,14 +426,23 @@ struct RawDataSource {
     bucket: String,
     #[serde(default)]
     prefix: String,
+    #[serde(default)]
+    writable: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawEntitlement {
+    /// `all` (read on every data source).
     Word(String),
+    /// Names of data sources the key may read.
     List(Vec<String>),
+    /// `{"*": read, sandbox: write}`.
+    Map(BTreeMap<String, String>),
 }
+
+/// Names a data source may not have: they mean "every data source" in grants.
+pub const RESERVED_DATA_SOURCE_NAMES: [&str; 2] = ["all", "*"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -938,6 +974,13 @@ fn validate_data_sources(
         if let Err(p) = check_segment_name(&name) {
             err(errors, field.clone(), format!("name {p}"));
         }
+        if RESERVED_DATA_SOURCE_NAMES.contains(&name.as_str()) {
+            err(
+                errors,
+                field.clone(),
+                format!("`{name}` is reserved (it means every data source in grants)"),
+            );
+        }
         if !base_segment.is_empty() && name == base_segment {
             err(
                 errors,
@@ -980,8 +1023,33 @@ fn validate_data_sources(
                 backend: d.backend,
                 bucket: d.bucket,
                 prefix,
+                writable: d.writable,
             },
         );
+    }
+    // A write into a data source whose objects are also another's would land in the other one (which
+    // its readers see, or whose writers did not expect it): a writable data source must overlap none.
+    for a in data_sources.values().filter(|d| d.writable) {
+        for b in data_sources.values() {
+            let same_store = a.bucket == b.bucket
+                && (a.backend == b.backend
+                    || matches!((backends.get(&a.backend), backends.get(&b.backend)),
+                        (Some(x), Some(y)) if x.endpoint == y.endpoint));
+            if a.name != b.name
+                && same_store
+                && (a.prefix.starts_with(&b.prefix) || b.prefix.starts_with(&a.prefix))
+            {
+                err(
+                    errors,
+                    format!("data_sources.{}.writable", a.name),
+                    format!(
+                        "a writable data source must not overlap another: its bucket and prefix \
+                         overlap data source `{}`",
+                        b.name
+                    ),
+                );
+            }
+        }
     }
     data_sources
 }
@@ -1055,29 +1123,12 @@ fn validate_api_keys(
                 "a secret must not be empty".into(),
             );
         }
-        let data_sources_ent = match k.data_sources {
-            RawEntitlement::Word(w) if w == "all" || w == "*" => Entitlement::All,
-            RawEntitlement::Word(w) => {
-                err(
-                    errors,
-                    format!("{field}.data_sources"),
-                    format!("`{w}`: expected `all` or a list"),
-                );
-                Entitlement::Some(BTreeSet::new())
-            }
-            RawEntitlement::List(list) => {
-                for ds in &list {
-                    if !data_sources.contains_key(ds) {
-                        err(
-                            errors,
-                            format!("{field}.data_sources"),
-                            format!("unknown data source `{ds}`"),
-                        );
-                    }
-                }
-                Entitlement::Some(list.into_iter().collect())
-            }
-        };
+        let data_sources_ent = validate_grants(
+            k.data_sources,
+            &format!("{field}.data_sources"),
+            data_sources,
+            errors,
+        );
         if k.name.trim().is_empty() {
             err(errors, format!("{field}.name"), "must not be empty".into());
         }
@@ -1093,6 +1144,73 @@ fn validate_api_keys(
         });
     }
     api_keys
+}
+
+/// One key's `data_sources`: `all`, a list (read), or a map of grants (`"*"` and names to `read` or
+/// `write`). A write grant needs a writable data source; `"*": write` grants write on the writable ones.
+fn validate_grants(
+    raw: RawEntitlement,
+    field: &str,
+    data_sources: &BTreeMap<String, DataSource>,
+    errors: &mut Vec<ConfigError>,
+) -> Entitlement {
+    let mut ent = Entitlement::default();
+    let known = |ds: &str, errors: &mut Vec<ConfigError>| {
+        let ok = data_sources.contains_key(ds);
+        if !ok {
+            err(errors, field.into(), format!("unknown data source `{ds}`"));
+        }
+        ok
+    };
+    match raw {
+        RawEntitlement::Word(w) if w == "all" || w == "*" => ent.every = Some(Access::Read),
+        RawEntitlement::Word(w) => err(
+            errors,
+            field.into(),
+            format!("`{w}`: expected `all`, a list or a map of grants"),
+        ),
+        RawEntitlement::List(list) => {
+            for ds in list {
+                if known(&ds, errors) {
+                    ent.named.insert(ds, Access::Read);
+                }
+            }
+        }
+        RawEntitlement::Map(map) => {
+            for (ds, access) in map {
+                let access = match access.as_str() {
+                    "read" => Access::Read,
+                    "write" => Access::Write,
+                    other => {
+                        err(
+                            errors,
+                            format!("{field}.{ds}"),
+                            format!("`{other}`: expected `read` or `write`"),
+                        );
+                        continue;
+                    }
+                };
+                if ds == "*" || ds == "all" {
+                    ent.every = Some(access);
+                    continue;
+                }
+                if !known(&ds, errors) {
+                    continue;
+                }
+                if access == Access::Write && !data_sources[&ds].writable {
+                    err(
+                        errors,
+                        format!("{field}.{ds}"),
+                        format!(
+                            "write granted on data source `{ds}`, which is not `writable: true`"
+                        ),
+                    );
+                }
+                ent.named.insert(ds, access);
+            }
+        }
+    }
+    ent
 }
 
 pub fn load(path: &str) -> Result<Config, Vec<ConfigError>> {

@@ -9,17 +9,28 @@ pub enum S3ErrorCode {
     AccessDenied,
     AuthorizationHeaderMalformed,
     AuthorizationQueryParametersError,
+    /// A checksum or Content-MD5 that does not match the body.
+    BadDigest,
     /// A CORS preflight without an Origin.
     BadRequest,
+    EntityTooLarge,
+    EntityTooSmall,
+    /// Fewer body bytes than announced.
+    IncompleteBody,
     InternalError,
     InvalidAccessKeyId,
     InvalidArgument,
+    InvalidPart,
+    InvalidPartOrder,
     InvalidRange,
     InvalidRequest,
     InvalidURI,
+    MalformedXML,
     MethodNotAllowed,
+    MissingContentLength,
     NoSuchBucket,
     NoSuchKey,
+    NoSuchUpload,
     NotImplemented,
     PreconditionFailed,
     RequestHeaderSectionTooLarge,
@@ -37,16 +48,25 @@ impl S3ErrorCode {
             AccessDenied => "AccessDenied",
             AuthorizationHeaderMalformed => "AuthorizationHeaderMalformed",
             AuthorizationQueryParametersError => "AuthorizationQueryParametersError",
+            BadDigest => "BadDigest",
             BadRequest => "BadRequest",
+            EntityTooLarge => "EntityTooLarge",
+            EntityTooSmall => "EntityTooSmall",
+            IncompleteBody => "IncompleteBody",
             InternalError => "InternalError",
             InvalidAccessKeyId => "InvalidAccessKeyId",
             InvalidArgument => "InvalidArgument",
+            InvalidPart => "InvalidPart",
+            InvalidPartOrder => "InvalidPartOrder",
             InvalidRange => "InvalidRange",
             InvalidRequest => "InvalidRequest",
             InvalidURI => "InvalidURI",
+            MalformedXML => "MalformedXML",
             MethodNotAllowed => "MethodNotAllowed",
+            MissingContentLength => "MissingContentLength",
             NoSuchBucket => "NoSuchBucket",
             NoSuchKey => "NoSuchKey",
+            NoSuchUpload => "NoSuchUpload",
             NotImplemented => "NotImplemented",
             PreconditionFailed => "PreconditionFailed",
             RequestHeaderSectionTooLarge => "RequestHeaderSectionTooLarge",
@@ -64,15 +84,23 @@ impl S3ErrorCode {
         match self {
             AuthorizationHeaderMalformed
             | AuthorizationQueryParametersError
+            | BadDigest
             | BadRequest
+            | EntityTooLarge
+            | EntityTooSmall
+            | IncompleteBody
             | InvalidArgument
+            | InvalidPart
+            | InvalidPartOrder
             | InvalidRequest
             | InvalidURI
+            | MalformedXML
             | RequestHeaderSectionTooLarge
             | RequestTimeout => 400,
             AccessDenied | InvalidAccessKeyId | RequestTimeTooSkewed | SignatureDoesNotMatch => 403,
-            NoSuchBucket | NoSuchKey => 404,
+            NoSuchBucket | NoSuchKey | NoSuchUpload => 404,
             MethodNotAllowed => 405,
+            MissingContentLength => 411,
             PreconditionFailed => 412,
             InvalidRange => 416,
             InternalError => 500,
@@ -87,16 +115,25 @@ impl S3ErrorCode {
             AccessDenied => "Access Denied",
             AuthorizationHeaderMalformed => "The authorization header is malformed.",
             AuthorizationQueryParametersError => "Error parsing the query-string authentication parameters.",
+            BadDigest => "The checksum you specified did not match the calculated checksum.",
             BadRequest => "Bad Request",
+            EntityTooLarge => "Your proposed upload exceeds the maximum allowed size.",
+            EntityTooSmall => "Your proposed upload is smaller than the minimum allowed object size.",
+            IncompleteBody => "You did not provide the number of bytes specified by the Content-Length HTTP header.",
             InternalError => "We encountered an internal error. Please try again.",
             InvalidAccessKeyId => "The AWS Access Key Id you provided does not exist in our records.",
             InvalidArgument => "Invalid Argument",
+            InvalidPart => "One or more of the specified parts could not be found.",
+            InvalidPartOrder => "The list of parts was not in ascending order.",
             InvalidRange => "The requested range is not satisfiable",
             InvalidRequest => "Invalid Request",
             InvalidURI => "Couldn't parse the specified URI.",
+            MalformedXML => "The XML you provided was not well-formed or did not validate against our published schema.",
             MethodNotAllowed => "The specified method is not allowed against this resource.",
+            MissingContentLength => "You must provide the Content-Length HTTP header.",
             NoSuchBucket => "The specified bucket does not exist",
             NoSuchKey => "The specified key does not exist.",
+            NoSuchUpload => "The specified multipart upload does not exist.",
             NotImplemented => "A header or query you provided implies functionality that is not implemented.",
             PreconditionFailed => "At least one of the pre-conditions you specified did not hold",
             RequestHeaderSectionTooLarge => "Your request header section exceeds the maximum allowed size.",

@@ -15,9 +15,11 @@ use crate::namespace;
 use crate::policy;
 use crate::request::{self, Mount, Operation};
 use crate::state::State;
+use crate::upload::{self, Payload};
 use crate::wire::Query;
 use bytes::Bytes;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -46,7 +48,7 @@ pub enum Outcome {
     Answer(Answer),
     /// A page of the virtual bucket (`listing::serve`, which calls the backends).
     List(ListParams),
-    /// Sent on to a backend. A request with a body (writes) will say here how its body is framed.
+    /// Sent on to a backend (with the request's body, when the route has a payload).
     Forward(ObjectRoute),
     /// Refused, with this error.
     Refuse(S3Error),
@@ -68,9 +70,33 @@ pub struct ObjectRoute {
     pub sni: String,
     /// Backend path (bucket and key with virtual-host addressing folded in) and forwarded query.
     pub path_and_query: String,
-    /// The client's allow-listed headers, the only ones sent (and signed) on.
-    pub headers: Vec<(&'static str, String)>,
+    /// The client's allow-listed headers, the only ones sent (and signed) on, by lowercase name (a
+    /// user-metadata name is the client's own, the others are s3p's constants).
+    pub headers: Vec<(Cow<'static, str>, String)>,
+    /// The request body sent on, and how it is framed; `None`: no body.
+    pub payload: Option<Payload>,
+    /// The client asked for `100 Continue` before it sends the body.
+    pub expect_continue: bool,
+    /// The backend's answer body is rewritten into virtual terms (multipart answers name the backend's
+    /// bucket, key and upload id).
+    pub rewrite: Rewrite,
+    /// What a backend 404 means: no such key, or (for the parts of an upload) no such upload.
+    pub not_found: S3ErrorCode,
 }
+
+/// How a backend's successful answer body is rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Passed on as it is (objects, copy results: they name no backend bucket or key).
+    None,
+    /// CreateMultipartUpload: the backend's upload id is sealed for this object.
+    Initiate { data_source: String, key: String },
+    /// CompleteMultipartUpload: the virtual location, bucket and key replace the backend's.
+    Complete { location: String, key: String },
+}
+
+/// The largest CompleteMultipartUpload body accepted (10,000 parts with checksums fit in 2 MiB).
+pub const MAX_COMPLETE_BODY: u64 = 4 << 20;
 
 /// What s3p decided about a request, in the audit line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -120,6 +146,7 @@ impl AuditFacts {
             && matches!(
                 code,
                 S3ErrorCode::NoSuchKey
+                    | S3ErrorCode::NoSuchUpload
                     | S3ErrorCode::InvalidRange
                     | S3ErrorCode::PreconditionFailed
             )
@@ -219,7 +246,9 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         Err(e) => return d.refuse(e),
     };
     d.audit.operation = op.name();
-    if !matches!(op, Operation::GetObject(_) | Operation::HeadObject(_)) {
+    if !matches!(op, Operation::GetObject(_) | Operation::HeadObject(_))
+        && op.written_object().is_none()
+    {
         // Bucket-level operations need only a valid key; objects also need the entitlement (below).
         d.audit.verdict = Verdict::Allowed;
     }
@@ -265,6 +294,25 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         Operation::GetObject(vkey) | Operation::HeadObject(vkey) => {
             d.audit.data_source = Some(vkey.data_source.clone());
             match object_route(st, &key, &vkey, view, &query) {
+                Ok(route) => {
+                    d.audit.verdict = Verdict::Allowed;
+                    d.finish(Outcome::Forward(route))
+                }
+                Err(e) => d.refuse(e),
+            }
+        }
+        write => {
+            let Some(vkey) = write.written_object() else {
+                return d.refuse(S3Error::new(S3ErrorCode::MethodNotAllowed));
+            };
+            d.audit.data_source = Some(vkey.data_source.clone());
+            if view.header("x-amz-copy-source").is_some() {
+                d.audit.operation = match write {
+                    Operation::UploadPart(..) => "UploadPartCopy",
+                    _ => "CopyObject",
+                };
+            }
+            match write_route(st, &key, &write, view, &query) {
                 Ok(route) => {
                     d.audit.verdict = Verdict::Allowed;
                     d.finish(Outcome::Forward(route))
@@ -326,36 +374,30 @@ fn object_route(
 ) -> Result<ObjectRoute, S3Error> {
     let ds = policy::readable_data_source(&st.config, key, &vkey.data_source)?;
     let obj = namespace::to_backend(ds, vkey)?;
+    let headers = allowed_headers(view, forwarded_request_header)?;
+    let params: Vec<(&str, String)> = query
+        .iter()
+        .filter(|(n, _)| request::forwarded_object_param(n))
+        .map(|(n, v)| (n, v.to_string()))
+        .collect();
+    route_to(st, &obj, &params, headers)
+}
+
+/// The route to a backend object: its backend, host, and path with `params` as the query.
+fn route_to(
+    st: &State,
+    obj: &namespace::BackendObject,
+    params: &[(&str, String)],
+    headers: Vec<(Cow<'static, str>, String)>,
+) -> Result<ObjectRoute, S3Error> {
     let backend = st
         .backends
         .get(&obj.backend)
         .ok_or_else(|| S3Error::new(S3ErrorCode::InternalError))?;
-    let mut headers = Vec::new();
-    for (name, value) in view.headers.iter() {
-        let Some(name) = forwarded_request_header(name) else {
-            continue;
-        };
-        // Forwarded headers are signed for the backend as text: refuse what is not visible ASCII,
-        // rather than sign a copy the backend would reject as a bad signature.
-        if !value
-            .bytes()
-            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-        {
-            return Err(S3Error::invalid_argument(
-                "Header values must be visible ASCII.",
-                name,
-                "",
-            ));
-        }
-        headers.push((name, value.to_string()));
-    }
     let target = backend.object_target(&obj.bucket, &obj.key);
     let mut path_and_query = target.path;
     let mut sep = '?';
-    for (n, v) in query
-        .iter()
-        .filter(|(n, _)| request::forwarded_object_param(n))
-    {
+    for (n, v) in params {
         path_and_query.push(sep);
         path_and_query.push_str(n);
         path_and_query.push('=');
@@ -368,7 +410,275 @@ fn object_route(
         sni: target.sni,
         path_and_query,
         headers,
+        payload: None,
+        expect_continue: false,
+        rewrite: Rewrite::None,
+        not_found: S3ErrorCode::NoSuchKey,
     })
+}
+
+/// The client's headers that `allow` names (by their lowercase name), checked to be signable.
+fn allowed_headers(
+    view: &RequestView,
+    allow: fn(&str) -> Option<&'static str>,
+) -> Result<Vec<(Cow<'static, str>, String)>, S3Error> {
+    let mut headers = Vec::new();
+    for (sent_name, value) in view.headers.iter() {
+        let Some(name) = allow(sent_name) else {
+            continue;
+        };
+        let name: Cow<'static, str> = match name {
+            USER_METADATA => Cow::Owned(sent_name.to_ascii_lowercase()),
+            constant => Cow::Borrowed(constant),
+        };
+        // Forwarded headers are signed for the backend as text: refuse what is not visible ASCII,
+        // rather than sign a copy the backend would reject as a bad signature.
+        if !value
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            return Err(S3Error::invalid_argument(
+                "Header values must be visible ASCII.",
+                &name,
+                "",
+            ));
+        }
+        headers.push((name, value.to_string()));
+    }
+    Ok(headers)
+}
+
+/// What an allow-list answers for a user-metadata header (`x-amz-meta-*`): forwarded under its own name.
+const USER_METADATA: &str = "x-amz-meta-";
+
+/// The backend request for a write, once the key may write the data source.
+fn write_route(
+    st: &State,
+    key: &ApiKey,
+    op: &Operation,
+    view: &RequestView,
+    query: &Query,
+) -> Result<ObjectRoute, S3Error> {
+    let config = &st.config;
+    let vkey = op
+        .written_object()
+        .ok_or_else(|| S3Error::new(S3ErrorCode::MethodNotAllowed))?;
+    let ds = policy::writable_data_source(config, key, &vkey.data_source)?;
+    if vkey.key.is_empty() {
+        return Err(S3Error::with_message(
+            S3ErrorCode::AccessDenied,
+            "The root of a data source cannot be written.",
+        ));
+    }
+    refuse_unsupported_write_headers(view)?;
+    let obj = namespace::to_backend(ds, vkey)?;
+    let copy_source = view.header("x-amz-copy-source");
+    let mut headers = allowed_headers(view, forwarded_write_header)?;
+    // aws-chunked is how this request's body is framed, not how the object is encoded.
+    headers.retain_mut(|(name, value)| {
+        if name != "content-encoding" {
+            return true;
+        }
+        *value = value
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("aws-chunked") && !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(",");
+        !value.is_empty()
+    });
+    let open_upload = |id: &str| st.uploads.open(&vkey.data_source, &vkey.key, id);
+    let mut params: Vec<(&str, String)> = Vec::new();
+    let mut payload = None;
+    let mut rewrite = Rewrite::None;
+    match op {
+        Operation::PutObject(_) | Operation::UploadPart(..) if copy_source.is_some() => {
+            if let Operation::UploadPart(_, part) = op {
+                params.push(("partNumber", part.number.to_string()));
+                params.push(("uploadId", open_upload(&part.upload_id)?));
+            }
+            refuse_body(view)?;
+            let source = copy_source.unwrap_or_default();
+            headers.push((
+                Cow::Borrowed("x-amz-copy-source"),
+                copy_source_route(st, key, &obj, source)?,
+            ));
+            headers.extend(allowed_headers(view, forwarded_copy_header)?);
+        }
+        Operation::PutObject(_) => payload = Some(upload::payload_of(view, key)?),
+        Operation::UploadPart(_, part) => {
+            params.push(("partNumber", part.number.to_string()));
+            params.push(("uploadId", open_upload(&part.upload_id)?));
+            payload = Some(upload::payload_of(view, key)?);
+        }
+        Operation::CreateMultipartUpload(_) => {
+            refuse_body(view)?;
+            params.push(("uploads", String::new()));
+            rewrite = Rewrite::Initiate {
+                data_source: vkey.data_source.clone(),
+                key: vkey.key.clone(),
+            };
+        }
+        Operation::CompleteMultipartUpload(_, id) => {
+            params.push(("uploadId", open_upload(id)?));
+            let body = upload::payload_of(view, key)?;
+            if body.backend_length() > MAX_COMPLETE_BODY {
+                return Err(S3Error::new(S3ErrorCode::EntityTooLarge)
+                    .detail("MaxSizeAllowed", MAX_COMPLETE_BODY.to_string()));
+            }
+            payload = Some(body);
+            let host = view.header("host").unwrap_or("");
+            let scheme = if view.header("x-forwarded-proto") == Some("https") {
+                "https"
+            } else {
+                "http"
+            };
+            rewrite = Rewrite::Complete {
+                location: format!(
+                    "{scheme}://{host}{}/{}/{}",
+                    config.base_path,
+                    config.bucket,
+                    namespace::encode_path(&vkey.full())
+                ),
+                key: vkey.full(),
+            };
+        }
+        Operation::AbortMultipartUpload(_, id) => {
+            refuse_body(view)?;
+            params.push(("uploadId", open_upload(id)?));
+        }
+        Operation::DeleteObject(_) => {
+            refuse_body(view)?;
+            if let Some(v) = query.get("versionId") {
+                params.push(("versionId", v.to_string()));
+            }
+        }
+        _ => return Err(S3Error::new(S3ErrorCode::MethodNotAllowed)),
+    }
+    if let Some(p) = &payload {
+        if p.is_chunked_for_backend() {
+            // Passed on as framed: the backend decodes it (and checks and stores its checksum).
+            match headers.iter_mut().find(|(n, _)| n == "content-encoding") {
+                Some((_, v)) => *v = format!("aws-chunked,{v}"),
+                None => headers.push((Cow::Borrowed("content-encoding"), "aws-chunked".into())),
+            }
+        }
+        headers.extend(
+            p.backend_framing_headers()
+                .into_iter()
+                .map(|(n, v)| (Cow::Borrowed(n), v)),
+        );
+    }
+    let mut route = route_to(st, &obj, &params, headers)?;
+    route.expect_continue = payload.is_some()
+        && view
+            .header("expect")
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("100-continue"));
+    route.payload = payload;
+    route.rewrite = rewrite;
+    if matches!(
+        op,
+        Operation::UploadPart(..)
+            | Operation::CompleteMultipartUpload(..)
+            | Operation::AbortMultipartUpload(..)
+    ) && copy_source.is_none()
+    {
+        route.not_found = S3ErrorCode::NoSuchUpload;
+    }
+    Ok(route)
+}
+
+/// A request that sends no body must not carry one (it would not be passed on).
+fn refuse_body(view: &RequestView) -> Result<(), S3Error> {
+    let has_body = view.header("transfer-encoding").is_some()
+        || view
+            .header_values("content-length")
+            .any(|v| v.trim() != "0");
+    if has_body {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            "This request does not take a body.",
+        ));
+    }
+    Ok(())
+}
+
+/// `x-amz-copy-source` for the backend: the source must be an object of the virtual bucket that the
+/// key may read, on the same backend as the destination (a backend cannot copy from another).
+fn copy_source_route(
+    st: &State,
+    key: &ApiKey,
+    destination: &namespace::BackendObject,
+    source: &str,
+) -> Result<String, S3Error> {
+    let invalid = || {
+        S3Error::invalid_argument(
+            "Copy Source must mention the source bucket and key: /bucket/key.",
+            "x-amz-copy-source",
+            "",
+        )
+    };
+    let (path, version) = match source.split_once('?') {
+        Some((p, q)) => {
+            let q = Query::parse(q)?;
+            let version = q.get("versionId").map(str::to_string);
+            if version.is_none() || q.iter().count() != 1 {
+                return Err(invalid());
+            }
+            (p, version)
+        }
+        None => (source, None),
+    };
+    let decoded = namespace::decode_once(path.trim())?;
+    let decoded = decoded.strip_prefix('/').unwrap_or(&decoded);
+    let (bucket, rest) = decoded.split_once('/').ok_or_else(invalid)?;
+    if bucket != st.config.bucket {
+        return Err(S3Error::new(S3ErrorCode::AccessDenied));
+    }
+    let vkey = namespace::parse_virtual_key(rest)?;
+    let ds = policy::readable_data_source(&st.config, key, &vkey.data_source)?;
+    let obj = namespace::to_backend(ds, &vkey)?;
+    if obj.backend != destination.backend {
+        return Err(S3Error::not_implemented(
+            "s3p copies only between data sources on the same backend; copy across backends by \
+             reading the object and writing it again.",
+        ));
+    }
+    let mut value = format!("/{}/{}", obj.bucket, namespace::encode_path(&obj.key));
+    if let Some(v) = version {
+        value.push_str("?versionId=");
+        value.push_str(&encode_query_value(&v));
+    }
+    Ok(value)
+}
+
+/// Write headers s3p cannot honour end to end are refused, rather than dropped: the client would
+/// believe the object protected, shared or locked.
+fn refuse_unsupported_write_headers(view: &RequestView) -> Result<(), S3Error> {
+    for (name, value) in view.headers.iter() {
+        let name = name.to_ascii_lowercase();
+        let refused = match name.as_str() {
+            // Accepted as no-ops: with one owner, these are what every object already is.
+            "x-amz-acl" => !matches!(value.trim(), "private" | "bucket-owner-full-control"),
+            n if n.starts_with("x-amz-grant-") => true,
+            n if n.starts_with("x-amz-server-side-encryption-customer-")
+                || n.starts_with("x-amz-copy-source-server-side-encryption-customer-") =>
+            {
+                true
+            }
+            "x-amz-server-side-encryption" => value.trim() != "AES256",
+            n if n.starts_with("x-amz-server-side-encryption-") => true,
+            n if n.starts_with("x-amz-object-lock-") => true,
+            "x-amz-website-redirect-location" => true,
+            _ => false,
+        };
+        if refused {
+            return Err(S3Error::not_implemented(format!(
+                "The header `{name}` is not supported by s3p on writes."
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Request headers of an object GET/HEAD that are passed to the backend (and signed), by their
@@ -384,6 +694,57 @@ pub fn forwarded_request_header(name: &str) -> Option<&'static str> {
         "x-amz-server-side-encryption-customer-algorithm",
         "x-amz-server-side-encryption-customer-key",
         "x-amz-server-side-encryption-customer-key-md5",
+    ];
+    FORWARDED
+        .iter()
+        .find(|f| f.eq_ignore_ascii_case(name))
+        .copied()
+}
+
+/// Request headers of a write (PutObject, UploadPart, CreateMultipartUpload, CompleteMultipartUpload)
+/// that are passed to the backend (and signed), by their lowercase name.
+pub fn forwarded_write_header(name: &str) -> Option<&'static str> {
+    const FORWARDED: [&str; 22] = [
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "content-md5",
+        "content-type",
+        "expires",
+        "if-match",
+        "if-none-match",
+        "x-amz-checksum-algorithm",
+        "x-amz-checksum-crc32",
+        "x-amz-checksum-crc32c",
+        "x-amz-checksum-crc64nvme",
+        "x-amz-checksum-sha1",
+        "x-amz-checksum-sha256",
+        "x-amz-checksum-type",
+        "x-amz-mp-object-size",
+        "x-amz-server-side-encryption",
+        "x-amz-storage-class",
+        "x-amz-tagging",
+        "x-amz-metadata-directive",
+        "x-amz-tagging-directive",
+    ];
+    if let Some(f) = FORWARDED.iter().find(|f| f.eq_ignore_ascii_case(name)) {
+        return Some(f);
+    }
+    // User metadata: the name is the client's own (lowercased as every header name here is).
+    (name.len() > USER_METADATA.len()
+        && name.as_bytes()[..USER_METADATA.len()].eq_ignore_ascii_case(USER_METADATA.as_bytes()))
+    .then_some(USER_METADATA)
+}
+
+/// Conditions of a copy on its source, passed to the backend.
+fn forwarded_copy_header(name: &str) -> Option<&'static str> {
+    const FORWARDED: [&str; 5] = [
+        "x-amz-copy-source-if-match",
+        "x-amz-copy-source-if-none-match",
+        "x-amz-copy-source-if-modified-since",
+        "x-amz-copy-source-if-unmodified-since",
+        "x-amz-copy-source-range",
     ];
     FORWARDED
         .iter()
@@ -437,6 +798,19 @@ pub fn error_for_backend_status(status: u16) -> S3Error {
         _ => S3ErrorCode::InvalidRequest,
     };
     S3Error::new(code)
+}
+
+/// The S3 error a backend's error code (in an answer body) becomes: the codes a client can act on pass,
+/// anything else is s3p's InternalError (the backend's words never reach the client).
+pub fn error_for_backend_code(code: &str) -> S3ErrorCode {
+    match code {
+        "InvalidPart" => S3ErrorCode::InvalidPart,
+        "InvalidPartOrder" => S3ErrorCode::InvalidPartOrder,
+        "EntityTooSmall" => S3ErrorCode::EntityTooSmall,
+        "NoSuchUpload" => S3ErrorCode::NoSuchUpload,
+        "SlowDown" => S3ErrorCode::SlowDown,
+        _ => S3ErrorCode::InternalError,
+    }
 }
 
 /// Answers a CORS preflight (unauthenticated, as S3 does): only GET and HEAD, from allowed origins. A

@@ -12,13 +12,17 @@ token_secret: 0123456789abcdef0123456789abcdef
 owner: { id: owner-id, display_name: owner }
 backends:
   b: { endpoint: "http://127.0.0.1:9", access_key_id: a, secret_access_key: s }
+  elsewhere: { endpoint: "http://127.0.0.1:10", access_key_id: a, secret_access_key: s }
 data_sources:
   sales: { backend: b, bucket: bucket-a, prefix: sales-data }
   hr: { backend: b, bucket: bucket-b }
+  sandbox: { backend: b, bucket: bucket-c, prefix: box, writable: true }
+  scratch: { backend: b, bucket: bucket-d, writable: true }
+  other-store: { backend: elsewhere, bucket: bucket-e, writable: true }
 cors: { allowed_origins: ["https://app.example"] }
 api_keys:
-  - { id: LEGACYKEY, name: Legacy, data_sources: [sales] }
-  - { id: AKIDSIGNER, secret: signer-secret-0000000000, name: Signer, legacy_header: false, data_sources: [sales] }
+  - { id: LEGACYKEY, name: Legacy, data_sources: { sales: read, sandbox: write, scratch: read, other-store: write } }
+  - { id: AKIDSIGNER, secret: signer-secret-0000000000, name: Signer, legacy_header: false, data_sources: { sales: read, sandbox: write, scratch: read, other-store: write } }
 "#;
 
 const HOST: &str = "s3p.test";
@@ -137,7 +141,24 @@ fn every_operation_for_a_verified_key() {
         // Routing refusals, after authentication.
         ("GET", "/s3p/other/k", Got::Refuse("NoSuchBucket"), "Unknown", None),
         ("GET", "/s3px/immuta/sales/a.csv", Got::Refuse("NoSuchBucket"), "Unknown", None),
-        ("DELETE", "/s3p/immuta/sales/a.csv", Got::Refuse("MethodNotAllowed"), "Unknown", None),
+        ("PUT", "/s3p/immuta", Got::Refuse("MethodNotAllowed"), "Unknown", None),
+        ("DELETE", "/s3p/immuta", Got::Refuse("MethodNotAllowed"), "Unknown", None),
+        ("POST", "/s3p/immuta?delete", Got::Refuse("MethodNotAllowed"), "Unknown", None),
+        // Writes: only where the data source is writable and the key granted write.
+        ("DELETE", "/s3p/immuta/sales/a.csv", Got::Refuse("AccessDenied"), "DeleteObject", Some("sales")),
+        ("DELETE", "/s3p/immuta/scratch/a.csv", Got::Refuse("AccessDenied"), "DeleteObject", Some("scratch")),
+        ("DELETE", "/s3p/immuta/hr/a.csv", Got::Refuse("AccessDenied"), "DeleteObject", Some("hr")),
+        ("PUT", "/s3p/immuta/hr/a.csv", Got::Refuse("AccessDenied"), "PutObject", Some("hr")),
+        ("POST", "/s3p/immuta/sales/a.csv?uploads", Got::Refuse("AccessDenied"), "CreateMultipartUpload", Some("sales")),
+        ("DELETE", "/s3p/immuta/sandbox/a%20b.csv", forward("/bucket-c/box/a%20b.csv"), "DeleteObject", Some("sandbox")),
+        ("DELETE", "/s3p/immuta/sandbox/a.csv?versionId=v1", forward("/bucket-c/box/a.csv?versionId=v1"), "DeleteObject", Some("sandbox")),
+        // The data source's root is not an object anyone may write.
+        ("DELETE", "/s3p/immuta/sandbox/", Got::Refuse("AccessDenied"), "DeleteObject", Some("sandbox")),
+        ("POST", "/s3p/immuta/sandbox/big?uploads", forward("/bucket-c/box/big?uploads="), "CreateMultipartUpload", Some("sandbox")),
+        // Upload ids are s3p's sealed ones: anything else is no upload.
+        ("DELETE", "/s3p/immuta/sandbox/big?uploadId=backend-id", Got::Refuse("NoSuchUpload"), "AbortMultipartUpload", Some("sandbox")),
+        // A body is needed, with its length.
+        ("PUT", "/s3p/immuta/sandbox/new.csv", Got::Refuse("MissingContentLength"), "PutObject", Some("sandbox")),
         ("GET", "/s3p/immuta/sales/a.csv?acl", Got::Refuse("NotImplemented"), "Unknown", None),
         ("GET", "/s3p/immuta/sales/../hr/x", Got::Refuse("InvalidArgument"), "Unknown", None),
     ];
@@ -225,8 +246,8 @@ fn forwarded_headers_are_the_allow_listed_ones_only() {
     assert_eq!(
         route.headers,
         vec![
-            ("range", "bytes=0-9".to_string()),
-            ("if-none-match", "\"abc\"".to_string())
+            ("range".into(), "bytes=0-9".to_string()),
+            ("if-none-match".into(), "\"abc\"".to_string())
         ]
     );
     assert_eq!(route.host, "127.0.0.1:9");
@@ -442,4 +463,236 @@ fn header_values_that_are_not_utf8_are_refused_before_any_reader() {
         unreachable!()
     };
     assert!(e.extra.contains(&("ArgumentName", "range".to_string())));
+}
+
+/// A legacy-authenticated request with these extra headers.
+fn legacy_with(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut h = vec![
+        ("host".to_string(), HOST.to_string()),
+        (
+            "authorization".to_string(),
+            "AWS LEGACYKEY:immuta".to_string(),
+        ),
+    ];
+    h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+    h
+}
+
+fn forwarded(d: &Decision) -> &ObjectRoute {
+    match &d.outcome {
+        Outcome::Forward(r) => r,
+        _ => panic!("not forwarded: {:?}", got(d)),
+    }
+}
+
+#[test]
+fn writes_carry_their_body_and_only_allow_listed_headers() {
+    let st = state();
+    let put = |extra: &[(&str, &str)]| {
+        decide_with(
+            &st,
+            "PUT",
+            "/s3p/immuta/sandbox/d/new.csv",
+            &legacy_with(extra),
+        )
+    };
+    let d = put(&[
+        ("content-length", "11"),
+        ("content-type", "text/csv"),
+        ("x-amz-meta-Owner", "ana"),
+        ("content-md5", "XrY7u+Ae7tCTyyK7j1rNww=="),
+        ("expect", "100-continue"),
+        ("x-amz-acl", "bucket-owner-full-control"),
+        ("x-amz-security-token", "t"),
+        ("x-amz-website-redirect-location-typo", "x"),
+    ]);
+    let route = forwarded(&d);
+    assert_eq!(route.path_and_query, "/bucket-c/box/d/new.csv");
+    assert_eq!(d.audit.operation, "PutObject");
+    assert_eq!(final_verdict(&d), Verdict::Allowed);
+    let names: Vec<&str> = route.headers.iter().map(|(n, _)| n.as_ref()).collect();
+    assert_eq!(names, ["content-type", "x-amz-meta-owner", "content-md5"]);
+    assert!(route.expect_continue);
+    match &route.payload {
+        Some(Payload::Plain {
+            length: 11,
+            sha256: None,
+        }) => {}
+        _ => panic!("plain 11-byte payload expected"),
+    }
+    // aws-chunked, unsigned with a length: passed on as framed (the backend checks and keeps the
+    // checksum too).
+    let chunked = |length: (&'static str, &'static str)| {
+        put(&[
+            length,
+            ("content-encoding", "aws-chunked, gzip"),
+            ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
+            ("x-amz-decoded-content-length", "11"),
+            ("x-amz-trailer", "x-amz-checksum-crc32"),
+        ])
+    };
+    let d = chunked(("content-length", "80"));
+    let route = forwarded(&d);
+    let want: Vec<(Cow<str>, String)> = vec![
+        ("content-encoding".into(), "aws-chunked,gzip".into()),
+        ("x-amz-decoded-content-length".into(), "11".into()),
+        ("x-amz-trailer".into(), "x-amz-checksum-crc32".into()),
+    ];
+    assert_eq!(route.headers, want);
+    let payload = route.payload.as_ref().unwrap();
+    assert_eq!(payload.backend_length(), 80);
+    assert_eq!(
+        payload.backend_payload_hash(),
+        "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+    );
+    assert!(!route.expect_continue);
+    // Without a length (Transfer-Encoding: chunked): decoded, the backend gets the decoded length and
+    // `aws-chunked` leaves Content-Encoding.
+    let d = chunked(("transfer-encoding", "chunked"));
+    let route = forwarded(&d);
+    assert_eq!(
+        route.headers,
+        vec![("content-encoding".into(), "gzip".to_string())]
+    );
+    let payload = route.payload.as_ref().unwrap();
+    assert_eq!(payload.backend_length(), 11);
+    assert_eq!(payload.backend_payload_hash(), "UNSIGNED-PAYLOAD");
+    // Refused: what s3p cannot honour, and what S3 refuses.
+    #[rustfmt::skip]
+    let refused: &[(&[(&str, &str)], &str)] = &[
+        (&[("content-length", "1"), ("x-amz-acl", "public-read")], "NotImplemented"),
+        (&[("content-length", "1"), ("x-amz-grant-read", "id=x")], "NotImplemented"),
+        (&[("content-length", "1"), ("x-amz-server-side-encryption-customer-algorithm", "AES256")], "NotImplemented"),
+        (&[("content-length", "1"), ("x-amz-object-lock-mode", "GOVERNANCE")], "NotImplemented"),
+        (&[("content-length", "1"), ("x-amz-server-side-encryption", "aws:kms")], "NotImplemented"),
+        (&[("transfer-encoding", "chunked")], "MissingContentLength"),
+        (&[("content-length", "5368709121")], "EntityTooLarge"),
+        (&[("content-length", "1"), ("x-amz-content-sha256", "nothex")], "InvalidArgument"),
+        // Signed chunks need a SigV4 signature to chain from.
+        (&[("content-length", "90"), ("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"),
+           ("x-amz-decoded-content-length", "1")], "AccessDenied"),
+        (&[("content-length", "90"), ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER")], "MissingContentLength"),
+        (&[("content-length", "90"), ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
+           ("x-amz-decoded-content-length", "1"), ("x-amz-trailer", "x-amz-checksum-md5")], "InvalidArgument"),
+    ];
+    for (extra, code) in refused {
+        assert_eq!(got(&put(extra)), Got::Refuse(code), "{extra:?}");
+    }
+}
+
+#[test]
+fn multipart_upload_ids_are_sealed_for_their_object() {
+    let st = state();
+    let id = st.uploads.seal("sandbox", "big", "backend upload/1");
+    let target = |q: &str| format!("/s3p/immuta/sandbox/big?{q}");
+    let enc = crate::backend::encode_query_value(&id);
+    let run = |method: &str, q: &str, extra: &[(&str, &str)]| {
+        decide_with(&st, method, &target(q), &legacy_with(extra))
+    };
+    let d = run(
+        "PUT",
+        &format!("partNumber=3&uploadId={enc}"),
+        &[("content-length", "5")],
+    );
+    assert_eq!(
+        forwarded(&d).path_and_query,
+        "/bucket-c/box/big?partNumber=3&uploadId=backend%20upload%2F1"
+    );
+    assert_eq!(d.audit.operation, "UploadPart");
+    let d = run(
+        "POST",
+        &format!("uploadId={enc}"),
+        &[("content-length", "100")],
+    );
+    let route = forwarded(&d);
+    assert_eq!(
+        route.path_and_query,
+        "/bucket-c/box/big?uploadId=backend%20upload%2F1"
+    );
+    assert_eq!(
+        route.rewrite,
+        Rewrite::Complete {
+            location: format!("http://{HOST}/s3p/immuta/sandbox/big"),
+            key: "sandbox/big".into()
+        }
+    );
+    let d = run("DELETE", &format!("uploadId={enc}"), &[]);
+    assert_eq!(
+        forwarded(&d).path_and_query,
+        "/bucket-c/box/big?uploadId=backend%20upload%2F1"
+    );
+    // The same id against another object, or too long a completion, is refused.
+    let other = format!("/s3p/immuta/sandbox/other?uploadId={enc}");
+    let d = decide_with(&st, "DELETE", &other, &legacy_with(&[]));
+    assert_eq!(got(&d), Got::Refuse("NoSuchUpload"));
+    let d = run(
+        "POST",
+        &format!("uploadId={enc}"),
+        &[("content-length", "99999999")],
+    );
+    assert_eq!(got(&d), Got::Refuse("EntityTooLarge"));
+    // Create: the answer's upload id will be sealed for this object.
+    let d = run(
+        "POST",
+        "uploads",
+        &[("content-type", "application/x-parquet")],
+    );
+    assert_eq!(
+        forwarded(&d).rewrite,
+        Rewrite::Initiate {
+            data_source: "sandbox".into(),
+            key: "big".into()
+        }
+    );
+    assert!(forwarded(&d).payload.is_none());
+}
+
+#[test]
+fn copies_need_read_on_the_source_and_one_backend() {
+    let st = state();
+    let copy = |dest: &str, source: &str| {
+        decide_with(
+            &st,
+            "PUT",
+            dest,
+            &legacy_with(&[("x-amz-copy-source", source)]),
+        )
+    };
+    let d = copy("/s3p/immuta/sandbox/c.csv", "/immuta/sales/a%20b.csv");
+    let route = forwarded(&d);
+    assert_eq!(d.audit.operation, "CopyObject");
+    assert_eq!(route.path_and_query, "/bucket-c/box/c.csv");
+    assert_eq!(
+        route.headers,
+        vec![(
+            "x-amz-copy-source".into(),
+            "/bucket-a/sales-data/a%20b.csv".to_string()
+        )]
+    );
+    assert!(route.payload.is_none());
+    let d = copy(
+        "/s3p/immuta/sandbox/c.csv",
+        "immuta/sales/a.csv?versionId=v%2B1",
+    );
+    assert_eq!(
+        forwarded(&d).headers[0].1,
+        "/bucket-a/sales-data/a.csv?versionId=v%2B1"
+    );
+    #[rustfmt::skip]
+    let refused = [
+        ("/s3p/immuta/sandbox/c.csv", "/immuta/hr/x.csv", "AccessDenied"),
+        ("/s3p/immuta/sandbox/c.csv", "/other/sales/a.csv", "AccessDenied"),
+        ("/s3p/immuta/sandbox/c.csv", "/immuta/sales/../hr/x", "InvalidArgument"),
+        ("/s3p/immuta/sandbox/c.csv", "/immuta/sales/", "NoSuchKey"),
+        ("/s3p/immuta/sandbox/c.csv", "/immuta/other-store/x", "NotImplemented"),
+        ("/s3p/immuta/sales/c.csv", "/immuta/sandbox/x", "AccessDenied"),
+        ("/s3p/immuta/sandbox/c.csv", "/immuta/sales/a.csv?acl", "InvalidArgument"),
+    ];
+    for (dest, source, code) in refused {
+        assert_eq!(
+            got(&copy(dest, source)),
+            Got::Refuse(code),
+            "{dest} <- {source}"
+        );
+    }
 }

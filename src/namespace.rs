@@ -114,6 +114,7 @@ mod tests {
             backend: "b".into(),
             bucket: "real-bucket".into(),
             prefix: prefix.into(),
+            writable: false,
         }
     }
 

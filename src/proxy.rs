@@ -9,16 +9,20 @@
 
 use crate::auth::{Headers, RequestView};
 use crate::error::{FailureKind, S3Error, S3ErrorCode};
-use crate::gateway::{self, AuditFacts, Decision, Incoming, ObjectRoute, Outcome, Verdict};
+use crate::gateway::{
+    self, AuditFacts, Decision, Incoming, ObjectRoute, Outcome, Rewrite, Verdict,
+};
 use crate::listing;
 use crate::request::{self, Mount};
 use crate::server::audit::AuditRecord;
 use crate::server::throttle::{ConcurrencyLimits, FailureSubject, Slot};
 use crate::server::{InFlight, Runtime};
 use crate::state::{SharedState, State};
+use crate::upload::chunked::ChunkedDecoder;
+use crate::upload::{multipart, Payload};
 use crate::xml;
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -43,6 +47,8 @@ pub struct RequestCtx {
     route: Option<ObjectRoute>,
     /// s3p's error body sent in place of the backend's error answer (see upstream_response_filter).
     error_body: Option<Bytes>,
+    /// The start of the backend's error answer, read only to log its error code.
+    backend_error: Option<(u16, BytesMut)>,
     /// How the backend failed, for `s3p_backend_errors_total`.
     backend_failure: Option<FailureKind>,
     /// The request's Origin, when CORS allows it (echoed in Access-Control-Allow-Origin).
@@ -51,7 +57,23 @@ pub struct RequestCtx {
     timing: Timing,
     held: Held,
     pacing: Pacing,
+    upload: Upload,
 }
+
+/// The request body of a write, as it passes through.
+#[derive(Default)]
+struct Upload {
+    /// Decodes (and checks) an aws-chunked body.
+    decoder: Option<ChunkedDecoder>,
+    /// Body bytes read from the client.
+    received: u64,
+    pacing: Pacing,
+    /// A backend answer being collected to be rewritten (multipart answers, a few KiB).
+    answer: Option<BytesMut>,
+}
+
+/// The largest backend answer s3p collects to rewrite (multipart answers are a few hundred bytes).
+const MAX_REWRITTEN_ANSWER: usize = 1 << 20;
 
 /// Who is calling, as limits and the audit see it (after `trusted_proxies`, see `client_addr`).
 #[derive(Default)]
@@ -76,11 +98,37 @@ struct Held {
     key: Option<Slot>,
 }
 
-/// Body bytes handed out so far, and the last point the minimum client rate was checked at.
+/// Body bytes moved so far, and the last point the minimum client rate was checked at.
 #[derive(Default)]
 struct Pacing {
     body_sent: u64,
     rate_mark: Option<(Instant, u64)>,
+}
+
+impl Pacing {
+    /// Counts a chunk of `len` bytes about to move. Every `client_timeout_ms`, the bytes moved since the
+    /// last check must average `min_client_rate_bytes_per_s`; returns the bytes and seconds of a
+    /// window that fell short.
+    fn below_min_rate(&mut self, len: usize, limits: &crate::config::Limits) -> Option<(u64, f64)> {
+        let rate = limits.min_client_rate_bytes_per_s;
+        if rate == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let (mark_time, mark_bytes) = *self.rate_mark.get_or_insert((now, 0));
+        let window = Duration::from_millis(limits.client_timeout_ms);
+        let elapsed = now.duration_since(mark_time);
+        if elapsed >= window {
+            // Bytes of earlier chunks only: they have moved (pingora moves a chunk before the next).
+            let taken = self.body_sent - mark_bytes;
+            if (taken as f64) < rate as f64 * elapsed.as_secs_f64() {
+                return Some((taken, elapsed.as_secs_f64()));
+            }
+            self.rate_mark = Some((now, self.body_sent));
+        }
+        self.body_sent += len as u64;
+        None
+    }
 }
 
 fn new_request_id() -> String {
@@ -255,6 +303,13 @@ impl S3Proxy {
                 }
             }
             Outcome::Forward(route) => {
+                if let Some(Payload::AwsChunked(plan)) = &route.payload {
+                    ctx.upload.decoder = Some(ChunkedDecoder::new(plan.clone()));
+                }
+                if route.expect_continue {
+                    // Authenticated and authorised: the client may send its body now.
+                    session.write_continue_response().await?;
+                }
                 ctx.route = Some(route);
                 return Ok(false);
             }
@@ -275,6 +330,45 @@ impl S3Proxy {
         }
         self.write_error(session, ctx, e).await?;
         Ok(true)
+    }
+
+    /// A collected backend answer, rewritten into virtual terms (see `gateway::Rewrite`).
+    fn rewritten_answer(&self, ctx: &mut RequestCtx) -> String {
+        let answer = ctx.upload.answer.take().unwrap_or_default();
+        let st = &ctx.state;
+        let rewrite = ctx.route.as_ref().map(|r| &r.rewrite);
+        let failed = |ctx: &mut RequestCtx, code: S3ErrorCode| {
+            let mut e = S3Error::new(code);
+            e.resource = Some(ctx.audit.resource.clone());
+            ctx.audit.answered_with(code);
+            xml::error(&e, &ctx.request_id)
+        };
+        if xml::root_name(&answer).as_deref() == Some("Error") {
+            // S3 may answer a CompleteMultipartUpload 200 and put the error in the body.
+            let code = xml::parse_error_code(&answer).unwrap_or_default();
+            return failed(ctx, gateway::error_for_backend_code(&code));
+        }
+        match rewrite {
+            Some(Rewrite::Initiate { data_source, key }) => {
+                match xml::first_text(&answer, "UploadId").filter(|id| !id.is_empty()) {
+                    Some(id) => multipart::initiate_result(
+                        &st.config.bucket,
+                        &format!("{data_source}/{key}"),
+                        &st.uploads.seal(data_source, key, &id),
+                    ),
+                    None => failed(ctx, S3ErrorCode::InternalError),
+                }
+            }
+            Some(Rewrite::Complete { location, key }) => {
+                let etag = xml::first_text(&answer, "ETag").unwrap_or_default();
+                let checksums: Vec<(String, String)> = multipart::CHECKSUM_ELEMENTS
+                    .iter()
+                    .filter_map(|n| xml::first_text(&answer, n).map(|v| (n.to_string(), v)))
+                    .collect();
+                multipart::complete_result(location, &st.config.bucket, key, &etag, &checksums)
+            }
+            _ => failed(ctx, S3ErrorCode::InternalError),
+        }
     }
 
     async fn write_answer(
@@ -340,6 +434,7 @@ impl ProxyHttp for S3Proxy {
             audit: AuditFacts::new(String::new()),
             route: None,
             error_body: None,
+            backend_error: None,
             backend_failure: None,
             cors_origin: None,
             is_head: false,
@@ -350,6 +445,7 @@ impl ProxyHttp for S3Proxy {
             },
             held: Held::default(),
             pacing: Pacing::default(),
+            upload: Upload::default(),
         }
     }
 
@@ -482,25 +578,36 @@ impl ProxyHttp for S3Proxy {
         let mut head = RequestHeader::build(
             upstream.method.clone(),
             route.path_and_query.as_bytes(),
-            Some(route.headers.len() + 4),
+            Some(route.headers.len() + 5),
         )?;
         for (name, value) in &route.headers {
-            head.insert_header(*name, value)?;
+            head.insert_header(name.to_string(), value)?;
         }
         head.insert_header("host", &route.host)?;
+        // The body's length as the backend receives it (decoded, for aws-chunked); no body: none.
+        if let Some(payload) = &route.payload {
+            head.insert_header("content-length", payload.backend_length().to_string())?;
+        }
         let signed_headers: Vec<(&str, &str)> = route
             .headers
             .iter()
-            .map(|(n, v)| (*n, v.as_str()))
+            .map(|(n, v)| (n.as_ref(), v.as_str()))
             .collect();
         let backend = &route.backend;
+        let payload_hash = route.payload.as_ref().map_or(
+            crate::auth::sigv4::UNSIGNED_PAYLOAD,
+            Payload::backend_payload_hash,
+        );
         let signed = match backend.identity().await {
             Ok(identity) => backend.sign(
                 &identity,
-                head.method.as_str(),
-                &route.host,
-                &route.path_and_query,
-                &signed_headers,
+                &crate::backend::ToSign {
+                    method: head.method.as_str(),
+                    host: &route.host,
+                    path_and_query: &route.path_and_query,
+                    headers: &signed_headers,
+                    payload_hash,
+                },
                 SystemTime::now(),
             ),
             Err(e) => Err(e),
@@ -538,6 +645,9 @@ impl ProxyHttp for S3Proxy {
             // never relayed (they name the backend's bucket and keys).
             log::debug!("request {}: backend answered {status}", ctx.request_id);
             let mut e = gateway::error_for_backend_status(status);
+            if let (404, Some(route)) = (status, &ctx.route) {
+                e = S3Error::new(route.not_found);
+            }
             if !matches!(status, 404 | 412 | 416) {
                 // Not an answer to the client's question (a missing key, a failed precondition) but a
                 // backend failing or refusing s3p itself.
@@ -572,6 +682,7 @@ impl ProxyHttp for S3Proxy {
             add_cors_headers(&mut head, ctx)?;
             *resp = head;
             ctx.error_body = Some(body);
+            ctx.backend_error = Some((status, BytesMut::new()));
             return Ok(());
         }
         let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
@@ -579,6 +690,16 @@ impl ProxyHttp for S3Proxy {
             if !gateway::forwarded_response_header(name.as_str()) {
                 resp.remove_header(&name);
             }
+        }
+        let rewrites = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.rewrite != Rewrite::None);
+        if rewrites && status == 200 {
+            // The body is collected and rewritten (response_body_filter): its length changes.
+            resp.remove_header("content-length");
+            resp.insert_header("content-type", "application/xml")?;
+            ctx.upload.answer = Some(BytesMut::new());
         }
         resp.insert_header("x-amz-request-id", &ctx.request_id)?;
         resp.insert_header("x-amz-id-2", &ctx.request_id)?;
@@ -599,43 +720,104 @@ impl ProxyHttp for S3Proxy {
     ) -> Result<Option<Duration>> {
         if let Some(error) = &ctx.error_body {
             // The backend's error body is read and dropped; s3p's own goes out in its place, whole, at
-            // the end (its length is already in the head).
+            // the end (its length is already in the head). Its code is logged, for operators.
+            if let (Some((_, seen)), Some(chunk)) = (&mut ctx.backend_error, body.as_ref()) {
+                let room = 4096usize.saturating_sub(seen.len());
+                seen.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
             *body = end_of_stream.then(|| error.clone());
+            if end_of_stream {
+                if let (Some((status, seen)), Some(route)) = (ctx.backend_error.take(), &ctx.route)
+                {
+                    log::info!(
+                        "request {}: backend {} answered {status} {}",
+                        ctx.request_id,
+                        route.backend.config.name,
+                        xml::parse_error_code(&seen).unwrap_or_default()
+                    );
+                }
+            }
             return Ok(None);
         }
-        let limits = &ctx.state.config.limits;
-        let rate = limits.min_client_rate_bytes_per_s;
+        if let Some(answer) = &mut ctx.upload.answer {
+            if let Some(chunk) = body.take() {
+                if answer.len() + chunk.len() > MAX_REWRITTEN_ANSWER {
+                    return Err(Error::explain(
+                        ErrorType::InternalError,
+                        "backend answer too long to rewrite",
+                    ));
+                }
+                answer.extend_from_slice(&chunk);
+            }
+            *body = if end_of_stream {
+                Some(Bytes::from(self.rewritten_answer(ctx)))
+            } else {
+                Some(Bytes::new())
+            };
+            return Ok(None);
+        }
         let Some(chunk) = body.as_ref() else {
             return Ok(None);
         };
-        if rate == 0 {
-            return Ok(None);
+        let limits = &ctx.state.config.limits;
+        if let Some((taken, secs)) = ctx.pacing.below_min_rate(chunk.len(), limits) {
+            self.runtime
+                .metrics
+                .limit_hit("min_client_rate_bytes_per_s");
+            log::info!(
+                "request {}: the client took {taken} bytes in {secs:.1} s, less than {} bytes/s: response cut",
+                ctx.request_id,
+                limits.min_client_rate_bytes_per_s
+            );
+            return Err(Error::explain(
+                ErrorType::WriteTimedout,
+                "client below the minimum read rate",
+            ));
         }
-        let now = Instant::now();
-        let (mark_time, mark_bytes) = *ctx.pacing.rate_mark.get_or_insert((now, 0));
-        let window = Duration::from_millis(limits.client_timeout_ms);
-        let elapsed = now.duration_since(mark_time);
-        if elapsed >= window {
-            // Bytes of earlier chunks: written, since pingora writes a chunk before it asks for the next.
-            let taken = ctx.pacing.body_sent - mark_bytes;
-            if (taken as f64) < rate as f64 * elapsed.as_secs_f64() {
-                self.runtime
-                    .metrics
-                    .limit_hit("min_client_rate_bytes_per_s");
-                log::info!(
-                    "request {}: the client took {taken} bytes in {:.1} s, less than {rate} bytes/s: response cut",
-                    ctx.request_id,
-                    elapsed.as_secs_f64()
-                );
-                return Err(Error::explain(
-                    ErrorType::WriteTimedout,
-                    "client below the minimum read rate",
-                ));
-            }
-            ctx.pacing.rate_mark = Some((now, ctx.pacing.body_sent));
-        }
-        ctx.pacing.body_sent += chunk.len() as u64;
         Ok(None)
+    }
+
+    /// The body of an upload, on its way to the backend: counted, held to the minimum rate, and
+    /// decoded (with its signatures and checksum checked) when it is aws-chunked.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let len = body.as_ref().map_or(0, Bytes::len);
+        ctx.upload.received += len as u64;
+        let limits = &ctx.state.config.limits;
+        if let Some((taken, secs)) = ctx.upload.pacing.below_min_rate(len, limits) {
+            self.runtime
+                .metrics
+                .limit_hit("min_client_rate_bytes_per_s");
+            log::info!(
+                "request {}: the client sent {taken} bytes in {secs:.1} s, less than {} bytes/s: upload cut",
+                ctx.request_id,
+                limits.min_client_rate_bytes_per_s
+            );
+            return Err(Error::because(
+                ErrorType::ReadTimedout,
+                "client below the minimum send rate",
+                S3Error::new(S3ErrorCode::RequestTimeout),
+            ));
+        }
+        let Some(decoder) = &mut ctx.upload.decoder else {
+            return Ok(());
+        };
+        let refused = |e: S3Error| {
+            Error::because(ErrorType::InvalidHTTPHeader, "aws-chunked body refused", e)
+        };
+        if let Some(chunk) = body.as_ref() {
+            // Empty means "nothing to pass on yet"; `None` would end the backend's body.
+            *body = Some(decoder.feed(chunk).map_err(refused)?);
+        }
+        if end_of_stream {
+            decoder.end_of_body().map_err(refused)?;
+        }
+        Ok(())
     }
 
     async fn fail_to_proxy(
@@ -747,6 +929,7 @@ impl ProxyHttp for S3Proxy {
             reason: audit.reason,
             status,
             bytes_sent: bytes,
+            bytes_received: ctx.upload.received,
             duration_ms: duration.as_secs_f64() * 1000.0,
             backend_ms,
         });

@@ -16,7 +16,24 @@ pub enum Operation {
     HeadBucket,
     GetObject(VirtualKey),
     HeadObject(VirtualKey),
+    /// PutObject, or CopyObject when the request names a copy source (the gateway tells them apart).
+    PutObject(VirtualKey),
+    DeleteObject(VirtualKey),
+    CreateMultipartUpload(VirtualKey),
+    UploadPart(VirtualKey, Part),
+    CompleteMultipartUpload(VirtualKey, String),
+    AbortMultipartUpload(VirtualKey, String),
 }
+
+/// A part of a multipart upload: the client's (sealed) upload id and the part number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub upload_id: String,
+    pub number: u16,
+}
+
+/// S3's largest part number.
+pub const MAX_PART_NUMBER: u16 = 10_000;
 
 impl Operation {
     /// The S3 operation name, for logs.
@@ -31,6 +48,25 @@ impl Operation {
             Operation::HeadBucket => "HeadBucket",
             Operation::GetObject(_) => "GetObject",
             Operation::HeadObject(_) => "HeadObject",
+            Operation::PutObject(_) => "PutObject",
+            Operation::DeleteObject(_) => "DeleteObject",
+            Operation::CreateMultipartUpload(_) => "CreateMultipartUpload",
+            Operation::UploadPart(..) => "UploadPart",
+            Operation::CompleteMultipartUpload(..) => "CompleteMultipartUpload",
+            Operation::AbortMultipartUpload(..) => "AbortMultipartUpload",
+        }
+    }
+
+    /// The object a write names, if this is a write.
+    pub fn written_object(&self) -> Option<&VirtualKey> {
+        match self {
+            Operation::PutObject(k)
+            | Operation::DeleteObject(k)
+            | Operation::CreateMultipartUpload(k)
+            | Operation::UploadPart(k, _)
+            | Operation::CompleteMultipartUpload(k, _)
+            | Operation::AbortMultipartUpload(k, _) => Some(k),
+            _ => None,
         }
     }
 }
@@ -64,7 +100,7 @@ const BUCKET_SUBRESOURCES: &[&str] = &[
     "session",
 ];
 
-/// Object sub-resources S3 has and s3p does not serve.
+/// Object sub-resources S3 has and s3p does not serve (`uploads` and `uploadId` are served on writes).
 const OBJECT_SUBRESOURCES: &[&str] = &[
     "acl",
     "attributes",
@@ -75,8 +111,6 @@ const OBJECT_SUBRESOURCES: &[&str] = &[
     "select-type",
     "tagging",
     "torrent",
-    "uploadId",
-    "uploads",
 ];
 
 /// Where the S3 API is mounted and what the virtual bucket is called.
@@ -164,19 +198,57 @@ pub fn route(
         };
     }
     let vkey = parse_virtual_key(&decode_once(raw_object)?)?;
+    if let Some(sub) = OBJECT_SUBRESOURCES.iter().find(|s| query.has(s)) {
+        return Err(S3Error::not_implemented(format!(
+            "The object sub-resource `{sub}` is not supported by s3p."
+        )));
+    }
+    let upload_id = || {
+        query
+            .get("uploadId")
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| S3Error::invalid_argument("uploadId must not be empty.", "uploadId", ""))
+    };
     match method {
-        "GET" | "HEAD" => {
-            if let Some(sub) = OBJECT_SUBRESOURCES.iter().find(|s| query.has(s)) {
-                return Err(S3Error::not_implemented(format!(
-                    "The object sub-resource `{sub}` is not supported by s3p."
-                )));
-            }
-            Ok(if method == "GET" {
-                Operation::GetObject(vkey)
-            } else {
-                Operation::HeadObject(vkey)
-            })
+        "GET" | "HEAD" if query.has("uploadId") || query.has("uploads") => {
+            Err(S3Error::not_implemented(
+                "Listing multipart uploads and parts is not supported by s3p.",
+            ))
         }
+        "GET" => Ok(Operation::GetObject(vkey)),
+        "HEAD" => Ok(Operation::HeadObject(vkey)),
+        "PUT" if query.has("uploadId") || query.has("partNumber") => {
+            let raw = query.get("partNumber").unwrap_or("");
+            let number = raw
+                .parse::<u16>()
+                .ok()
+                .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+                .ok_or_else(|| {
+                    S3Error::invalid_argument(
+                        "Part number must be an integer between 1 and 10000, inclusive.",
+                        "partNumber",
+                        raw,
+                    )
+                })?;
+            Ok(Operation::UploadPart(
+                vkey,
+                Part {
+                    upload_id: upload_id()?,
+                    number,
+                },
+            ))
+        }
+        "PUT" if query.has("uploads") => Err(S3Error::new(S3ErrorCode::MethodNotAllowed)),
+        "PUT" => Ok(Operation::PutObject(vkey)),
+        "POST" if query.has("uploads") => Ok(Operation::CreateMultipartUpload(vkey)),
+        "POST" if query.has("uploadId") => {
+            Ok(Operation::CompleteMultipartUpload(vkey, upload_id()?))
+        }
+        "DELETE" if query.has("uploadId") => {
+            Ok(Operation::AbortMultipartUpload(vkey, upload_id()?))
+        }
+        "DELETE" => Ok(Operation::DeleteObject(vkey)),
         _ => Err(S3Error::new(S3ErrorCode::MethodNotAllowed)),
     }
 }
@@ -287,17 +359,48 @@ mod tests {
             ("GET", "/s3px/immuta", "", S3ErrorCode::NoSuchBucket),
             ("GET", "/elsewhere", "", S3ErrorCode::NoSuchBucket),
             (
-                "PUT",
+                "PATCH",
                 "/s3p/immuta/sales/x",
                 "",
                 S3ErrorCode::MethodNotAllowed,
             ),
             (
-                "DELETE",
+                "POST",
                 "/s3p/immuta/sales/x",
                 "",
                 S3ErrorCode::MethodNotAllowed,
             ),
+            (
+                "PUT",
+                "/s3p/immuta/sales/x",
+                "partNumber=0&uploadId=u",
+                S3ErrorCode::InvalidArgument,
+            ),
+            (
+                "PUT",
+                "/s3p/immuta/sales/x",
+                "partNumber=10001&uploadId=u",
+                S3ErrorCode::InvalidArgument,
+            ),
+            (
+                "PUT",
+                "/s3p/immuta/sales/x",
+                "partNumber=1&uploadId=",
+                S3ErrorCode::InvalidArgument,
+            ),
+            (
+                "PUT",
+                "/s3p/immuta/sales/x",
+                "tagging",
+                S3ErrorCode::NotImplemented,
+            ),
+            (
+                "GET",
+                "/s3p/immuta/sales/x",
+                "uploadId=u",
+                S3ErrorCode::NotImplemented,
+            ),
+            ("DELETE", "/s3p/immuta", "", S3ErrorCode::MethodNotAllowed),
             (
                 "POST",
                 "/s3p/immuta",
@@ -349,6 +452,52 @@ mod tests {
         for (m, p, q, code) in table {
             assert_eq!(op(m, p, q).unwrap_err().code, *code, "{m} {p}?{q}");
         }
+    }
+
+    #[test]
+    fn writes_route_to_their_operation() {
+        let k = || key("sandbox", "a b");
+        let table: &[(&str, &str, Operation)] = &[
+            ("PUT", "", Operation::PutObject(k())),
+            ("PUT", "x-id=PutObject", Operation::PutObject(k())),
+            ("DELETE", "", Operation::DeleteObject(k())),
+            ("POST", "uploads", Operation::CreateMultipartUpload(k())),
+            (
+                "PUT",
+                "partNumber=7&uploadId=U%2B1",
+                Operation::UploadPart(
+                    k(),
+                    Part {
+                        upload_id: "U+1".into(),
+                        number: 7,
+                    },
+                ),
+            ),
+            (
+                "POST",
+                "uploadId=U1",
+                Operation::CompleteMultipartUpload(k(), "U1".into()),
+            ),
+            (
+                "DELETE",
+                "uploadId=U1",
+                Operation::AbortMultipartUpload(k(), "U1".into()),
+            ),
+        ];
+        for (m, q, want) in table {
+            assert_eq!(
+                &op(m, "/s3p/immuta/sandbox/a%20b", q).unwrap(),
+                want,
+                "{m} ?{q}"
+            );
+            assert_eq!(want.written_object(), Some(&k()));
+        }
+        assert_eq!(
+            op("GET", "/s3p/immuta/sandbox/k", "")
+                .unwrap()
+                .written_object(),
+            None
+        );
     }
 
     #[test]

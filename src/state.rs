@@ -5,6 +5,7 @@ use crate::auth::KeyStore;
 use crate::backend::Backends;
 use crate::config::Config;
 use crate::listing::token::TokenSealer;
+use crate::upload::multipart::UploadIds;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
@@ -14,6 +15,8 @@ pub struct State {
     pub keys: KeyStore,
     pub backends: Backends,
     pub tokens: TokenSealer,
+    /// Seals the multipart upload ids clients see (with the same secrets as the tokens).
+    pub uploads: UploadIds,
 }
 
 impl State {
@@ -33,17 +36,16 @@ impl State {
     }
 
     fn with_backends(config: Config, backends: Backends) -> State {
+        let previous: Vec<&str> = config
+            .previous_token_secrets
+            .iter()
+            .map(|s| s.expose())
+            .collect();
         State {
             keys: KeyStore::new(&config),
             backends,
-            tokens: TokenSealer::rotated(
-                config.token_secret.expose(),
-                &config
-                    .previous_token_secrets
-                    .iter()
-                    .map(|s| s.expose())
-                    .collect::<Vec<_>>(),
-            ),
+            tokens: TokenSealer::rotated(config.token_secret.expose(), &previous),
+            uploads: UploadIds::rotated(config.token_secret.expose(), &previous),
             config,
         }
     }

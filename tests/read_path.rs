@@ -490,16 +490,24 @@ fn refusal_table() -> Vec<(&'static str, String, Option<String>, u16, &'static s
             501,
             "NotImplemented",
         ),
+        // No data source of this configuration is writable: writes are refused, whatever the key.
         (
             "PUT",
             "/s3p/immuta/sales/new.txt".into(),
             a.clone(),
-            405,
-            "MethodNotAllowed",
+            403,
+            "AccessDenied",
         ),
         (
             "DELETE",
             "/s3p/immuta/sales/plain.txt".into(),
+            a.clone(),
+            403,
+            "AccessDenied",
+        ),
+        (
+            "PUT",
+            "/s3p/immuta".into(),
             a.clone(),
             405,
             "MethodNotAllowed",

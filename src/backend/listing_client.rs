@@ -111,10 +111,13 @@ impl Backend {
         let identity = self.identity().await?;
         let signed = self.sign(
             &identity,
-            "GET",
-            &target.host,
-            &path_and_query,
-            &[],
+            &super::ToSign {
+                method: "GET",
+                host: &target.host,
+                path_and_query: &path_and_query,
+                headers: &[],
+                payload_hash: crate::auth::sigv4::UNSIGNED_PAYLOAD,
+            },
             SystemTime::now(),
         )?;
         let scheme = if self.config.tls { "https" } else { "http" };

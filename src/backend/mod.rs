@@ -135,17 +135,21 @@ impl Backend {
     }
 
     /// Signs a request with SigV4 and the backend's credentials; returns the headers to add
-    /// (`authorization`, `x-amz-date`, `x-amz-content-sha256`). `headers` are the headers to sign besides
-    /// `host`: every `x-amz-*` header that will be sent must be among them.
+    /// (`authorization`, `x-amz-date`, `x-amz-content-sha256`). `req.headers` are the headers to sign
+    /// besides `host`: every `x-amz-*` header that will be sent must be among them.
     pub fn sign(
         &self,
         identity: &Identity,
-        method: &str,
-        host: &str,
-        path_and_query: &str,
-        headers: &[(&str, &str)],
+        req: &ToSign,
         now: SystemTime,
     ) -> Result<Vec<(&'static str, String)>, S3Error> {
+        let ToSign {
+            method,
+            host,
+            path_and_query,
+            headers,
+            payload_hash,
+        } = *req;
         let mut settings = SigningSettings::default();
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
@@ -164,7 +168,10 @@ impl Backend {
             method,
             path_and_query,
             all_headers,
-            SignableBody::UnsignedPayload,
+            match payload_hash {
+                crate::auth::sigv4::UNSIGNED_PAYLOAD => SignableBody::UnsignedPayload,
+                hash => SignableBody::Precomputed(hash.to_string()),
+            },
         )
         .map_err(|e| internal("signable request", &e))?;
         let (instructions, _) = sign(signable, &params)
@@ -176,6 +183,17 @@ impl Backend {
             .map(|h| (h.name(), h.value().to_string()))
             .collect())
     }
+}
+
+/// A backend request as it is signed.
+#[derive(Clone, Copy)]
+pub struct ToSign<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path_and_query: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    /// `x-amz-content-sha256`: a hex SHA-256 of the body, or `UNSIGNED-PAYLOAD`.
+    pub payload_hash: &'a str,
 }
 
 /// The certificates of a PEM CA file (for https backends with a private CA).
@@ -374,10 +392,13 @@ mod tests {
         let h = b
             .sign(
                 &identity,
-                "GET",
-                "127.0.0.1:3900",
-                "/real/a%20b",
-                &[("range", "bytes=0-1")],
+                &ToSign {
+                    method: "GET",
+                    host: "127.0.0.1:3900",
+                    path_and_query: "/real/a%20b",
+                    headers: &[("range", "bytes=0-1")],
+                    payload_hash: crate::auth::sigv4::UNSIGNED_PAYLOAD,
+                },
                 t,
             )
             .unwrap();

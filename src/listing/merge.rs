@@ -575,6 +575,7 @@ mod tests {
             backend: "b".into(),
             bucket: "real".into(),
             prefix: String::new(),
+            writable: false,
         };
         let query = ListQuery {
             prefix: "data/other".into(),

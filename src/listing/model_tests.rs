@@ -153,6 +153,7 @@ fn run_case(seed: u64) {
             backend: "mem".into(),
             bucket: bucket.clone(),
             prefix: prefix.clone(),
+            writable: false,
         };
         let n = rng.gen_range(0..8);
         let is_entitled = rng.gen_bool(0.8);
@@ -334,6 +335,7 @@ fn data_sources_show_as_directories_at_the_root_even_when_empty() {
         backend: "m".into(),
         bucket: format!("b-{n}"),
         prefix: String::new(),
+        writable: false,
     };
     let (a, b) = (ds("sales"), ds("data"));
     let mut buckets = BTreeMap::new();
@@ -372,6 +374,7 @@ fn a_locally_rolled_prefix_is_skipped_not_paged_through() {
         backend: "m".into(),
         bucket: "b".into(),
         prefix: String::new(),
+        writable: false,
     };
     let mut keys: Vec<String> = (0..500).map(|i| format!("2/x{i:04}")).collect();
     keys.push("3-last".into());
@@ -407,6 +410,7 @@ fn a_full_page_costs_one_backend_call() {
         backend: "m".into(),
         bucket: "b".into(),
         prefix: "p/".into(),
+        writable: false,
     };
     let keys: Vec<String> = (0..2500).map(|i| format!("p/k{i:05}")).collect();
     let mut buckets = BTreeMap::new();
@@ -474,6 +478,7 @@ fn raw_source(keys: Vec<String>, short_pages: usize) -> (DataSource, MemorySourc
         backend: "m".into(),
         bucket: "b".into(),
         prefix: String::new(),
+        writable: false,
     };
     let mut keys = keys;
     keys.sort();
@@ -545,6 +550,7 @@ fn pages_over_many_empty_data_sources_stop_at_the_hard_cap_and_go_on() {
             backend: "m".into(),
             bucket: format!("empty{i}"),
             prefix: String::new(),
+            writable: false,
         })
         .collect();
     data_sources.push(DataSource {
@@ -552,6 +558,7 @@ fn pages_over_many_empty_data_sources_stop_at_the_hard_cap_and_go_on() {
         backend: "m".into(),
         bucket: "b".into(),
         prefix: String::new(),
+        writable: false,
     });
     let (_, source) = raw_source(vec!["last".into()], 1000);
     let refs: Vec<&DataSource> = data_sources.iter().collect();

@@ -2,23 +2,13 @@
 //!
 //! A token carries only a position in the virtual namespace, and is bound to the API key and to the listing
 //! parameters that shape the key space (prefix, delimiter). It is stateless, so any s3p replica sharing the
-//! `token_secret` resumes it. Construction (a deterministic AEAD in the SIV style, built from HMAC-SHA256
-//! alone): `tag = HMAC(k_mac, binding || plaintext)[..16]`, `ciphertext = plaintext XOR HMAC-stream(k_enc, tag)`,
-//! token = base64url(version || tag || ciphertext). Opening recomputes the tag and compares in constant
-//! time, so a tampered token, or one issued to another key or for another prefix, is refused.
+//! `token_secret` resumes it. The sealing itself is [`crate::seal`]: a tampered token, or one issued to
+//! another key or for another prefix, is refused.
 
 use super::merge::Position;
 use crate::error::S3Error;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
+use crate::seal::{field, Sealer};
 
-type HmacSha256 = Hmac<Sha256>;
-
-const VERSION: u8 = 1;
-const TAG_LEN: usize = 16;
 /// Keys are at most 1024 bytes in S3; anything much longer is not a token of ours.
 const MAX_TOKEN_LEN: usize = 4096;
 
@@ -31,25 +21,25 @@ pub struct TokenBinding<'a> {
     pub delimiter: Option<&'a str>,
 }
 
+impl TokenBinding<'_> {
+    fn bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(32 + self.api_key.len() + self.prefix.len());
+        field(&mut b, self.api_key);
+        field(&mut b, self.prefix);
+        match self.delimiter {
+            Some(d) => {
+                b.push(b'D');
+                field(&mut b, d);
+            }
+            None => b.push(b'N'),
+        }
+        b
+    }
+}
+
 /// Seals tokens with keys derived from the configured secret, and opens them with it or with a secret
 /// of an earlier rotation.
-pub struct TokenSealer {
-    current: TokenKeys,
-    previous: Vec<TokenKeys>,
-}
-
-struct TokenKeys {
-    mac_key: [u8; 32],
-    enc_key: [u8; 32],
-}
-
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
-    for p in parts {
-        m.update(p);
-    }
-    m.finalize().into_bytes().into()
-}
+pub struct TokenSealer(Sealer);
 
 impl TokenSealer {
     pub fn new(secret: &str) -> Self {
@@ -58,74 +48,11 @@ impl TokenSealer {
 
     /// Seals with `current`; opens tokens sealed with `current` or any of `previous`.
     pub fn rotated(current: &str, previous: &[&str]) -> Self {
-        TokenSealer {
-            current: TokenKeys::new(current),
-            previous: previous.iter().map(|s| TokenKeys::new(s)).collect(),
-        }
+        TokenSealer(Sealer::rotated("continuation token", current, previous))
     }
 
     /// Seals a position. `Start` is never sealed (a listing that starts over needs no token).
     pub fn seal(&self, position: &Position, binding: &TokenBinding) -> String {
-        self.current.seal(position, binding)
-    }
-
-    /// Opens a token; any failure is the same 400 InvalidArgument, so that a prober learns nothing.
-    pub fn open(&self, token: &str, binding: &TokenBinding) -> Result<Position, S3Error> {
-        let mut result = self.current.open(token, binding);
-        for keys in &self.previous {
-            if result.is_ok() {
-                break;
-            }
-            result = keys.open(token, binding);
-        }
-        result
-    }
-}
-
-impl TokenKeys {
-    fn new(secret: &str) -> Self {
-        TokenKeys {
-            mac_key: hmac(secret.as_bytes(), &[b"s3p continuation token: mac"]),
-            enc_key: hmac(secret.as_bytes(), &[b"s3p continuation token: enc"]),
-        }
-    }
-
-    fn tag(&self, binding: &TokenBinding, plaintext: &[u8]) -> [u8; TAG_LEN] {
-        // Length-prefix every field so that no two bindings serialise alike.
-        let field = |s: &str| {
-            [
-                (s.len() as u64).to_be_bytes().to_vec(),
-                s.as_bytes().to_vec(),
-            ]
-            .concat()
-        };
-        let delim = match binding.delimiter {
-            Some(d) => [b"D".to_vec(), field(d)].concat(),
-            None => b"N".to_vec(),
-        };
-        let full = hmac(
-            &self.mac_key,
-            &[
-                &[VERSION],
-                &field(binding.api_key),
-                &field(binding.prefix),
-                &delim,
-                plaintext,
-            ],
-        );
-        full[..TAG_LEN].try_into().expect("16 of 32 bytes")
-    }
-
-    fn keystream_xor(&self, tag: &[u8], data: &mut [u8]) {
-        for (block, chunk) in data.chunks_mut(32).enumerate() {
-            let stream = hmac(&self.enc_key, &[tag, &(block as u64).to_be_bytes()]);
-            for (b, s) in chunk.iter_mut().zip(stream.iter()) {
-                *b ^= s;
-            }
-        }
-    }
-
-    fn seal(&self, position: &Position, binding: &TokenBinding) -> String {
         let (kind, key) = match position {
             Position::Start => (b'S', ""),
             Position::After(k) => (b'A', k.as_str()),
@@ -134,16 +61,11 @@ impl TokenKeys {
         let mut plaintext = Vec::with_capacity(1 + key.len());
         plaintext.push(kind);
         plaintext.extend_from_slice(key.as_bytes());
-        let tag = self.tag(binding, &plaintext);
-        self.keystream_xor(&tag, &mut plaintext);
-        let mut token = Vec::with_capacity(1 + TAG_LEN + plaintext.len());
-        token.push(VERSION);
-        token.extend_from_slice(&tag);
-        token.extend_from_slice(&plaintext);
-        URL_SAFE_NO_PAD.encode(token)
+        self.0.seal(&binding.bytes(), &plaintext)
     }
 
-    fn open(&self, token: &str, binding: &TokenBinding) -> Result<Position, S3Error> {
+    /// Opens a token; any failure is the same 400 InvalidArgument, so that a prober learns nothing.
+    pub fn open(&self, token: &str, binding: &TokenBinding) -> Result<Position, S3Error> {
         let invalid = || {
             S3Error::invalid_argument(
                 "The continuation token provided is incorrect",
@@ -151,22 +73,13 @@ impl TokenKeys {
                 token,
             )
         };
-        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
-            return Err(invalid());
-        }
-        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-        if raw.len() < 1 + TAG_LEN + 1 || raw[0] != VERSION {
-            return Err(invalid());
-        }
-        let tag = &raw[1..1 + TAG_LEN];
-        let mut plaintext = raw[1 + TAG_LEN..].to_vec();
-        self.keystream_xor(tag, &mut plaintext);
-        let expected = self.tag(binding, &plaintext);
-        if !bool::from(expected.ct_eq(tag)) {
-            return Err(invalid());
-        }
-        let key = String::from_utf8(plaintext[1..].to_vec()).map_err(|_| invalid())?;
-        match plaintext[0] {
+        let plaintext = self
+            .0
+            .open(token, &binding.bytes(), MAX_TOKEN_LEN)
+            .ok_or_else(invalid)?;
+        let (&kind, key) = plaintext.split_first().ok_or_else(invalid)?;
+        let key = String::from_utf8(key.to_vec()).map_err(|_| invalid())?;
+        match kind {
             b'S' => Ok(Position::Start),
             b'A' => Ok(Position::After(key)),
             b'P' => Ok(Position::AfterPrefix(key)),
@@ -178,6 +91,8 @@ impl TokenKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     #[test]
     fn tokens_of_a_previous_secret_open_during_a_rotation() {

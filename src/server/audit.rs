@@ -32,6 +32,8 @@ pub struct AuditRecord<'a> {
     pub reason: Option<&'a str>,
     pub status: u16,
     pub bytes_sent: u64,
+    /// Request body bytes read from the client (uploads).
+    pub bytes_received: u64,
     pub duration_ms: f64,
     pub backend_ms: Option<f64>,
 }
@@ -209,6 +211,7 @@ mod tests {
             reason: None,
             status: 200,
             bytes_sent: 3,
+            bytes_received: 0,
             duration_ms: 1.5,
             backend_ms: Some(1.0),
         };
@@ -257,6 +260,7 @@ mod tests {
             reason: Some("AccessDenied"),
             status: 403,
             bytes_sent: 0,
+            bytes_received: 0,
             duration_ms: 0.1,
             backend_ms: None,
         };

@@ -274,7 +274,7 @@ mod tests {
                 legacy_header: true,
                 enabled: true,
                 expires_at: None,
-                data_sources: crate::config::Entitlement::All,
+                data_sources: crate::config::Entitlement::read_all(),
                 in_flight: Default::default(),
             })
         };

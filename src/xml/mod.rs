@@ -184,16 +184,33 @@ pub fn error(e: &S3Error, request_id: &str) -> String {
 
 /// The `<Code>` of a backend's error body, if it has one.
 pub fn parse_error_code(body: &[u8]) -> Option<String> {
+    first_text(body, "Code")
+}
+
+/// The text of the first element named `name` in an XML body (trimmed), for the few fields s3p reads
+/// from a backend's small answers (an error's code, an upload id, an ETag).
+pub fn first_text(body: &[u8], name: &str) -> Option<String> {
     let mut scanner = Scanner::new(body).ok()?;
-    let mut in_code = false;
-    let mut code = String::new();
+    let mut inside = false;
+    let mut text = String::new();
     while let Some(token) = scanner.next_token().ok()? {
         match token {
-            Token::Start(name) => in_code = name == "Code",
-            Token::Text(raw) if in_code => unescape_into(&mut code, raw).ok()?,
-            Token::CData(raw) if in_code => scan::push_literal(&mut code, raw),
-            Token::End(_) if in_code => return Some(code.trim().to_string()),
+            Token::Start(n) => inside = n == name,
+            Token::Text(raw) if inside => unescape_into(&mut text, raw).ok()?,
+            Token::CData(raw) if inside => scan::push_literal(&mut text, raw),
+            Token::End(_) if inside => return Some(text.trim().to_string()),
             _ => {}
+        }
+    }
+    None
+}
+
+/// The name of the root element of an XML body.
+pub fn root_name(body: &[u8]) -> Option<String> {
+    let mut scanner = Scanner::new(body).ok()?;
+    while let Some(token) = scanner.next_token().ok()? {
+        if let Token::Start(n) = token {
+            return Some(n.to_string());
         }
     }
     None

@@ -1,0 +1,203 @@
+//! Writes: how an upload's body is framed and checked, and the multipart upload ids clients see. Pure.
+//!
+//! Payload forms (from `x-amz-content-sha256`), and what the backend gets:
+//! - a hex SHA-256 signed by the client: the body as is, and the same hash, re-signed, so the backend
+//!   checks the body against what the client signed;
+//! - `UNSIGNED-PAYLOAD`, no header (legacy header, SigV2, presigned URLs): the body as is, unsigned;
+//! - aws-chunked (`STREAMING-...`): decoded by s3p, which checks chunk signatures and the trailing
+//!   checksum itself (see [`chunked`]); the backend gets the plain body with its decoded length.
+
+pub mod checksum;
+pub mod chunked;
+pub mod multipart;
+
+use crate::auth::{sigv4, RequestView};
+use crate::config::ApiKey;
+use crate::error::{S3Error, S3ErrorCode};
+use checksum::ChecksumAlgorithm;
+use chunked::{ChunkSigning, ChunkedPlan};
+
+/// The payload form of an unsigned aws-chunked body with a trailing checksum.
+pub const UNSIGNED_TRAILER: &str = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
+
+/// The largest single PUT S3 accepts (5 GiB); larger objects are uploaded in parts.
+pub const MAX_PUT_BYTES: u64 = 5 << 30;
+
+/// How a request's body is framed, and how it reaches the backend.
+#[derive(Clone)]
+pub enum Payload {
+    /// Sent on as is: `length` bytes; `sha256` is the payload hash the client signed (hex), which the
+    /// backend request carries so that the backend checks the body.
+    Plain { length: u64, sha256: Option<String> },
+    /// aws-chunked: decoded (and checked) by s3p.
+    AwsChunked(ChunkedPlan),
+}
+
+impl Payload {
+    /// The body length the backend is sent.
+    pub fn backend_length(&self) -> u64 {
+        match self {
+            Payload::Plain { length, .. } => *length,
+            Payload::AwsChunked(plan) => plan.pass_through.unwrap_or(plan.decoded_length),
+        }
+    }
+
+    /// The backend request's `x-amz-content-sha256`.
+    pub fn backend_payload_hash(&self) -> &str {
+        match self {
+            Payload::Plain {
+                sha256: Some(h), ..
+            } => h,
+            Payload::AwsChunked(ChunkedPlan {
+                pass_through: Some(_),
+                ..
+            }) => UNSIGNED_TRAILER,
+            _ => sigv4::UNSIGNED_PAYLOAD,
+        }
+    }
+
+    /// Headers the backend needs to read the body as it is sent (a passed-on aws-chunked body).
+    pub fn backend_framing_headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Payload::AwsChunked(plan) if plan.pass_through.is_some() => {
+                let mut h = vec![(
+                    "x-amz-decoded-content-length",
+                    plan.decoded_length.to_string(),
+                )];
+                if let Some(alg) = plan.trailer {
+                    h.push(("x-amz-trailer", alg.header().to_string()));
+                }
+                h
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The body reaches the backend aws-chunked (its Content-Encoding keeps `aws-chunked`).
+    pub fn is_chunked_for_backend(&self) -> bool {
+        matches!(self, Payload::AwsChunked(plan) if plan.pass_through.is_some())
+    }
+}
+
+/// The payload of an upload (PutObject, UploadPart) as the request frames it. `key` is the key that
+/// verified (its secrets check aws-chunked signatures).
+pub fn payload_of(view: &RequestView, key: &ApiKey) -> Result<Payload, S3Error> {
+    let content_sha256 = view.header("x-amz-content-sha256").map(str::trim);
+    let chunked_transfer = view.header("transfer-encoding").is_some();
+    let length = match view.header("content-length") {
+        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+            S3Error::invalid_argument("Content-Length is not a number.", "Content-Length", v)
+        })?),
+        None => None,
+    };
+    let streaming = content_sha256.filter(|h| h.starts_with("STREAMING-"));
+    let Some(form) = streaming else {
+        // A plain body: S3 needs its length up front.
+        let length = match (length, chunked_transfer) {
+            (Some(l), false) => l,
+            _ => return Err(S3Error::new(S3ErrorCode::MissingContentLength)),
+        };
+        if length > MAX_PUT_BYTES {
+            return Err(too_large());
+        }
+        let sha256 = match content_sha256 {
+            None | Some(sigv4::UNSIGNED_PAYLOAD) => None,
+            Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Some(h.to_ascii_lowercase())
+            }
+            Some(_) => return Err(S3Error::invalid_argument(
+                "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-... or a SHA-256 hash.",
+                "x-amz-content-sha256",
+                "",
+            )),
+        };
+        return Ok(Payload::Plain { length, sha256 });
+    };
+    let decoded_length = view
+        .header("x-amz-decoded-content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| S3Error::new(S3ErrorCode::MissingContentLength))?;
+    if decoded_length > MAX_PUT_BYTES {
+        return Err(too_large());
+    }
+    let trailer = match view.header("x-amz-trailer") {
+        None => None,
+        Some(name) => Some(ChecksumAlgorithm::from_header(name).ok_or_else(|| {
+            S3Error::invalid_argument(
+                "x-amz-trailer must name one x-amz-checksum-* header.",
+                "x-amz-trailer",
+                name,
+            )
+        })?),
+    };
+    let signing = match form {
+        UNSIGNED_TRAILER => None,
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" => Some(chunk_signing(view, key, false)?),
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" => Some(chunk_signing(view, key, true)?),
+        _ => {
+            return Err(S3Error::not_implemented(format!(
+                "The payload form {form} is not supported by s3p."
+            )))
+        }
+    };
+    if trailer.is_some() && !form.ends_with("-TRAILER") {
+        return Err(S3Error::invalid_argument(
+            "x-amz-trailer needs a payload form with a trailer.",
+            "x-amz-trailer",
+            "",
+        ));
+    }
+    // The unsigned form goes on as framed when its length is known (the backend then stores the
+    // checksum too); signed chunks are decoded (their signatures are the client's).
+    let pass_through = match (&signing, length, chunked_transfer) {
+        (None, Some(l), false) => Some(l),
+        _ => None,
+    };
+    Ok(Payload::AwsChunked(ChunkedPlan {
+        decoded_length,
+        signing,
+        trailer,
+        pass_through,
+    }))
+}
+
+fn too_large() -> S3Error {
+    S3Error::new(S3ErrorCode::EntityTooLarge).detail("MaxSizeAllowed", MAX_PUT_BYTES.to_string())
+}
+
+/// What checks the chunks of a signed aws-chunked body: the request's (already verified) signature is
+/// the seed, and the key's secrets give the signing keys.
+fn chunk_signing(
+    view: &RequestView,
+    key: &ApiKey,
+    signed_trailer: bool,
+) -> Result<ChunkSigning, S3Error> {
+    let refused = || {
+        S3Error::with_message(
+            S3ErrorCode::AccessDenied,
+            "Signed chunks need a request signed with SigV4 in the Authorization header.",
+        )
+    };
+    let auth = view
+        .header("authorization")
+        .filter(|a| a.trim_start().starts_with(sigv4::ALGORITHM))
+        .ok_or_else(refused)?;
+    let auth = sigv4::parse_authorization(auth)?;
+    let amz_date = view.header("x-amz-date").ok_or_else(refused)?.trim();
+    let c = &auth.credential;
+    let keys: Vec<[u8; 32]> = key
+        .secrets
+        .iter()
+        .filter_map(|s| sigv4::signing_key(s.expose(), &c.date, &c.region, &c.service))
+        .collect();
+    if keys.is_empty() {
+        return Err(refused());
+    }
+    Ok(ChunkSigning {
+        keys,
+        amz_date: amz_date.to_string(),
+        scope: c.scope(),
+        seed_signature: auth.signature.to_ascii_lowercase(),
+        signed_trailer,
+    })
+}

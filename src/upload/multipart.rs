@@ -1,0 +1,144 @@
+//! Multipart uploads in virtual terms: sealed upload ids, and the answers s3p writes for the
+//! operations whose backend answers name backend buckets and keys.
+
+use crate::error::{S3Error, S3ErrorCode};
+use crate::seal::{field, Sealer};
+use crate::xml::escape;
+
+/// Upload ids are at most a few hundred characters in S3 and its peers.
+const MAX_UPLOAD_ID_LEN: usize = 2048;
+const XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+/// The upload ids clients see: the backend's id, sealed and bound to the data source and the object
+/// key, so that an id cannot be used for another object or data source (and a forged one opens
+/// nothing). As in S3, any key that may write the data source may complete or abort the upload.
+pub struct UploadIds(Sealer);
+
+impl UploadIds {
+    pub fn rotated(current: &str, previous: &[&str]) -> UploadIds {
+        UploadIds(Sealer::rotated("upload id", current, previous))
+    }
+
+    fn binding(data_source: &str, key: &str) -> Vec<u8> {
+        let mut b = Vec::with_capacity(16 + data_source.len() + key.len());
+        field(&mut b, data_source);
+        field(&mut b, key);
+        b
+    }
+
+    pub fn seal(&self, data_source: &str, key: &str, backend_upload_id: &str) -> String {
+        self.0.seal(
+            &Self::binding(data_source, key),
+            backend_upload_id.as_bytes(),
+        )
+    }
+
+    /// The backend's upload id; NoSuchUpload (as S3 answers an unknown id) for anything not sealed by
+    /// s3p for this object.
+    pub fn open(&self, data_source: &str, key: &str, upload_id: &str) -> Result<String, S3Error> {
+        self.0
+            .open(
+                upload_id,
+                &Self::binding(data_source, key),
+                MAX_UPLOAD_ID_LEN,
+            )
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| S3Error::new(S3ErrorCode::NoSuchUpload).detail("UploadId", upload_id))
+    }
+}
+
+/// `InitiateMultipartUploadResult` in virtual terms.
+pub fn initiate_result(bucket: &str, virtual_key: &str, upload_id: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<InitiateMultipartUploadResult xmlns=\"{XMLNS}\"><Bucket>{}</Bucket><Key>{}</Key><UploadId>{}</UploadId></InitiateMultipartUploadResult>",
+        escape(bucket),
+        escape(virtual_key),
+        escape(upload_id)
+    )
+}
+
+/// `CompleteMultipartUploadResult` in virtual terms. `location` is the virtual object's URL.
+pub fn complete_result(
+    location: &str,
+    bucket: &str,
+    virtual_key: &str,
+    etag: &str,
+    checksums: &[(String, String)],
+) -> String {
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CompleteMultipartUploadResult xmlns=\"{XMLNS}\"><Location>{}</Location><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag>",
+        escape(location),
+        escape(bucket),
+        escape(virtual_key),
+        escape(etag)
+    );
+    for (name, value) in checksums {
+        out.push_str(&format!("<{name}>{}</{name}>", escape(value)));
+    }
+    out.push_str("</CompleteMultipartUploadResult>");
+    out
+}
+
+/// `CopyObjectResult` (and `CopyPartResult`) in s3p's own words.
+pub fn copy_result(root: &str, etag: &str, last_modified: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"{XMLNS}\"><ETag>{}</ETag><LastModified>{}</LastModified></{root}>",
+        escape(etag),
+        escape(last_modified)
+    )
+}
+
+/// The checksum elements a backend may put into a CompleteMultipartUploadResult, passed on as they are.
+pub const CHECKSUM_ELEMENTS: [&str; 5] = [
+    "ChecksumCRC32",
+    "ChecksumCRC32C",
+    "ChecksumCRC64NVME",
+    "ChecksumSHA1",
+    "ChecksumSHA256",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_ids_are_bound_to_their_object() {
+        let ids = UploadIds::rotated("a token secret, long enough", &[]);
+        let sealed = ids.seal("sandbox", "big/file.bin", "backend-id-123");
+        assert!(!sealed.contains("backend"));
+        assert_eq!(
+            ids.open("sandbox", "big/file.bin", &sealed).unwrap(),
+            "backend-id-123"
+        );
+        for (ds, key, id) in [
+            ("other", "big/file.bin", sealed.as_str()),
+            ("sandbox", "big/file.bin2", sealed.as_str()),
+            ("sandbox", "big/file.bin", "backend-id-123"),
+            ("sandbox", "big/file.bin", ""),
+        ] {
+            let e = ids.open(ds, key, id).unwrap_err();
+            assert_eq!(e.code, S3ErrorCode::NoSuchUpload, "{ds} {key} {id}");
+        }
+        // The binding is length-prefixed: moving a character from key to data source changes it.
+        let a = ids.seal("ab", "c", "x");
+        assert!(ids.open("a", "bc", &a).is_err());
+    }
+
+    #[test]
+    fn answers_escape_what_they_carry() {
+        let x = initiate_result("immuta", "sandbox/a&b<c>", "id");
+        assert!(x.contains("<Key>sandbox/a&amp;b&lt;c&gt;</Key>"), "{x}");
+        assert!(x.contains(XMLNS));
+        let c = complete_result(
+            "http://h/s3p/immuta/sandbox/k",
+            "immuta",
+            "sandbox/k",
+            "\"e-2\"",
+            &[("ChecksumCRC32".into(), "AAAA".into())],
+        );
+        assert!(
+            c.contains("<ETag>&quot;e-2&quot;</ETag><ChecksumCRC32>AAAA</ChecksumCRC32>"),
+            "{c}"
+        );
+    }
+}
