@@ -15,7 +15,7 @@ use crate::namespace;
 use crate::policy;
 use crate::request::{self, Mount, Operation};
 use crate::state::State;
-use crate::upload::{self, Payload};
+use crate::upload::{self, BodyChecks, Payload};
 use crate::wire::Query;
 use bytes::Bytes;
 use serde::Serialize;
@@ -50,6 +50,9 @@ pub enum Outcome {
     List(ListParams),
     /// Sent on to a backend (with the request's body, when the route has a payload).
     Forward(ObjectRoute),
+    /// DeleteObjects: s3p reads the body (checked as described) and sends each backend its batch
+    /// (`upload::delete::serve`).
+    DeleteObjects(BodyChecks),
     /// Refused, with this error.
     Refuse(S3Error),
 }
@@ -291,6 +294,11 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
                 .map(|ds| ds.name.clone());
             d.finish(Outcome::List(params))
         }
+        // Each key is authorised on its own when the body is read: the request itself is allowed.
+        Operation::DeleteObjects => match delete_body_checks(view, &key) {
+            Ok(checks) => d.finish(Outcome::DeleteObjects(checks)),
+            Err(e) => d.refuse(e),
+        },
         Operation::GetObject(vkey) | Operation::HeadObject(vkey) => {
             d.audit.data_source = Some(vkey.data_source.clone());
             match object_route(st, &key, &vkey, view, &query) {
@@ -586,6 +594,37 @@ fn write_route(
         route.not_found = S3ErrorCode::NoSuchUpload;
     }
     Ok(route)
+}
+
+/// What a DeleteObjects body must satisfy: a length within S3's limit, and an integrity header.
+fn delete_body_checks(view: &RequestView, key: &ApiKey) -> Result<BodyChecks, S3Error> {
+    let (length, sha256) = match upload::payload_of(view, key)? {
+        Payload::Plain { length, sha256 } => (length, sha256),
+        Payload::AwsChunked(_) => {
+            return Err(S3Error::not_implemented(
+                "DeleteObjects bodies cannot be aws-chunked in s3p.",
+            ))
+        }
+    };
+    if length > upload::delete::MAX_BODY as u64 {
+        return Err(S3Error::new(S3ErrorCode::MalformedXML));
+    }
+    let checksum = view.headers.iter().find_map(|(n, v)| {
+        upload::checksum::ChecksumAlgorithm::from_header(n).map(|a| (a, v.trim().to_string()))
+    });
+    let content_md5 = view.header("content-md5").map(|v| v.trim().to_string());
+    if checksum.is_none() && content_md5.is_none() {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            "Missing required header for this request: Content-MD5",
+        ));
+    }
+    Ok(BodyChecks {
+        length,
+        content_md5,
+        checksum,
+        sha256,
+    })
 }
 
 /// A request that sends no body must not carry one (it would not be passed on).

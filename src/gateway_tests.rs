@@ -102,6 +102,7 @@ fn got(d: &Decision) -> Got {
         Outcome::List(p) => Got::List(p.prefix.clone()),
         Outcome::Forward(r) => Got::Forward(r.path_and_query.clone()),
         Outcome::Refuse(e) => Got::Refuse(e.code.as_str()),
+        Outcome::DeleteObjects(_) => Got::Answer(200),
     }
 }
 
@@ -143,7 +144,9 @@ fn every_operation_for_a_verified_key() {
         ("GET", "/s3px/immuta/sales/a.csv", Got::Refuse("NoSuchBucket"), "Unknown", None),
         ("PUT", "/s3p/immuta", Got::Refuse("MethodNotAllowed"), "Unknown", None),
         ("DELETE", "/s3p/immuta", Got::Refuse("MethodNotAllowed"), "Unknown", None),
-        ("POST", "/s3p/immuta?delete", Got::Refuse("MethodNotAllowed"), "Unknown", None),
+        ("POST", "/s3p/immuta?uploads", Got::Refuse("MethodNotAllowed"), "Unknown", None),
+        // DeleteObjects authorises each key once its body is read; a body is needed.
+        ("POST", "/s3p/immuta?delete", Got::Refuse("MissingContentLength"), "DeleteObjects", None),
         // Writes: only where the data source is writable and the key granted write.
         ("DELETE", "/s3p/immuta/sales/a.csv", Got::Refuse("AccessDenied"), "DeleteObject", Some("sales")),
         ("DELETE", "/s3p/immuta/scratch/a.csv", Got::Refuse("AccessDenied"), "DeleteObject", Some("scratch")),

@@ -302,6 +302,24 @@ impl S3Proxy {
                     }
                 }
             }
+            Outcome::DeleteObjects(checks) => {
+                let key = d
+                    .key
+                    .as_ref()
+                    .ok_or_else(|| internal("DeleteObjects without a key"))?;
+                match self.read_small_body(session, ctx, &checks).await {
+                    Ok(request) => {
+                        let st = ctx.state.clone();
+                        let body =
+                            crate::upload::delete::serve(&st.backends, &st.config, key, &request)
+                                .await;
+                        let headers = vec![("content-type", "application/xml".to_string())];
+                        self.write_answer(session, ctx, 200, headers, Bytes::from(body))
+                            .await?
+                    }
+                    Err(e) => self.write_error(session, ctx, e).await?,
+                }
+            }
             Outcome::Forward(route) => {
                 if let Some(Payload::AwsChunked(plan)) = &route.payload {
                     ctx.upload.decoder = Some(ChunkedDecoder::new(plan.clone()));
@@ -330,6 +348,28 @@ impl S3Proxy {
         }
         self.write_error(session, ctx, e).await?;
         Ok(true)
+    }
+
+    /// Reads a DeleteObjects body whole (bounded by its checked length) and checks it.
+    async fn read_small_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        checks: &crate::upload::BodyChecks,
+    ) -> std::result::Result<crate::upload::delete::DeleteRequest, S3Error> {
+        let mut body = BytesMut::with_capacity(checks.length as usize);
+        while let Some(chunk) = session.read_request_body().await.map_err(|e| {
+            log::info!("request {}: body not read: {e}", ctx.request_id);
+            S3Error::new(S3ErrorCode::IncompleteBody)
+        })? {
+            ctx.upload.received += chunk.len() as u64;
+            if body.len() + chunk.len() > checks.length as usize {
+                return Err(S3Error::new(S3ErrorCode::IncompleteBody));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        checks.verify(&body)?;
+        crate::upload::delete::parse_request(&body)
     }
 
     /// A collected backend answer, rewritten into virtual terms (see `gateway::Rewrite`).

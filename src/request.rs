@@ -23,6 +23,8 @@ pub enum Operation {
     UploadPart(VirtualKey, Part),
     CompleteMultipartUpload(VirtualKey, String),
     AbortMultipartUpload(VirtualKey, String),
+    /// `POST /<bucket>?delete`: keys of any data sources, each authorised on its own.
+    DeleteObjects,
 }
 
 /// A part of a multipart upload: the client's (sealed) upload id and the part number.
@@ -54,6 +56,7 @@ impl Operation {
             Operation::UploadPart(..) => "UploadPart",
             Operation::CompleteMultipartUpload(..) => "CompleteMultipartUpload",
             Operation::AbortMultipartUpload(..) => "AbortMultipartUpload",
+            Operation::DeleteObjects => "DeleteObjects",
         }
     }
 
@@ -194,6 +197,7 @@ pub fn route(
                     Ok(Operation::ListObjects(ListParams::parse(query)?))
                 }
             }
+            "POST" if query.has("delete") => Ok(Operation::DeleteObjects),
             _ => Err(S3Error::new(S3ErrorCode::MethodNotAllowed)),
         };
     }
@@ -404,7 +408,7 @@ mod tests {
             (
                 "POST",
                 "/s3p/immuta",
-                "delete",
+                "uploads",
                 S3ErrorCode::MethodNotAllowed,
             ),
             ("PUT", "/s3p/immuta", "", S3ErrorCode::MethodNotAllowed),

@@ -774,3 +774,96 @@ fn refused_writes_leave_the_backend_unchanged() {
         assert_eq!(backend_object(key), None, "{key} was written");
     }
 }
+
+#[test]
+fn delete_objects_authorises_each_key() {
+    let e = env();
+    let w = writer();
+    runtime().block_on(async {
+        for k in ["sandbox/batch/1", "sandbox/batch/2"] {
+            w.put_object()
+                .bucket("immuta")
+                .key(k)
+                .body(ByteStream::from_static(b"x"))
+                .send()
+                .await
+                .unwrap();
+        }
+        let ids = [
+            "sandbox/batch/1",
+            "sandbox/batch/2",
+            "sales/seed.csv",
+            "nope/x",
+            "sandbox/batch/never-there",
+        ]
+        .iter()
+        .map(|k| {
+            aws_sdk_s3::types::ObjectIdentifier::builder()
+                .key(*k)
+                .build()
+                .unwrap()
+        })
+        .collect::<Vec<_>>();
+        let out = w
+            .delete_objects()
+            .bucket("immuta")
+            .delete(
+                aws_sdk_s3::types::Delete::builder()
+                    .set_objects(Some(ids))
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("DeleteObjects through s3p");
+        let mut deleted: Vec<&str> = out.deleted().iter().filter_map(|d| d.key()).collect();
+        deleted.sort();
+        // S3 reports a missing key as deleted.
+        assert_eq!(
+            deleted,
+            [
+                "sandbox/batch/1",
+                "sandbox/batch/2",
+                "sandbox/batch/never-there"
+            ]
+        );
+        let mut errors: Vec<(&str, &str)> = out
+            .errors()
+            .iter()
+            .map(|e| (e.key().unwrap(), e.code().unwrap()))
+            .collect();
+        errors.sort();
+        assert_eq!(
+            errors,
+            [
+                ("nope/x", "AccessDenied"),
+                ("sales/seed.csv", "AccessDenied")
+            ]
+        );
+    });
+    assert_eq!(backend_object("sandbox/batch/1"), None);
+    assert_eq!(backend_object("sandbox/batch/2"), None);
+    let c = e.garage.client();
+    runtime().block_on(async {
+        c.head_object()
+            .bucket(ALPHA_BUCKET)
+            .key("seed.csv")
+            .send()
+            .await
+            .expect("a denied key stays");
+    });
+    // A body that does not match its Content-MD5 is refused whole.
+    let body = b"<Delete><Object><Key>sandbox/x</Key></Object></Delete>";
+    let headers: Vec<(String, String)> = [
+        ("host", e.s3p.addr().to_string()),
+        ("authorization", format!("AWS {LEGACY_WRITER}:immuta")),
+        ("content-length", body.len().to_string()),
+        ("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg==".to_string()),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_string(), v))
+    .collect();
+    let r = send(e.s3p.addr(), "POST", "/s3p/immuta?delete", &headers, body);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("BadDigest"), "{}", r.text());
+}

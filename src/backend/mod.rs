@@ -1,9 +1,9 @@
 //! The real backends: where each one is, its credentials, SigV4 re-signing of outgoing requests, and the
-//! HTTP client that fetches listing pages (`listing_client.rs`: the page source the merge reads from),
-//! credentials (`credentials.rs`).
+//! HTTP client for the calls s3p makes itself (`client.rs`: listing pages, the page source the merge
+//! reads from, and DeleteObjects batches), credentials (`credentials.rs`).
 //!
-//! Object bytes do not pass through here: GET/HEAD go through pingora's streaming proxy path, and only
-//! borrow [`Backend::sign`] and [`Backend::object_target`] from this module.
+//! Object bytes do not pass through here: object reads and writes go through pingora's streaming proxy
+//! path, and only borrow [`Backend::sign`] and [`Backend::object_target`] from this module.
 
 use crate::config::{AddressingStyle, Backend as BackendConfig, Config, Limits};
 use crate::error::{S3Error, S3ErrorCode};
@@ -26,11 +26,11 @@ pub fn encode_query_value(v: &str) -> String {
     utf8_percent_encode(v, crate::wire::UNRESERVED).to_string()
 }
 
+mod client;
 mod credentials;
-mod listing_client;
 
+use client::BackendClient;
 use credentials::CredentialSource;
-use listing_client::ListingClient;
 
 /// One backend, ready to use.
 pub struct Backend {
@@ -39,10 +39,10 @@ pub struct Backend {
     /// new addresses (pingora's peers take addresses, and resolving per request would put DNS on the hot
     /// path).
     pub addr: SocketAddr,
-    /// Every address the host name had (the listing client tries them in turn).
+    /// Every address the host name had (the backend client tries them in turn).
     addrs: Arc<Vec<SocketAddr>>,
     credentials: CredentialSource,
-    client: ListingClient,
+    client: BackendClient,
     /// Extra CA certificates for pingora's connections to an https backend.
     pub ca: Option<Arc<[pingora::utils::tls::WrappedX509]>>,
     limits: Limits,
@@ -75,7 +75,7 @@ impl Backend {
             }
             None => Vec::new(),
         };
-        let client = listing_client::build(config, limits, addrs.clone(), &extra_ca)?;
+        let client = client::build(config, limits, addrs.clone(), &extra_ca)?;
         // pingora's object path takes the same CA in its own certificate type.
         let ca = (!extra_ca.is_empty()).then(|| {
             let certs: Vec<pingora::utils::tls::WrappedX509> = extra_ca

@@ -9,6 +9,7 @@
 
 pub mod checksum;
 pub mod chunked;
+pub mod delete;
 pub mod multipart;
 
 use crate::auth::{sigv4, RequestView};
@@ -16,6 +17,64 @@ use crate::config::ApiKey;
 use crate::error::{S3Error, S3ErrorCode};
 use checksum::ChecksumAlgorithm;
 use chunked::{ChunkSigning, ChunkedPlan};
+
+/// How a request body that s3p reads itself is checked before it is believed: its integrity header
+/// (S3 requires Content-MD5 or a checksum) and the payload hash a SigV4 signature covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyChecks {
+    pub length: u64,
+    /// Base64 MD5 (`Content-MD5`).
+    pub content_md5: Option<String>,
+    /// An `x-amz-checksum-*` header and its value.
+    pub checksum: Option<(ChecksumAlgorithm, String)>,
+    /// The hex SHA-256 the client signed (`x-amz-content-sha256`).
+    pub sha256: Option<String>,
+}
+
+impl BodyChecks {
+    /// Checks a body read whole.
+    pub fn verify(&self, body: &[u8]) -> Result<(), S3Error> {
+        use base64::Engine;
+        use subtle::ConstantTimeEq;
+        let same = |a: &str, b: &str| bool::from(a.as_bytes().ct_eq(b.as_bytes()));
+        if body.len() as u64 != self.length {
+            return Err(S3Error::new(S3ErrorCode::IncompleteBody));
+        }
+        if let Some(want) = &self.sha256 {
+            use sha2::Digest;
+            if !same(&hex::encode(sha2::Sha256::digest(body)), want) {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::BadDigest,
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                ));
+            }
+        }
+        if let Some(want) = &self.content_md5 {
+            use md5::Digest;
+            let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body));
+            if !same(&md5, want) {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::BadDigest,
+                    "The Content-MD5 you specified did not match what we received.",
+                ));
+            }
+        }
+        if let Some((alg, want)) = &self.checksum {
+            let mut h = alg.hasher();
+            h.update(body);
+            if !same(&h.finish(), want) {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::BadDigest,
+                    format!(
+                        "The {} you specified did not match the calculated checksum.",
+                        alg.name()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The payload form of an unsigned aws-chunked body with a trailing checksum.
 pub const UNSIGNED_TRAILER: &str = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
@@ -200,4 +259,69 @@ fn chunk_signing(
         seed_signature: auth.signature.to_ascii_lowercase(),
         signed_trailer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_read_whole_are_checked_against_every_header_sent() {
+        let body = b"<Delete><Object><Key>k</Key></Object></Delete>";
+        let md5 = {
+            use base64::Engine;
+            use md5::Digest;
+            base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body))
+        };
+        let sha = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(body))
+        };
+        let mut crc = ChecksumAlgorithm::Crc32.hasher();
+        crc.update(body);
+        let crc = crc.finish();
+        let ok = BodyChecks {
+            length: body.len() as u64,
+            content_md5: Some(md5.clone()),
+            checksum: Some((ChecksumAlgorithm::Crc32, crc.clone())),
+            sha256: Some(sha.clone()),
+        };
+        assert!(ok.verify(body).is_ok());
+        let mut tampered = body.to_vec();
+        tampered[12] = b'X';
+        assert_eq!(
+            ok.verify(&tampered).unwrap_err().code,
+            S3ErrorCode::BadDigest
+        );
+        assert_eq!(
+            ok.verify(&body[1..]).unwrap_err().code,
+            S3ErrorCode::IncompleteBody
+        );
+        for one in [
+            BodyChecks {
+                content_md5: Some(md5),
+                checksum: None,
+                sha256: None,
+                ..ok.clone()
+            },
+            BodyChecks {
+                content_md5: None,
+                checksum: Some((ChecksumAlgorithm::Crc32, crc)),
+                sha256: None,
+                ..ok.clone()
+            },
+            BodyChecks {
+                content_md5: None,
+                checksum: None,
+                sha256: Some(sha),
+                ..ok.clone()
+            },
+        ] {
+            assert!(one.verify(body).is_ok());
+            assert_eq!(
+                one.verify(&tampered).unwrap_err().code,
+                S3ErrorCode::BadDigest
+            );
+        }
+    }
 }

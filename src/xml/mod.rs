@@ -205,6 +205,69 @@ pub fn first_text(body: &[u8], name: &str) -> Option<String> {
     None
 }
 
+/// A child of the root element, with the text of its own children (`<Object><Key>k</Key></Object>`), or
+/// its text when it has none (`<Quiet>true</Quiet>`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    pub name: String,
+    pub text: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl Record {
+    /// The text of the first field named `name`.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A document read two levels deep: its root's name and the root's children as records (deeper
+/// elements are refused: the small documents read this way have none).
+pub fn records(body: &[u8]) -> Result<(String, Vec<Record>), String> {
+    let mut scanner = Scanner::new(body)?;
+    let mut root = None;
+    let mut out: Vec<Record> = Vec::new();
+    let mut field: Option<(String, String)> = None;
+    while let Some(token) = scanner.next_token()? {
+        let depth = scanner.depth();
+        match token {
+            Token::Start(name) => match depth {
+                1 => root = Some(name.to_string()),
+                2 => out.push(Record {
+                    name: name.to_string(),
+                    ..Record::default()
+                }),
+                3 => field = Some((name.to_string(), String::new())),
+                _ => return Err(format!("unexpected element {name}")),
+            },
+            Token::Text(raw) | Token::CData(raw) => {
+                let literal = matches!(token, Token::CData(_));
+                let target = match (&mut field, out.last_mut()) {
+                    (Some((_, text)), _) => text,
+                    (None, Some(record)) if depth == 2 => &mut record.text,
+                    _ => continue,
+                };
+                if literal {
+                    scan::push_literal(target, raw);
+                } else {
+                    unescape_into(target, raw)?;
+                }
+            }
+            Token::End(_) => {
+                if depth == 2 {
+                    if let (Some(f), Some(record)) = (field.take(), out.last_mut()) {
+                        record.fields.push(f);
+                    }
+                }
+            }
+        }
+    }
+    Ok((root.ok_or("no root element")?, out))
+}
+
 /// The name of the root element of an XML body.
 pub fn root_name(body: &[u8]) -> Option<String> {
     let mut scanner = Scanner::new(body).ok()?;
