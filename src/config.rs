@@ -1285,6 +1285,66 @@ mod tests {
     }
 
     #[test]
+    fn grants_and_writable_data_sources_are_checked() {
+        let base = r#"
+token_secret: "0123456789abcdef0123456789abcdef"
+backends:
+  s3: { endpoint: "http://127.0.0.1:9000", access_key_id: a, secret_access_key: b }
+  same-place: { endpoint: "http://127.0.0.1:9000", access_key_id: c, secret_access_key: d }
+  other: { endpoint: "http://127.0.0.1:9001", access_key_id: a, secret_access_key: b }
+data_sources:
+  sales: { backend: s3, bucket: sales }
+  sandbox: { backend: s3, bucket: lake, prefix: sandbox/, writable: true }
+  scratch: { backend: other, bucket: lake, prefix: sandbox/, writable: true }
+"#;
+        let problems = |rest: &str| -> Vec<String> {
+            match Config::from_yaml_str(&format!("{base}{rest}"), &|_| None) {
+                Ok(_) => Vec::new(),
+                Err(errs) => errs.iter().map(|e| format!("{}: {}", e.field, e.problem)).collect(),
+            }
+        };
+        // Accepted: the list and `all` mean read; the map grants read or write; `*` any data source.
+        for ok in [
+            "api_keys:\n  - { id: k, name: K, data_sources: [sales, sandbox] }\n",
+            "api_keys:\n  - { id: k, name: K, data_sources: all }\n",
+            "api_keys:\n  - { id: k, name: K, data_sources: { sales: read, sandbox: write } }\n",
+            "api_keys:\n  - { id: k, name: K, data_sources: { \"*\": write } }\n",
+        ] {
+            assert_eq!(problems(ok), Vec::<String>::new(), "{ok}");
+        }
+        let c = Config::from_yaml_str(
+            &format!("{base}api_keys:\n  - {{ id: k, name: K, data_sources: {{ \"*\": read, sandbox: write }} }}\n"),
+            &|_| None,
+        )
+        .unwrap();
+        let ent = &c.api_keys[0].data_sources;
+        assert_eq!(ent.access("sales"), Some(Access::Read));
+        assert_eq!(ent.access("sandbox"), Some(Access::Write));
+        assert!(c.data_sources["sandbox"].writable && !c.data_sources["sales"].writable);
+        // Refused, each naming its field.
+        #[rustfmt::skip]
+        let refused = [
+            ("api_keys:\n  - { id: k, name: K, data_sources: { sales: write } }\n",
+             "api_keys[0].data_sources.sales: write granted on data source `sales`, which is not `writable: true`"),
+            ("api_keys:\n  - { id: k, name: K, data_sources: { sandbox: admin } }\n",
+             "api_keys[0].data_sources.sandbox: `admin`: expected `read` or `write`"),
+            ("api_keys:\n  - { id: k, name: K, data_sources: { nope: read } }\n",
+             "api_keys[0].data_sources: unknown data source `nope`"),
+            ("api_keys:\n  - { id: k, name: K, data_sources: everything }\n",
+             "api_keys[0].data_sources: `everything`: expected `all`, a list or a map of grants"),
+            // A writable data source inside another (same bucket on the same endpoint).
+            ("  whole-lake: { backend: same-place, bucket: lake }\napi_keys: []\n",
+             "data_sources.sandbox.writable: a writable data source must not overlap another: its bucket and prefix overlap data source `whole-lake`"),
+            ("  all: { backend: s3, bucket: other-bucket }\napi_keys: []\n",
+             "data_sources.all: `all` is reserved (it means every data source in grants)"),
+        ];
+        for (rest, want) in refused {
+            let got = problems(rest);
+            assert!(got.iter().any(|p| p == want), "{rest}\n{got:#?}");
+        }
+    }
+
+    #[test]
     fn nested_data_sources_are_found() {
         let yaml = r#"
 listen: 127.0.0.1:9000
