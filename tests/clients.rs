@@ -353,9 +353,67 @@ fn spec_json(
     )
 }
 
-/// Runs `tests/clients/<script>` for one client against the shared s3p and fails with every failed check.
+/// A second s3p on the shared Garage for the write checks: `sandbox` (beta under `sandbox/`) is writable
+/// and alice may write it (and read everything, as on the shared one); bob may not write. It also
+/// listens on https, since botocore sends its default trailing checksums (aws-chunked) only there.
+struct Writable {
+    s3p: S3p,
+    tls_port: u16,
+    ca: PathBuf,
+}
+
+const WRITE_DS: &str = "sandbox";
+
+fn writable() -> &'static Writable {
+    static WRITABLE: OnceLock<Writable> = OnceLock::new();
+    WRITABLE.get_or_init(|| {
+        let f = fixture();
+        let dir = f.dir.join("s3p-writable");
+        let (ca, cert, key) = make_ca_and_cert(&dir.join("certs"), "writable");
+        let tls_port = free_port();
+        let yaml = standard_config(&f.garage)
+            .replace(
+                "data_sources:\n",
+                &format!(
+                    "data_sources:\n  {WRITE_DS}: {{ backend: garage, bucket: {BETA_BUCKET}, prefix: {WRITE_DS}/, writable: true }}\n"
+                ),
+            )
+            .replace(
+                "    name: Alice\n    data_sources: all\n",
+                &format!("    name: Alice\n    data_sources: {{ \"*\": read, {WRITE_DS}: write }}\n"),
+            )
+            // s3cmd signs without the base path (see the s3cmd test).
+            .replace("bucket: immuta\n", "bucket: immuta\nsignature_base_path_tolerance: true\n")
+            + &format!(
+                "tls:\n  listen: 127.0.0.1:{tls_port}\n  cert: {}\n  key: {}\n",
+                cert.display(),
+                key.display()
+            );
+        assert_eq!(yaml.matches(&format!("{WRITE_DS}: write")).count(), 2, "{yaml}");
+        let s3p = S3p::start(&dir, &yaml);
+        Writable { s3p, tls_port, ca }
+    })
+}
+
+/// What a script needs for its write checks.
+fn write_extras() -> Vec<(&'static str, String)> {
+    let w = writable();
+    vec![
+        ("write_endpoint", w.s3p.endpoint()),
+        ("write_host_port", w.s3p.addr().to_string()),
+        (
+            "write_https_endpoint",
+            format!("https://localhost:{}/s3p", w.tls_port),
+        ),
+        ("write_ca", w.ca.to_string_lossy().into_owned()),
+        ("write_ds", WRITE_DS.to_string()),
+    ]
+}
+
+/// Runs `tests/clients/<script>` for one client against the shared s3p (reads) and the writable one
+/// (writes), and fails with every failed check.
 fn run_client(client: &str, script: &str, tools: &[(&str, PathBuf)]) {
-    run_client_on(client, script, &fixture().s3p, tools, &[]);
+    run_client_on(client, script, &fixture().s3p, tools, &write_extras());
 }
 
 fn run_client_on(
@@ -450,7 +508,11 @@ fn s3cmd() {
         "s3cmd_client.py",
         &tolerant,
         &[("s3cmd", s3cmd)],
-        &[("strict_host_port", f.s3p.addr().to_string())],
+        &[
+            &[("strict_host_port", f.s3p.addr().to_string())][..],
+            &write_extras(),
+        ]
+        .concat(),
     );
 }
 

@@ -484,32 +484,6 @@ fn metrics_health_and_ready_on_the_admin_listener() {
     );
 }
 
-/// A CA and a certificate for localhost/127.0.0.1 signed by it, written as PEM files.
-fn make_ca_and_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    std::fs::create_dir_all(dir).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("s3p test CA {name}"));
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let (ca_path, cert_path, key_path) = (
-        dir.join(format!("{name}-ca.pem")),
-        dir.join(format!("{name}-cert.pem")),
-        dir.join(format!("{name}-key.pem")),
-    );
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (ca_path, cert_path, key_path)
-}
-
 fn curl_https(port: u16, ca: &Path, path: &str) -> (bool, String) {
     let out = std::process::Command::new("curl")
         .args(["-sS", "--max-time", "10", "--cacert"])

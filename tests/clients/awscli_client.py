@@ -4,21 +4,25 @@ config file, the API key and secret in a credentials file (both in the test's wo
 import os
 
 from harness import (Matrix, expect_bytes, expect_denied, expect_eq, expect_no_s3_error, fetch_denied_presigned, fetch_presigned,
-                     load_spec, presign_kind, run)
+                     load_spec, payload, presign_kind, run, write_file)
 
 spec = load_spec()
 aws = spec.tools["aws"]
 
 config = spec.path("aws/config")
 credentials = spec.path("aws/credentials")
+PROFILES = (("s3p", None, spec.endpoint), ("s3p-bob", None, spec.endpoint), ("s3p-v4", "s3v4", spec.endpoint),
+            ("s3p-bob-v4", "s3v4", spec.endpoint), ("s3p-write", None, spec.write_endpoint),
+            ("s3p-write-bob", None, spec.write_endpoint))
 with open(config, "w", encoding="utf-8") as f:
-    for name, sig in (("s3p", None), ("s3p-bob", None), ("s3p-v4", "s3v4"), ("s3p-bob-v4", "s3v4")):
-        f.write(f"[profile {name}]\nregion = {spec.region}\nendpoint_url = {spec.endpoint}\n"
+    for name, sig, endpoint in PROFILES:
+        f.write(f"[profile {name}]\nregion = {spec.region}\nendpoint_url = {endpoint}\n"
                 f"s3 =\n    addressing_style = path\n")
         if sig:
             f.write(f"    signature_version = {sig}\n")
 with open(credentials, "w", encoding="utf-8") as f:
-    for name, user in (("s3p", "alice"), ("s3p-bob", "bob"), ("s3p-v4", "alice"), ("s3p-bob-v4", "bob")):
+    for name, user in (("s3p", "alice"), ("s3p-bob", "bob"), ("s3p-v4", "alice"), ("s3p-bob-v4", "bob"),
+                       ("s3p-write", "alice"), ("s3p-write-bob", "bob")):
         key, secret = spec.user(user)
         f.write(f"[{name}]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n")
 
@@ -135,4 +139,55 @@ def denied_presigned(profiles):
 m.check(f"denied data source refused (bob, {spec.denied_ds})", denied)
 m.check("denied data source refused (bob, presigned SigV2)", denied_presigned(PROFILE))
 m.check("denied data source refused (bob, presigned SigV4)", denied_presigned(PROFILE_V4))
+
+# Writes, on the writable s3p: alice may write `write_ds`.
+WRITE = f"{spec.write_ds}/awscli"
+
+
+def upload_single_and_multipart():
+    small = write_file(spec.path("up/small.bin"), payload(300_000, "awscli small"))
+    # 100 MiB: the aws CLI uploads in 8 MiB parts (multipart from 8 MiB on).
+    big_data = payload(100 << 20, "awscli big")
+    big = write_file(spec.path("up/big.bin"), big_data)
+    for src, name in ((small, "small.bin"), (big, "big.bin")):
+        aws_run("alice", "s3", "cp", src, spec.url(f"{WRITE}/{name}"), profile="s3p-write")
+    for src, name in ((small, "small.bin"), (big, "big.bin")):
+        back = spec.path(f"back/{name}")
+        aws_run("alice", "s3", "cp", spec.url(f"{WRITE}/{name}"), back, profile="s3p-write")
+        with open(src, "rb") as a, open(back, "rb") as b:
+            expect_bytes(f"{name} read back", b.read(), a.read())
+    return "300 kB in one PUT, 100 MiB in parts, both read back"
+
+
+def sync_up_and_remove():
+    for i in range(5):
+        write_file(spec.path(f"tree/d{i % 2}/f{i}.txt"), payload(1000 + i, f"tree {i}"))
+    aws_run("alice", "s3", "sync", spec.path("tree"), spec.url(f"{WRITE}/tree/"), profile="s3p-write")
+    _, out, _ = aws_run("alice", "s3", "ls", spec.url(f"{WRITE}/tree/"), "--recursive", profile="s3p-write")
+    keys = set(parse_ls_keys(out.decode()))
+    expect_eq("synced keys", keys, {f"{WRITE}/tree/d{i % 2}/f{i}.txt" for i in range(5)})
+    # A second sync sends nothing new; `s3 rm --recursive` (DeleteObjects) removes everything.
+    aws_run("alice", "s3", "sync", spec.path("tree"), spec.url(f"{WRITE}/tree/"), profile="s3p-write")
+    aws_run("alice", "s3", "rm", spec.url(f"{WRITE}/"), "--recursive", profile="s3p-write")
+    rc, out, err = aws_run("alice", "s3", "ls", spec.url(f"{WRITE}/"), "--recursive", profile="s3p-write",
+                           check=False)
+    expect_eq("listing after s3 rm --recursive", out.decode(), "")
+    expect_no_s3_error("listing after s3 rm --recursive", err)
+    return "5 files synced, then removed"
+
+
+def write_denied():
+    src = write_file(spec.path("up/denied.txt"), b"not for you")
+    for user, profile, target in (("alice", "s3p-write", f"{spec.list_ds}/awscli-denied.txt"),
+                                  ("bob", "s3p-write-bob", f"{spec.write_ds}/awscli-denied.txt")):
+        rc, out, err = aws_run(user, "s3", "cp", src, spec.url(target), profile=profile, check=False)
+        if rc == 0:
+            raise AssertionError(f"s3 cp to {target} succeeded for {user}")
+        expect_denied(f"s3 cp to {target} ({user})", err)
+    return "read-only data source, and a key without a write grant: 403"
+
+
+m.check("upload: s3 cp, one PUT and multipart (100 MiB)", upload_single_and_multipart)
+m.check("upload: s3 sync, s3 rm --recursive", sync_up_and_remove)
+m.check("upload refused where not granted", write_denied)
 m.done()

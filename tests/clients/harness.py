@@ -165,6 +165,13 @@ class Spec:
         self.control = next(x for x in self.downloads if x[0] == self.denied_user)
         self.parquet = d["parquet"]
         self.tools = d["tools"]
+        # The writable s3p (tests/clients.rs `writable()`): alice may write `write_ds` there, bob may not.
+        extra = d.get("extra", {})
+        self.write_endpoint = extra.get("write_endpoint")
+        self.write_host_port = extra.get("write_host_port")
+        self.write_https_endpoint = extra.get("write_https_endpoint")
+        self.write_ca = extra.get("write_ca")
+        self.write_ds = extra.get("write_ds")
 
     def user(self, name):
         u = self.users[name]
@@ -181,6 +188,23 @@ class Spec:
         p = os.path.join(self.workdir, name)
         os.makedirs(os.path.dirname(p), exist_ok=True)
         return p
+
+
+def payload(n, seed):
+    """Deterministic pseudo-random bytes (a misplaced byte cannot go unnoticed)."""
+    out = bytearray()
+    block = hashlib.sha256(f"s3p write {seed}".encode()).digest()
+    while len(out) < n:
+        out.extend(block)
+        block = hashlib.sha256(block).digest()
+    return bytes(out[:n])
+
+
+def write_file(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
 
 
 def load_spec():
