@@ -1300,7 +1300,10 @@ data_sources:
         let problems = |rest: &str| -> Vec<String> {
             match Config::from_yaml_str(&format!("{base}{rest}"), &|_| None) {
                 Ok(_) => Vec::new(),
-                Err(errs) => errs.iter().map(|e| format!("{}: {}", e.field, e.problem)).collect(),
+                Err(errs) => errs
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.problem))
+                    .collect(),
             }
         };
         // Accepted: the list and `all` mean read; the map grants read or write; `*` any data source.

@@ -530,7 +530,7 @@ fn write_route(
         Operation::CompleteMultipartUpload(_, id) => {
             params.push(("uploadId", open_upload(id)?));
             let body = upload::payload_of(view, key)?;
-            if body.backend_length() > MAX_COMPLETE_BODY {
+            if body.backend_length().is_none_or(|l| l > MAX_COMPLETE_BODY) {
                 return Err(S3Error::new(S3ErrorCode::EntityTooLarge)
                     .detail("MaxSizeAllowed", MAX_COMPLETE_BODY.to_string()));
             }
@@ -743,7 +743,7 @@ pub fn forwarded_request_header(name: &str) -> Option<&'static str> {
 /// Request headers of a write (PutObject, UploadPart, CreateMultipartUpload, CompleteMultipartUpload)
 /// that are passed to the backend (and signed), by their lowercase name.
 pub fn forwarded_write_header(name: &str) -> Option<&'static str> {
-    const FORWARDED: [&str; 22] = [
+    const FORWARDED: [&str; 23] = [
         "cache-control",
         "content-disposition",
         "content-encoding",
@@ -761,6 +761,9 @@ pub fn forwarded_write_header(name: &str) -> Option<&'static str> {
         "x-amz-checksum-sha256",
         "x-amz-checksum-type",
         "x-amz-mp-object-size",
+        // Names the trailing checksum's algorithm (backends that check parts against their upload's
+        // algorithm look for it).
+        "x-amz-sdk-checksum-algorithm",
         "x-amz-server-side-encryption",
         "x-amz-storage-class",
         "x-amz-tagging",

@@ -624,9 +624,12 @@ impl ProxyHttp for S3Proxy {
             head.insert_header(name.to_string(), value)?;
         }
         head.insert_header("host", &route.host)?;
-        // The body's length as the backend receives it (decoded, for aws-chunked); no body: none.
-        if let Some(payload) = &route.payload {
-            head.insert_header("content-length", payload.backend_length().to_string())?;
+        // The body's length as the backend receives it (decoded, for signed aws-chunked), or chunked
+        // when the client sent none; no body: neither.
+        match route.payload.as_ref().map(Payload::backend_length) {
+            Some(Some(length)) => head.insert_header("content-length", length.to_string())?,
+            Some(None) => head.insert_header("transfer-encoding", "chunked")?,
+            None => {}
         }
         let signed_headers: Vec<(&str, &str)> = route
             .headers

@@ -10,13 +10,16 @@
 //!
 //! Signed forms: the backend receives the decoded body with `Content-Length` =
 //! `x-amz-decoded-content-length` (the chunk signatures are the client's, which the backend cannot
-//! check). The unsigned trailer form with a `Content-Length` is passed on as it was framed, so that the
-//! backend checks and stores the checksum too (multipart uploads name each part's checksum again when
-//! they complete). Either way s3p verifies signatures and the trailing checksum itself, and keeps back
-//! the last byte it sends until all of the body verified: a bad chunk, a wrong checksum or a short body
-//! ends the backend request one byte short of its announced length, so the backend stores nothing. (A
-//! zero-length decoded body has no byte to keep back: its headers, signed by the request's own
-//! signature, already say everything that is stored.)
+//! check); s3p keeps back the body's last byte until the whole body verified, so that a bad chunk, a
+//! wrong checksum or a short body ends the backend request one byte short of its announced length and
+//! the backend stores nothing. (A zero-length decoded body has no byte to keep back: its headers,
+//! signed by the request's own signature, already say everything that is stored.)
+//!
+//! The unsigned trailer form is passed on as it was framed (with the client's `Content-Length`, or
+//! chunked when the client sent none), so that the backend checks and stores the checksum too:
+//! multipart uploads created with a checksum algorithm need it on every part. s3p still decodes and
+//! verifies it on the way; the backend's body then ends with the trailer itself, so a body that fails
+//! verification never reaches the backend whole.
 
 use super::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::auth::sigv4;
@@ -56,8 +59,10 @@ pub struct ChunkedPlan {
     pub signing: Option<ChunkSigning>,
     /// The checksum named by `x-amz-trailer`, which the trailer must carry.
     pub trailer: Option<ChecksumAlgorithm>,
-    /// Passed on as framed (not decoded): the encoded body's length (the client's `Content-Length`).
-    pub pass_through: Option<u64>,
+    /// Passed on as framed (not decoded).
+    pub pass_through: bool,
+    /// The encoded body's length (the client's `Content-Length`), if it sent one.
+    pub encoded_length: Option<u64>,
 }
 
 enum State {
@@ -140,29 +145,20 @@ impl ChunkedDecoder {
     /// Decodes the next piece of the body; returns what may be passed on now (possibly empty). The
     /// body's last byte is returned only by the call that completes and verifies the body.
     pub fn feed(&mut self, input: &Bytes) -> Result<Bytes, S3Error> {
-        if let Some(total) = self.plan.pass_through {
-            // Checked as decoded, passed on as framed; the stream's last byte is kept back.
+        if self.plan.pass_through {
+            // Checked as decoded, passed on as framed. Nothing needs keeping back: the backend's body
+            // ends with the trailer, whose last byte completes the verification in this very call, and
+            // a call that fails passes nothing on.
             self.encoded += input.len() as u64;
-            if self.encoded > total {
+            if self
+                .plan
+                .encoded_length
+                .is_some_and(|total| self.encoded > total)
+            {
                 return Err(malformed("more data than Content-Length"));
             }
             self.decode(input)?;
-            let mut out = input.clone();
-            if self.encoded == total && !out.is_empty() {
-                self.held = Some(out.split_off(out.len() - 1));
-            }
-            if self.is_done() {
-                let held = self.held.take().unwrap_or_default();
-                return Ok(if out.is_empty() {
-                    held
-                } else {
-                    let mut all = BytesMut::with_capacity(out.len() + held.len());
-                    all.extend_from_slice(&out);
-                    all.extend_from_slice(&held);
-                    all.freeze()
-                });
-            }
-            return Ok(out);
+            return Ok(input.clone());
         }
         self.decode(input)
     }
@@ -211,7 +207,7 @@ impl ChunkedDecoder {
                     if self.decoded > self.plan.decoded_length {
                         return Err(malformed("more data than x-amz-decoded-content-length"));
                     }
-                    if self.plan.pass_through.is_none() {
+                    if !self.plan.pass_through {
                         self.pass_on(data, &mut out);
                     }
                     if left == n as u64 {

@@ -93,11 +93,13 @@ pub enum Payload {
 }
 
 impl Payload {
-    /// The body length the backend is sent.
-    pub fn backend_length(&self) -> u64 {
+    /// The body length the backend is sent; `None`: sent chunked (a passed-on aws-chunked body whose
+    /// client sent no length).
+    pub fn backend_length(&self) -> Option<u64> {
         match self {
-            Payload::Plain { length, .. } => *length,
-            Payload::AwsChunked(plan) => plan.pass_through.unwrap_or(plan.decoded_length),
+            Payload::Plain { length, .. } => Some(*length),
+            Payload::AwsChunked(plan) if plan.pass_through => plan.encoded_length,
+            Payload::AwsChunked(plan) => Some(plan.decoded_length),
         }
     }
 
@@ -108,8 +110,7 @@ impl Payload {
                 sha256: Some(h), ..
             } => h,
             Payload::AwsChunked(ChunkedPlan {
-                pass_through: Some(_),
-                ..
+                pass_through: true, ..
             }) => UNSIGNED_TRAILER,
             _ => sigv4::UNSIGNED_PAYLOAD,
         }
@@ -118,7 +119,7 @@ impl Payload {
     /// Headers the backend needs to read the body as it is sent (a passed-on aws-chunked body).
     pub fn backend_framing_headers(&self) -> Vec<(&'static str, String)> {
         match self {
-            Payload::AwsChunked(plan) if plan.pass_through.is_some() => {
+            Payload::AwsChunked(plan) if plan.pass_through => {
                 let mut h = vec![(
                     "x-amz-decoded-content-length",
                     plan.decoded_length.to_string(),
@@ -134,7 +135,7 @@ impl Payload {
 
     /// The body reaches the backend aws-chunked (its Content-Encoding keeps `aws-chunked`).
     pub fn is_chunked_for_backend(&self) -> bool {
-        matches!(self, Payload::AwsChunked(plan) if plan.pass_through.is_some())
+        matches!(self, Payload::AwsChunked(plan) if plan.pass_through)
     }
 }
 
@@ -206,17 +207,14 @@ pub fn payload_of(view: &RequestView, key: &ApiKey) -> Result<Payload, S3Error> 
             "",
         ));
     }
-    // The unsigned form goes on as framed when its length is known (the backend then stores the
-    // checksum too); signed chunks are decoded (their signatures are the client's).
-    let pass_through = match (&signing, length, chunked_transfer) {
-        (None, Some(l), false) => Some(l),
-        _ => None,
-    };
+    // The unsigned form goes on as framed (the backend then checks and stores the checksum too);
+    // signed chunks are decoded (their signatures are the client's).
     Ok(Payload::AwsChunked(ChunkedPlan {
         decoded_length,
+        pass_through: signing.is_none(),
         signing,
         trailer,
-        pass_through,
+        encoded_length: length.filter(|_| !chunked_transfer),
     }))
 }
 

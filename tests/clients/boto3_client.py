@@ -1,7 +1,7 @@
 """boto3 against s3p: SigV4 headers (default), SigV2 headers (signature_version='s3'), presigned URLs in both."""
 
-from harness import (Matrix, expect_bytes, expect_eq, fetch_denied_presigned, fetch_presigned, load_spec,
-                     presign_kind, require)
+from harness import (Matrix, expect_bytes, expect_eq, fetch_denied_presigned, fetch_presigned, http_put, load_spec,
+                     payload, presign_kind, require, write_file)
 
 boto3 = require("boto3")
 botocore = require("botocore")
@@ -12,13 +12,20 @@ spec = load_spec()
 m = Matrix("boto3", f"boto3 {boto3.__version__}, botocore {botocore.__version__}")
 
 
-def client(user, signature_version=None):
+def client(user, signature_version=None, endpoint=None, verify=None):
     """What a user writes: endpoint, key, secret, region, path-style addressing."""
     key, secret = spec.user(user)
     session = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret, region_name=spec.region)
     config = Config(s3={"addressing_style": "path"}, signature_version=signature_version,
                     retries={"max_attempts": 1, "mode": "standard"})
-    return session.client("s3", endpoint_url=spec.endpoint, config=config)
+    return session.client("s3", endpoint_url=endpoint or spec.endpoint, config=config, verify=verify)
+
+
+def writer(user="alice", https=True, signature_version=None):
+    """A client of the writable s3p; over https botocore sends its default trailing checksums (aws-chunked)."""
+    if https:
+        return client(user, signature_version, spec.write_https_endpoint, spec.write_ca)
+    return client(user, signature_version, spec.write_endpoint)
 
 
 def root(user, sig=None):
@@ -140,4 +147,90 @@ def denied_presigned(sig):
 m.check(f"denied data source refused (bob, {spec.denied_ds})", denied)
 m.check("denied data source refused (bob, presigned SigV2)", denied_presigned("s3"))
 m.check("denied data source refused (bob, presigned SigV4)", denied_presigned("s3v4"))
+
+# Writes, on the writable s3p.
+WRITE = f"{spec.write_ds}/boto3"
+
+
+def read(c, key):
+    return c.get_object(Bucket=spec.bucket, Key=key)["Body"].read()
+
+
+def put_object():
+    for https in (True, False):
+        c = writer(https=https)
+        data = payload(700_000, f"boto3 put {https}")
+        key = f"{WRITE}/put-{'https' if https else 'http'}.bin"
+        out = c.put_object(Bucket=spec.bucket, Key=key, Body=data, ContentType="application/x-test",
+                           Metadata={"origin": "boto3"})
+        head = c.head_object(Bucket=spec.bucket, Key=key)
+        expect_eq("ETag of the put and the head", head["ETag"], out["ETag"])
+        expect_eq("metadata", head["Metadata"], {"origin": "boto3"})
+        expect_eq("content type", head["ContentType"], "application/x-test")
+        expect_bytes(f"{key} read back", read(c, key), data)
+    return "https (aws-chunked, CRC32 trailer) and http; metadata and content type kept"
+
+
+def upload_file_multipart():
+    from boto3.s3.transfer import TransferConfig
+    data = payload(13 << 20, "boto3 upload_file")
+    src = write_file(spec.path("up/upload_file.bin"), data)
+    c = writer()
+    cfg = TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20, use_threads=False)
+    c.upload_file(src, spec.bucket, f"{WRITE}/upload_file.bin", Config=cfg)
+    expect_bytes("upload_file read back", read(c, f"{WRITE}/upload_file.bin"), data)
+    etag = c.head_object(Bucket=spec.bucket, Key=f"{WRITE}/upload_file.bin")["ETag"]
+    if not etag.endswith('-3"'):
+        raise AssertionError(f"not a 3-part upload: ETag {etag}")
+    return "13 MiB in 3 parts (https, default checksums)"
+
+
+def presigned_put(sig):
+    def f():
+        c = writer(https=False, signature_version=sig)
+        key = f"{WRITE}/presigned-{sig}.txt"
+        url = c.generate_presigned_url("put_object", Params={"Bucket": spec.bucket, "Key": key}, ExpiresIn=600)
+        expect_eq("presigned URL kind", presign_kind(url), "v2" if sig == "s3" else "v4")
+        body = b"uploaded with a presigned URL and plain HTTP"
+        status, answer = http_put(url, body)
+        expect_eq(f"PUT {url}: {answer[:300]!r}", status, 200)
+        expect_bytes(f"{key} read back", read(c, key), body)
+        return presign_kind(url)
+    return f
+
+
+def copy_and_delete_objects():
+    c = writer()
+    src_user, src_key, want = next(d for d in spec.downloads if d[0] == "alice")
+    c.copy_object(Bucket=spec.bucket, Key=f"{WRITE}/copy.bin", CopySource={"Bucket": spec.bucket, "Key": src_key})
+    expect_bytes("copy read back", read(c, f"{WRITE}/copy.bin"), want)
+    keys = [f"{WRITE}/del/{i}" for i in range(4)]
+    for k in keys:
+        c.put_object(Bucket=spec.bucket, Key=k, Body=b"x")
+    out = c.delete_objects(Bucket=spec.bucket, Delete={"Objects": [{"Key": k} for k in keys + [src_key]]})
+    expect_eq("deleted", sorted(d["Key"] for d in out.get("Deleted", [])), keys)
+    expect_eq("refused", [(e["Key"], e["Code"]) for e in out.get("Errors", [])], [(src_key, "AccessDenied")])
+    left = c.list_objects_v2(Bucket=spec.bucket, Prefix=f"{WRITE}/del/")
+    expect_eq("left after delete_objects", left.get("KeyCount"), 0)
+    return f"copied {src_key}; 4 deleted, 1 refused"
+
+
+def write_denied():
+    for who, c, key in (("alice", writer(), f"{spec.list_ds}/boto3-denied.txt"),
+                        ("bob", writer("bob"), f"{WRITE}/denied.txt")):
+        try:
+            c.put_object(Bucket=spec.bucket, Key=key, Body=b"no")
+        except ClientError as e:
+            expect_eq(f"{who} put {key}", e.response["Error"]["Code"], "AccessDenied")
+        else:
+            raise AssertionError(f"{who} could put {key}")
+    return "403 AccessDenied"
+
+
+m.check("upload: put_object (https with trailing checksum, http)", put_object)
+m.check("upload: upload_file, multipart", upload_file_multipart)
+m.check("upload: presigned PUT, SigV4", presigned_put("s3v4"))
+m.check("upload: presigned PUT, SigV2", presigned_put("s3"))
+m.check("copy_object, delete_objects", copy_and_delete_objects)
+m.check("upload refused where not granted", write_denied)
 m.done()

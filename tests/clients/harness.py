@@ -236,6 +236,21 @@ def http_get(url):
         return e.code, e.read()
 
 
+def http_put(url, body, headers=None):
+    """A plain HTTP PUT (no S3 client, no proxy, no default Content-Type: SigV2 signs it): returns
+    (status, body)."""
+    import http.client
+    import urllib.parse
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    target = u.path + (f"?{u.query}" if u.query else "")
+    conn.request("PUT", target, body=body, headers={"Content-Length": str(len(body)), **(headers or {})})
+    r = conn.getresponse()
+    status, answer = r.status, r.read()
+    conn.close()
+    return status, answer
+
+
 def fetch_presigned(what, url, want):
     """Fetches a presigned URL with plain HTTP and compares the body."""
     if not url.startswith("http://"):
