@@ -14,7 +14,7 @@ EXTENSION = os.path.join(os.path.dirname(httpfs_pkg.__file__), "extensions", f"v
 m = Matrix("DuckDB httpfs", f"duckdb {duckdb.__version__}, extension {EXTENSION}")
 
 
-def connect(user):
+def connect(user, host_port=None):
     if not os.path.exists(EXTENSION):
         raise AssertionError(f"no httpfs extension for duckdb {duckdb.__version__} at {EXTENSION}: pin "
                              "duckdb-extension-httpfs to the duckdb version in tests/requirements.txt")
@@ -23,7 +23,7 @@ def connect(user):
     key, secret = spec.user(user)
     con.execute(
         f"CREATE SECRET s3p (TYPE s3, KEY_ID {sql_str(key)}, SECRET {sql_str(secret)}, REGION {sql_str(spec.region)}, "
-        f"ENDPOINT {sql_str(spec.host_port + spec.base_path)}, URL_STYLE 'path', USE_SSL false)"
+        f"ENDPOINT {sql_str((host_port or spec.host_port) + spec.base_path)}, URL_STYLE 'path', USE_SSL false)"
     )
     return con
 
@@ -124,4 +124,37 @@ def denied():
 
 
 m.check(f"denied data source refused (bob, {spec.denied_ds})", denied)
+
+# Writes, on the writable s3p: COPY ... TO 's3://...' (DuckDB uploads with multipart).
+WRITE = f"{spec.write_ds}/duckdb"
+
+
+def copy_to():
+    con = connect("alice", spec.write_host_port)
+    target = spec.url(f"{WRITE}/out.parquet")
+    con.execute(f"COPY (SELECT range AS id, 'row ' || range::VARCHAR AS name FROM range(200000)) "
+                f"TO {sql_str(target)} (FORMAT parquet)")
+    got = con.execute(f"SELECT count(*), sum(id), min(name), max(id) FROM read_parquet({sql_str(target)})").fetchone()
+    expect_eq("rows read back", got, (200000, sum(range(200000)), "row 0", 199999))
+    csv = spec.url(f"{WRITE}/out.csv")
+    con.execute(f"COPY (SELECT 1 AS a, 'x' AS b) TO {sql_str(csv)} (FORMAT csv, HEADER)")
+    raw = con.execute("SELECT content FROM read_blob(?)", [csv]).fetchone()[0]
+    expect_bytes("CSV read back", bytes(raw), b"a,b\n1,x\n")
+    return "Parquet (200,000 rows) and CSV written and read back"
+
+
+def write_denied():
+    for user, target in (("alice", f"{spec.list_ds}/duckdb-denied.parquet"), ("bob", f"{WRITE}/denied.parquet")):
+        con = connect(user, spec.write_host_port)
+        try:
+            con.execute(f"COPY (SELECT 1 AS a) TO {sql_str(spec.url(target))} (FORMAT parquet)")
+        except duckdb.Error as e:
+            expect_denied(f"COPY TO {target} ({user})", e)
+        else:
+            raise AssertionError(f"{user} wrote {target}")
+    return "403"
+
+
+m.check("upload: COPY TO s3:// (Parquet, CSV)", copy_to)
+m.check("upload refused where not granted", write_denied)
 m.done()

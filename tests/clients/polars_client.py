@@ -9,13 +9,13 @@ spec = load_spec()
 m = Matrix("polars", f"polars {pl.__version__}")
 
 
-def storage_options(user):
+def storage_options(user, endpoint=None):
     key, secret = spec.user(user)
     return {
         "aws_access_key_id": key,
         "aws_secret_access_key": secret,
         "aws_region": spec.region,
-        "aws_endpoint_url": spec.endpoint,
+        "aws_endpoint_url": endpoint or spec.endpoint,
         "aws_allow_http": "true",
         "aws_virtual_hosted_style_request": "false",
     }
@@ -99,4 +99,36 @@ def denied():
 
 
 m.check(f"denied data source refused (bob, {spec.denied_ds})", denied)
+# Writes, on the writable s3p.
+WRITE = f"{spec.write_ds}/polars"
+
+
+def write_parquet():
+    opts = storage_options("alice", spec.write_endpoint)
+    n = 250_000
+    df = pl.DataFrame({"id": list(range(n)), "label": [f"row {i}" for i in range(n)]})
+    target = spec.url(f"{WRITE}/frame.parquet")
+    df.write_parquet(target, storage_options=opts)
+    back = pl.read_parquet(target, storage_options=opts)
+    expect_eq("frame read back", back.equals(df), True)
+    csv = spec.url(f"{WRITE}/frame.csv")
+    df.head(3).write_csv(csv, storage_options=opts)
+    expect_eq("CSV read back", pl.read_csv(csv, storage_options=opts).equals(df.head(3)), True)
+    return f"Parquet ({n} rows) and CSV written and read back"
+
+
+def write_denied():
+    df = pl.DataFrame({"a": [1]})
+    for user, target in (("alice", f"{spec.list_ds}/polars-denied.parquet"), ("bob", f"{WRITE}/denied.parquet")):
+        try:
+            df.write_parquet(spec.url(target), storage_options=storage_options(user, spec.write_endpoint))
+        except Exception as e:  # noqa: BLE001 - polars raises its own error types for cloud failures
+            expect_denied(f"write_parquet {target} ({user})", e)
+        else:
+            raise AssertionError(f"{user} wrote {target}")
+    return "403"
+
+
+m.check("upload: write_parquet, write_csv", write_parquet)
+m.check("upload refused where not granted", write_denied)
 m.done()

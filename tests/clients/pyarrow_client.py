@@ -11,10 +11,10 @@ spec = load_spec()
 m = Matrix("pyarrow S3FileSystem", f"pyarrow {pa.__version__}")
 
 
-def fs(user):
+def fs(user, host_port=None):
     key, secret = spec.user(user)
     return pafs.S3FileSystem(access_key=key, secret_key=secret, region=spec.region, scheme="http",
-                             endpoint_override=spec.host_port + spec.base_path)
+                             endpoint_override=(host_port or spec.host_port) + spec.base_path)
 
 
 def root(user):
@@ -119,4 +119,44 @@ def denied():
 
 
 m.check(f"denied data source refused (bob, {spec.denied_ds})", denied)
+# Writes, on the writable s3p.
+WRITE = f"{spec.write_ds}/pyarrow"
+
+
+def write_parquet():
+    w = fs("alice", spec.write_host_port)
+    n = 300_000
+    table = pa.table({"id": list(range(n)), "label": [f"row {i}" for i in range(n)]})
+    path = f"{spec.bucket}/{WRITE}/table.parquet"
+    pq.write_table(table, path, filesystem=w)
+    back = pq.read_table(path, filesystem=w)
+    expect_eq("rows read back", back.num_rows, n)
+    expect_eq("table read back", back.equals(table), True)
+    # A raw stream of several MiB (multipart in pyarrow's S3 output stream) and a delete.
+    data = bytes(range(256)) * (40 * 1024)
+    with w.open_output_stream(f"{spec.bucket}/{WRITE}/raw.bin") as out:
+        for i in range(0, len(data), 1 << 20):
+            out.write(data[i:i + (1 << 20)])
+    with w.open_input_stream(f"{spec.bucket}/{WRITE}/raw.bin") as inp:
+        expect_bytes("raw stream read back", inp.read(), data)
+    w.delete_file(f"{spec.bucket}/{WRITE}/raw.bin")
+    info = w.get_file_info(f"{spec.bucket}/{WRITE}/raw.bin")
+    expect_eq("deleted", info.type, pafs.FileType.NotFound)
+    return f"Parquet ({n} rows) and a 10 MiB stream written and read back; delete"
+
+
+def write_denied():
+    table = pa.table({"a": [1]})
+    for user, target in (("alice", f"{spec.list_ds}/pyarrow-denied.parquet"), ("bob", f"{WRITE}/denied.parquet")):
+        try:
+            pq.write_table(table, f"{spec.bucket}/{target}", filesystem=fs(user, spec.write_host_port))
+        except OSError as e:
+            expect_denied(f"write_table {target} ({user})", e)
+        else:
+            raise AssertionError(f"{user} wrote {target}")
+    return "403"
+
+
+m.check("upload: write_table, output stream, delete_file", write_parquet)
+m.check("upload refused where not granted", write_denied)
 m.done()

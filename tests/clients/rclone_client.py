@@ -3,19 +3,21 @@ no_check_bucket (else rclone tries CreateBucket before it uploads, and probes on
 
 import os
 
-from harness import (Matrix, expect_bytes, expect_denied, expect_eq, expect_no_s3_error, fetch_presigned, load_spec, presign_kind,
-                     run)
+from harness import (Matrix, expect_bytes, expect_denied, expect_eq, expect_no_s3_error, fetch_presigned, load_spec, payload,
+                     presign_kind, run, write_file)
 
 spec = load_spec()
 rclone = spec.tools["rclone"]
 
 conf = spec.path("rclone.conf")
 with open(conf, "w", encoding="utf-8") as f:
-    for remote, user in (("s3p", "alice"), ("s3p-bob", "bob")):
+    for remote, user, endpoint in (("s3p", "alice", spec.endpoint), ("s3p-bob", "bob", spec.endpoint),
+                                   ("s3p-write", "alice", spec.write_endpoint),
+                                   ("s3p-write-bob", "bob", spec.write_endpoint)):
         key, secret = spec.user(user)
         f.write(
             f"[{remote}]\ntype = s3\nprovider = Other\naccess_key_id = {key}\nsecret_access_key = {secret}\n"
-            f"endpoint = {spec.endpoint}\nregion = {spec.region}\nforce_path_style = true\nno_check_bucket = true\n\n"
+            f"endpoint = {endpoint}\nregion = {spec.region}\nforce_path_style = true\nno_check_bucket = true\n\n"
         )
 
 env = dict(os.environ)
@@ -135,4 +137,40 @@ def denied():
 
 
 m.check(f"denied data source refused (bob, {spec.denied_ds})", denied)
+
+# Writes, on the writable s3p.
+WRITE = f"{spec.write_ds}/rclone"
+
+
+def copy_up():
+    files = {f"d{i % 2}/f{i}.bin": payload(50_000 * (i + 1), f"rclone {i}") for i in range(4)}
+    # One large enough for rclone's multipart upload (its cutoff is 200 MiB by default: lowered here).
+    files["big.bin"] = payload(12 << 20, "rclone big")
+    for name, data in files.items():
+        write_file(spec.path(f"up/{name}"), data)
+    rc("alice", "copy", spec.path("up"), f"s3p-write:{spec.bucket}/{WRITE}", "--s3-upload-cutoff", "5M",
+       "--s3-chunk-size", "5M")
+    _, out, _ = rc("alice", "lsf", "-R", "--files-only", f"s3p-write:{spec.bucket}/{WRITE}")
+    expect_eq("uploaded files", set(out.decode().split()), set(files))
+    for name, data in files.items():
+        _, got, _ = rc("alice", "cat", f"s3p-write:{spec.bucket}/{WRITE}/{name}")
+        expect_bytes(f"{name} read back", got, data)
+    rc("alice", "delete", f"s3p-write:{spec.bucket}/{WRITE}")
+    rcode, out, err = rc("alice", "lsf", "-R", f"s3p-write:{spec.bucket}/{WRITE}", check=False)
+    expect_eq("left after delete", out.decode().split(), [])
+    return f"{len(files)} files (one multipart) copied, read back, deleted"
+
+
+def write_denied():
+    src = write_file(spec.path("denied/x.txt"), b"no")
+    for remote, target in (("s3p-write", f"{spec.list_ds}/rclone-denied"), ("s3p-write-bob", WRITE + "-denied")):
+        rcode, out, err = rc("alice", "copy", spec.path("denied"), f"{remote}:{spec.bucket}/{target}", check=False)
+        if rcode == 0:
+            raise AssertionError(f"{remote} could copy to {target}")
+        expect_denied(f"copy to {target}", err)
+    return "403"
+
+
+m.check("upload: copy, one PUT and multipart; delete", copy_up)
+m.check("upload refused where not granted", write_denied)
 m.done()

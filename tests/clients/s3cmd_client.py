@@ -8,7 +8,7 @@ the default configuration, which must refuse s3cmd's SigV4 signature."""
 import os
 
 from harness import (Matrix, expect_bytes, expect_denied, expect_eq, fetch_denied_presigned, fetch_presigned,
-                     load_spec, presign_kind, run)
+                     load_spec, payload, presign_kind, run, write_file)
 
 spec = load_spec()
 s3cmd = spec.tools["s3cmd"]
@@ -130,4 +130,44 @@ def strict():
 m.check("default s3p (no signature_base_path_tolerance): SigV4 refused, SigV2 accepted", strict)
 m.check(f"denied data source refused (bob, {spec.denied_ds})", denied)
 m.check("denied data source refused (bob, signurl)", denied_presigned)
+
+# Writes, on the writable s3p (which also tolerates s3cmd's signatures without the base path).
+WRITE_HOST = spec.write_host_port + spec.base_path
+WRITE_CONFIG = {(u, v2): write_config(u, v2, WRITE_HOST, "-write") for u in ("alice", "bob") for v2 in (False, True)}
+WRITE = f"{spec.write_ds}/s3cmd"
+
+
+def put(v2):
+    def f():
+        small = payload(200_000, f"s3cmd small {v2}")
+        big = payload(16 << 20, f"s3cmd big {v2}")
+        tag = "v2" if v2 else "v4"
+        for name, data in ((f"small-{tag}.bin", small), (f"big-{tag}.bin", big)):
+            src = write_file(spec.path(f"up/{name}"), data)
+            # s3cmd uploads in 15 MiB parts from 15 MiB on: the big file is multipart.
+            s3("alice", "put", src, spec.url(f"{WRITE}/{name}"), config=WRITE_CONFIG[("alice", v2)])
+            back = spec.path(f"back/{name}")
+            s3("alice", "get", "--force", spec.url(f"{WRITE}/{name}"), back, config=WRITE_CONFIG[("alice", v2)])
+            with open(back, "rb") as fh:
+                expect_bytes(f"{name} read back", fh.read(), data)
+        s3("alice", "del", "--recursive", "--force", spec.url(f"{WRITE}/"), config=WRITE_CONFIG[("alice", v2)])
+        _, out, _ = s3("alice", "ls", "-r", spec.url(f"{WRITE}/"), config=WRITE_CONFIG[("alice", v2)])
+        expect_eq("left after del --recursive", out.decode().strip(), "")
+        return "200 kB and 16 MiB (multipart) put, read back, deleted"
+    return f
+
+
+def write_denied():
+    src = write_file(spec.path("up/denied.txt"), b"no")
+    for user, target in (("alice", f"{spec.list_ds}/s3cmd-denied.txt"), ("bob", f"{WRITE}/denied.txt")):
+        rc, out, err = s3(user, "put", src, spec.url(target), config=WRITE_CONFIG[(user, False)], check=False)
+        if rc == 0:
+            raise AssertionError(f"{user} could put {target}")
+        expect_denied(f"put {target} ({user})", out.decode() + err)
+    return "403"
+
+
+m.check("upload: put (SigV4), multipart; del --recursive", put(False))
+m.check("upload: put (SigV2), multipart; del --recursive", put(True))
+m.check("upload refused where not granted", write_denied)
 m.done()
