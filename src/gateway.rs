@@ -249,9 +249,7 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         Err(e) => return d.refuse(e),
     };
     d.audit.operation = op.name();
-    if !matches!(op, Operation::GetObject(_) | Operation::HeadObject(_))
-        && op.written_object().is_none()
-    {
+    if op.read_object().is_none() && op.written_object().is_none() {
         // Bucket-level operations need only a valid key; objects also need the entitlement (below).
         d.audit.verdict = Verdict::Allowed;
     }
@@ -299,7 +297,22 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
             Ok(checks) => d.finish(Outcome::DeleteObjects(checks)),
             Err(e) => d.refuse(e),
         },
-        Operation::GetObject(vkey) | Operation::HeadObject(vkey) => {
+        Operation::GetObjectAcl(vkey) => {
+            d.audit.data_source = Some(vkey.data_source.clone());
+            match policy::readable_data_source(config, &key, &vkey.data_source)
+                .and_then(|ds| namespace::to_backend(ds, &vkey))
+            {
+                Ok(_) => {
+                    d.audit.verdict = Verdict::Allowed;
+                    d.answer(xml(crate::xml::object_acl(&config.owner)))
+                }
+                Err(e) => d.refuse(e),
+            }
+        }
+        Operation::GetObject(vkey)
+        | Operation::HeadObject(vkey)
+        | Operation::GetObjectTagging(vkey)
+        | Operation::GetObjectAttributes(vkey) => {
             d.audit.data_source = Some(vkey.data_source.clone());
             match object_route(st, &key, &vkey, view, &query) {
                 Ok(route) => {
@@ -723,8 +736,11 @@ fn refuse_unsupported_write_headers(view: &RequestView) -> Result<(), S3Error> {
 /// Request headers of an object GET/HEAD that are passed to the backend (and signed), by their
 /// lowercase name.
 pub fn forwarded_request_header(name: &str) -> Option<&'static str> {
-    const FORWARDED: [&str; 9] = [
+    const FORWARDED: [&str; 12] = [
         "range",
+        "x-amz-object-attributes",
+        "x-amz-max-parts",
+        "x-amz-part-number-marker",
         "if-match",
         "if-none-match",
         "if-modified-since",
@@ -855,7 +871,11 @@ pub fn error_for_backend_code(code: &str) -> S3ErrorCode {
     }
 }
 
-/// Answers a CORS preflight (unauthenticated, as S3 does): only GET and HEAD, from allowed origins. A
+/// The methods a browser may use from an allowed origin.
+const CORS_METHODS: [&str; 5] = ["GET", "HEAD", "PUT", "POST", "DELETE"];
+
+/// Answers a CORS preflight (unauthenticated, as S3 does): the methods s3p serves (uploads and deletes
+/// from browsers with presigned URLs included; each request is still authorised), from allowed origins. A
 /// preflight without an Origin is a bad request (400), as in S3.
 fn cors_preflight(cors: &Cors, view: &RequestView) -> Result<Answer, S3Error> {
     let Some(origin) = view.header("origin") else {
@@ -865,7 +885,7 @@ fn cors_preflight(cors: &Cors, view: &RequestView) -> Result<Answer, S3Error> {
         ));
     };
     let method = view.header("access-control-request-method").unwrap_or("");
-    if !cors.allows(origin) || (method != "GET" && method != "HEAD") {
+    if !cors.allows(origin) || !CORS_METHODS.contains(&method) {
         return Err(S3Error::with_message(
             S3ErrorCode::AccessDenied,
             "CORSResponse: This CORS request is not allowed.",
@@ -873,7 +893,7 @@ fn cors_preflight(cors: &Cors, view: &RequestView) -> Result<Answer, S3Error> {
     }
     let mut headers = vec![
         ("access-control-allow-origin", origin.to_string()),
-        ("access-control-allow-methods", "GET, HEAD".to_string()),
+        ("access-control-allow-methods", CORS_METHODS.join(", ")),
         ("access-control-max-age", cors.max_age_s.to_string()),
         (
             "vary",

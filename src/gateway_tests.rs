@@ -162,7 +162,12 @@ fn every_operation_for_a_verified_key() {
         ("DELETE", "/s3p/immuta/sandbox/big?uploadId=backend-id", Got::Refuse("NoSuchUpload"), "AbortMultipartUpload", Some("sandbox")),
         // A body is needed, with its length.
         ("PUT", "/s3p/immuta/sandbox/new.csv", Got::Refuse("MissingContentLength"), "PutObject", Some("sandbox")),
-        ("GET", "/s3p/immuta/sales/a.csv?acl", Got::Refuse("NotImplemented"), "Unknown", None),
+        ("GET", "/s3p/immuta/sales/a.csv?retention", Got::Refuse("NotImplemented"), "Unknown", None),
+        // Object sub-resources that readers call: the ACL answered by s3p, tagging and attributes forwarded.
+        ("GET", "/s3p/immuta/sales/a.csv?acl", Got::Answer(200), "GetObjectAcl", Some("sales")),
+        ("GET", "/s3p/immuta/hr/a.csv?acl", Got::Refuse("AccessDenied"), "GetObjectAcl", Some("hr")),
+        ("GET", "/s3p/immuta/sales/a.csv?tagging", forward("/bucket-a/sales-data/a.csv?tagging="), "GetObjectTagging", Some("sales")),
+        ("GET", "/s3p/immuta/sales/a.csv?attributes", forward("/bucket-a/sales-data/a.csv?attributes="), "GetObjectAttributes", Some("sales")),
         ("GET", "/s3p/immuta/sales/../hr/x", Got::Refuse("InvalidArgument"), "Unknown", None),
     ];
     for auth in [LEGACY, SIGNER] {
@@ -316,14 +321,21 @@ fn cors_preflight() {
     assert!(a
         .headers
         .contains(&("access-control-allow-origin", "https://app.example".into())));
-    // No Origin: not a preflight at all (400, as S3); a foreign origin or a write method: refused.
+    // No Origin: not a preflight at all (400, as S3); a foreign origin or a method S3 has no use for:
+    // refused. Uploads and deletes may be preflighted (each request is still authorised).
     assert_eq!(got(&preflight(None, "GET")), Got::Refuse("BadRequest"));
     assert_eq!(
         got(&preflight(Some("https://evil.example"), "GET")),
         Got::Refuse("AccessDenied")
     );
+    for method in ["PUT", "POST", "DELETE"] {
+        assert_eq!(
+            got(&preflight(Some("https://app.example"), method)),
+            Got::Answer(200)
+        );
+    }
     assert_eq!(
-        got(&preflight(Some("https://app.example"), "PUT")),
+        got(&preflight(Some("https://app.example"), "PATCH")),
         Got::Refuse("AccessDenied")
     );
 }

@@ -16,6 +16,11 @@ pub enum Operation {
     HeadBucket,
     GetObject(VirtualKey),
     HeadObject(VirtualKey),
+    /// Answered by s3p: the owner has full control of every object.
+    GetObjectAcl(VirtualKey),
+    /// GetObjectTagging and GetObjectAttributes: forwarded like a GET.
+    GetObjectTagging(VirtualKey),
+    GetObjectAttributes(VirtualKey),
     /// PutObject, or CopyObject when the request names a copy source (the gateway tells them apart).
     PutObject(VirtualKey),
     DeleteObject(VirtualKey),
@@ -50,6 +55,9 @@ impl Operation {
             Operation::HeadBucket => "HeadBucket",
             Operation::GetObject(_) => "GetObject",
             Operation::HeadObject(_) => "HeadObject",
+            Operation::GetObjectAcl(_) => "GetObjectAcl",
+            Operation::GetObjectTagging(_) => "GetObjectTagging",
+            Operation::GetObjectAttributes(_) => "GetObjectAttributes",
             Operation::PutObject(_) => "PutObject",
             Operation::DeleteObject(_) => "DeleteObject",
             Operation::CreateMultipartUpload(_) => "CreateMultipartUpload",
@@ -57,6 +65,18 @@ impl Operation {
             Operation::CompleteMultipartUpload(..) => "CompleteMultipartUpload",
             Operation::AbortMultipartUpload(..) => "AbortMultipartUpload",
             Operation::DeleteObjects => "DeleteObjects",
+        }
+    }
+
+    /// The object a read names, if this is an object read.
+    pub fn read_object(&self) -> Option<&VirtualKey> {
+        match self {
+            Operation::GetObject(k)
+            | Operation::HeadObject(k)
+            | Operation::GetObjectAcl(k)
+            | Operation::GetObjectTagging(k)
+            | Operation::GetObjectAttributes(k) => Some(k),
+            _ => None,
         }
     }
 
@@ -202,6 +222,20 @@ pub fn route(
         };
     }
     let vkey = parse_virtual_key(&decode_once(raw_object)?)?;
+    if method == "GET" {
+        for (sub, op) in [
+            (
+                "acl",
+                Operation::GetObjectAcl as fn(VirtualKey) -> Operation,
+            ),
+            ("tagging", Operation::GetObjectTagging),
+            ("attributes", Operation::GetObjectAttributes),
+        ] {
+            if query.has(sub) {
+                return Ok(op(vkey));
+            }
+        }
+    }
     if let Some(sub) = OBJECT_SUBRESOURCES.iter().find(|s| query.has(s)) {
         return Err(S3Error::not_implemented(format!(
             "The object sub-resource `{sub}` is not supported by s3p."
@@ -262,7 +296,9 @@ pub fn route(
 pub fn forwarded_object_param(name: &str) -> bool {
     matches!(
         name,
-        "response-cache-control"
+        "tagging"
+            | "attributes"
+            | "response-cache-control"
             | "response-content-disposition"
             | "response-content-encoding"
             | "response-content-language"
@@ -422,13 +458,13 @@ mod tests {
             ),
             ("GET", "/s3p/immuta", "policy", S3ErrorCode::NotImplemented),
             (
-                "GET",
+                "PUT",
                 "/s3p/immuta/sales/x",
                 "acl",
                 S3ErrorCode::NotImplemented,
             ),
             (
-                "GET",
+                "HEAD",
                 "/s3p/immuta/sales/x",
                 "tagging",
                 S3ErrorCode::NotImplemented,

@@ -867,3 +867,73 @@ fn delete_objects_authorises_each_key() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("BadDigest"), "{}", r.text());
 }
+
+#[test]
+fn object_acl_tagging_and_attributes() {
+    let w = writer();
+    runtime().block_on(async {
+        let acl = w
+            .get_object_acl()
+            .bucket("immuta")
+            .key("sales/seed.csv")
+            .send()
+            .await
+            .expect("GetObjectAcl");
+        assert_eq!(acl.owner().and_then(|o| o.id()), Some("immuta"));
+        let grants = acl.grants();
+        assert_eq!(grants.len(), 1);
+        assert_eq!(
+            grants[0].permission().map(|p| p.as_str()),
+            Some("FULL_CONTROL")
+        );
+        // Garage 2.5 answers 501 to GetObjectTagging: s3p forwards it and passes the answer on in its
+        // own words. (GetObjectAttributes is forwarded too, but Garage 2.5 answers it as a plain GET, so
+        // only its forwarding is checked here, in the audit below.)
+        let tagging = w
+            .get_object_tagging()
+            .bucket("immuta")
+            .key("sales/seed.csv")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            tagging.into_service_error().meta().code(),
+            Some("NotImplemented")
+        );
+        let _ = w
+            .get_object_attributes()
+            .bucket("immuta")
+            .key("sales/seed.csv")
+            .object_attributes(aws_sdk_s3::types::ObjectAttributes::Etag)
+            .send()
+            .await;
+        // An ACL on a write: `private` is what every object is; anything else is refused.
+        w.put_object()
+            .bucket("immuta")
+            .key("sandbox/acl-private.txt")
+            .acl(aws_sdk_s3::types::ObjectCannedAcl::Private)
+            .body(ByteStream::from_static(b"p"))
+            .send()
+            .await
+            .expect("x-amz-acl: private is accepted");
+        let public = w
+            .put_object()
+            .bucket("immuta")
+            .key("sandbox/acl-public.txt")
+            .acl(aws_sdk_s3::types::ObjectCannedAcl::PublicRead)
+            .body(ByteStream::from_static(b"p"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            public.into_service_error().meta().code(),
+            Some("NotImplemented")
+        );
+    });
+    assert_eq!(backend_object("sandbox/acl-public.txt"), None);
+    let log = env().s3p.log();
+    assert!(
+        log.contains("backend garage answered 501"),
+        "the backend's 501 is logged"
+    );
+}

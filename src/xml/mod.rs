@@ -154,6 +154,20 @@ pub fn list_buckets(owner: &Owner, bucket: &str) -> String {
     x
 }
 
+/// GetObjectAcl: every object of the virtual bucket belongs to its one owner, with full control (s3p
+/// has no per-object ACLs, as S3 buckets with ACLs disabled).
+pub fn object_acl(owner: &Owner) -> String {
+    let mut x = String::from(DECL);
+    let _ = write!(x, "<AccessControlPolicy xmlns=\"{S3_NS}\"><Owner>");
+    elem(&mut x, "ID", &owner.id);
+    elem(&mut x, "DisplayName", &owner.display_name);
+    x.push_str("</Owner><AccessControlList><Grant><Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"CanonicalUser\">");
+    elem(&mut x, "ID", &owner.id);
+    elem(&mut x, "DisplayName", &owner.display_name);
+    x.push_str("</Grantee><Permission>FULL_CONTROL</Permission></Grant></AccessControlList></AccessControlPolicy>");
+    x
+}
+
 /// AWS answers an empty LocationConstraint for us-east-1.
 pub fn location(region: &str) -> String {
     if region == "us-east-1" {
