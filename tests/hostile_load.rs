@@ -731,15 +731,6 @@ fn sigv2_presigned_urls_cannot_list() {
     assert!(!r.text().contains("<ListBucketResult"));
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Whether s3p has closed the connection: reads (whatever answer came first) until EOF or a reset;
 /// a read that times out means the connection is still open.
 fn is_closed(mut c: &TcpStream) -> bool {

@@ -20,7 +20,9 @@ const LEGACY_WRITER: &str = "legacy-writer-token";
 struct Env {
     garage: Garage,
     s3p: S3p,
-    _dir: TempDir,
+    /// The configuration, for a second s3p of the same setup.
+    yaml: String,
+    dir: TempDir,
 }
 
 /// `sales` (alpha, read-only) and `sandbox` (beta under `sandbox/`, writable); the writer may write
@@ -65,7 +67,8 @@ api_keys:
         Env {
             garage,
             s3p,
-            _dir: dir,
+            yaml,
+            dir,
         }
     })
 }
@@ -936,4 +939,114 @@ fn object_acl_tagging_and_attributes() {
         log.contains("backend garage answered 501"),
         "the backend's 501 is logged"
     );
+}
+
+/// Streams `total` bytes of a fixed pattern as one PUT (legacy key), `chunk` bytes per write with
+/// `pause` between writes; returns the status.
+fn stream_put(addr: SocketAddr, key: &str, total: u64, chunk: usize, pause: Duration) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let head = format!(
+        "PUT /s3p/immuta/{key} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: AWS {LEGACY_WRITER}:immuta\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let block = bytes(chunk, 7);
+    let mut sent = 0u64;
+    while sent < total {
+        let n = chunk.min((total - sent) as usize);
+        stream.write_all(&block[..n]).unwrap();
+        sent += n as u64;
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+    }
+    read_response(&mut stream).status
+}
+
+#[test]
+fn uploads_stream_without_buffering() {
+    let e = env();
+    // An s3p of its own, so that other tests' requests do not count.
+    let s3p = S3p::start(&e.dir.0.join("s3p-memory"), &e.yaml);
+    let addr = s3p.addr();
+    let pid = s3p.pid();
+    // Warm up (pools, allocator) before the baseline.
+    assert_eq!(
+        stream_put(
+            addr,
+            "sandbox/mem/warm.bin",
+            4 << 20,
+            256 << 10,
+            Duration::ZERO
+        ),
+        200
+    );
+    let baseline = rss_kib(pid);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(baseline));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    // Eight slow uploaders (64 KiB every 100 ms) beside one 1 GiB upload at full speed.
+    let slow: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                stream_put(
+                    addr,
+                    &format!("sandbox/mem/slow-{i}.bin"),
+                    2 << 20,
+                    64 << 10,
+                    Duration::from_millis(100),
+                )
+            })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let status = stream_put(
+        addr,
+        "sandbox/mem/big.bin",
+        1 << 30,
+        1 << 20,
+        Duration::ZERO,
+    );
+    let elapsed = started.elapsed();
+    for t in slow {
+        assert_eq!(t.join().unwrap(), 200, "a slow upload");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(status, 200);
+    let growth_mib = (peak.load(std::sync::atomic::Ordering::Relaxed) - baseline) as f64 / 1024.0;
+    println!(
+        "1 GiB upload in {:.1} s ({:.0} MB/s) beside 8 slow uploads: RSS {} MiB at start, peak growth {growth_mib:.1} MiB",
+        elapsed.as_secs_f64(),
+        (1u64 << 30) as f64 / elapsed.as_secs_f64() / 1e6,
+        baseline / 1024
+    );
+    assert!(growth_mib < 64.0, "RSS grew by {growth_mib:.1} MiB");
+    let c = e.garage.client();
+    runtime().block_on(async {
+        let head = c
+            .head_object()
+            .bucket(BETA_BUCKET)
+            .key("sandbox/mem/big.bin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_length(), Some(1 << 30));
+        c.delete_object()
+            .bucket(BETA_BUCKET)
+            .key("sandbox/mem/big.bin")
+            .send()
+            .await
+            .unwrap();
+    });
 }
