@@ -455,6 +455,11 @@ fn printed_commands_work_and_ctrl_c_stops_everything() {
     assert!(!out.contains("hr/"), "hr is invisible to the analyst");
     let products = String::from_utf8(analyst["products/products.json"].clone()).unwrap();
     assert!(out.contains(&products), "aws s3 cp products.json -:\n{out}");
+    // The writable sandbox: an upload, read back.
+    assert!(
+        out.contains("written through s3p"),
+        "aws s3 cp - s3://immuta/sandbox/hello.txt, read back:\n{out}"
+    );
 
     // boto3 with the admin key: hr/
     let boto3 = Command::new("bash")
