@@ -96,6 +96,8 @@ pub enum Rewrite {
     Initiate { data_source: String, key: String },
     /// CompleteMultipartUpload: the virtual location, bucket and key replace the backend's.
     Complete { location: String, key: String },
+    /// ListParts: the virtual key, the client's upload id and s3p's owner replace the backend's.
+    ListParts { key: String, upload_id: String },
 }
 
 /// The largest CompleteMultipartUpload body accepted (10,000 parts with checksums fit in 2 MiB).
@@ -568,6 +570,26 @@ fn write_route(
             refuse_body(view)?;
             params.push(("uploadId", open_upload(id)?));
         }
+        Operation::ListParts(_, id) => {
+            refuse_body(view)?;
+            for name in ["max-parts", "part-number-marker"] {
+                if let Some(v) = query.get(name) {
+                    if v.parse::<u32>().is_err() {
+                        return Err(S3Error::invalid_argument(
+                            "The value must be a non-negative integer.",
+                            name,
+                            v,
+                        ));
+                    }
+                    params.push((name, v.to_string()));
+                }
+            }
+            params.push(("uploadId", open_upload(id)?));
+            rewrite = Rewrite::ListParts {
+                key: vkey.full(),
+                upload_id: id.clone(),
+            };
+        }
         Operation::DeleteObject(_) => {
             refuse_body(view)?;
             if let Some(v) = query.get("versionId") {
@@ -602,6 +624,7 @@ fn write_route(
         Operation::UploadPart(..)
             | Operation::CompleteMultipartUpload(..)
             | Operation::AbortMultipartUpload(..)
+            | Operation::ListParts(..)
     ) && copy_source.is_none()
     {
         route.not_found = S3ErrorCode::NoSuchUpload;

@@ -399,6 +399,24 @@ impl S3Proxy {
                     None => failed(ctx, S3ErrorCode::InternalError),
                 }
             }
+            Some(Rewrite::ListParts { key, upload_id }) => {
+                match multipart::list_parts_result(
+                    &answer,
+                    &st.config.bucket,
+                    key,
+                    upload_id,
+                    &st.config.owner,
+                ) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        log::warn!(
+                            "request {}: unreadable ListParts answer: {e}",
+                            ctx.request_id
+                        );
+                        failed(ctx, S3ErrorCode::InternalError)
+                    }
+                }
+            }
             Some(Rewrite::Complete { location, key }) => {
                 let etag = xml::first_text(&answer, "ETag").unwrap_or_default();
                 let checksums: Vec<(String, String)> = multipart::CHECKSUM_ELEMENTS

@@ -28,6 +28,8 @@ pub enum Operation {
     UploadPart(VirtualKey, Part),
     CompleteMultipartUpload(VirtualKey, String),
     AbortMultipartUpload(VirtualKey, String),
+    /// The parts of an upload (needs write on the data source, like the upload itself).
+    ListParts(VirtualKey, String),
     /// `POST /<bucket>?delete`: keys of any data sources, each authorised on its own.
     DeleteObjects,
 }
@@ -64,6 +66,7 @@ impl Operation {
             Operation::UploadPart(..) => "UploadPart",
             Operation::CompleteMultipartUpload(..) => "CompleteMultipartUpload",
             Operation::AbortMultipartUpload(..) => "AbortMultipartUpload",
+            Operation::ListParts(..) => "ListParts",
             Operation::DeleteObjects => "DeleteObjects",
         }
     }
@@ -88,7 +91,8 @@ impl Operation {
             | Operation::CreateMultipartUpload(k)
             | Operation::UploadPart(k, _)
             | Operation::CompleteMultipartUpload(k, _)
-            | Operation::AbortMultipartUpload(k, _) => Some(k),
+            | Operation::AbortMultipartUpload(k, _)
+            | Operation::ListParts(k, _) => Some(k),
             _ => None,
         }
     }
@@ -249,11 +253,10 @@ pub fn route(
             .ok_or_else(|| S3Error::invalid_argument("uploadId must not be empty.", "uploadId", ""))
     };
     match method {
-        "GET" | "HEAD" if query.has("uploadId") || query.has("uploads") => {
-            Err(S3Error::not_implemented(
-                "Listing multipart uploads and parts is not supported by s3p.",
-            ))
-        }
+        "GET" if query.has("uploadId") => Ok(Operation::ListParts(vkey, upload_id()?)),
+        "GET" | "HEAD" if query.has("uploadId") || query.has("uploads") => Err(
+            S3Error::not_implemented("Listing multipart uploads is not supported by s3p."),
+        ),
         "GET" => Ok(Operation::GetObject(vkey)),
         "HEAD" => Ok(Operation::HeadObject(vkey)),
         "PUT" if query.has("uploadId") || query.has("partNumber") => {
@@ -435,7 +438,7 @@ mod tests {
                 S3ErrorCode::NotImplemented,
             ),
             (
-                "GET",
+                "HEAD",
                 "/s3p/immuta/sales/x",
                 "uploadId=u",
                 S3ErrorCode::NotImplemented,
@@ -522,6 +525,11 @@ mod tests {
                 "DELETE",
                 "uploadId=U1",
                 Operation::AbortMultipartUpload(k(), "U1".into()),
+            ),
+            (
+                "GET",
+                "uploadId=U1&max-parts=2",
+                Operation::ListParts(k(), "U1".into()),
             ),
         ];
         for (m, q, want) in table {

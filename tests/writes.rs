@@ -429,6 +429,25 @@ fn multipart_upload_through_s3p() {
             stolen.into_service_error().meta().code(),
             Some("NoSuchUpload")
         );
+        // ListParts: the backend's parts, in virtual terms.
+        let listed = w
+            .list_parts()
+            .bucket("immuta")
+            .key("sandbox/mp/big.bin")
+            .upload_id(&id)
+            .send()
+            .await
+            .expect("ListParts");
+        assert_eq!(listed.bucket(), Some("immuta"));
+        assert_eq!(listed.key(), Some("sandbox/mp/big.bin"));
+        assert_eq!(listed.upload_id(), Some(id.as_str()));
+        let sizes: Vec<(i32, i64)> = listed
+            .parts()
+            .iter()
+            .map(|p| (p.part_number().unwrap(), p.size().unwrap()))
+            .collect();
+        assert_eq!(sizes, [(1, 5 << 20), (2, 1 << 20)]);
+        assert_eq!(listed.owner().and_then(|o| o.id()), Some("immuta"));
         let done = w
             .complete_multipart_upload()
             .bucket("immuta")

@@ -88,6 +88,68 @@ pub fn copy_result(root: &str, etag: &str, last_modified: &str) -> String {
     )
 }
 
+/// `ListPartsResult` in virtual terms, from the backend's: its parts, markers and truncation pass; the
+/// bucket, key, upload id, initiator and owner are s3p's.
+pub fn list_parts_result(
+    backend_answer: &[u8],
+    bucket: &str,
+    virtual_key: &str,
+    upload_id: &str,
+    owner: &crate::config::Owner,
+) -> Result<String, String> {
+    let (root, records) = crate::xml::records(backend_answer)?;
+    if root != "ListPartsResult" {
+        return Err(format!("unexpected root {root}"));
+    }
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListPartsResult xmlns=\"{XMLNS}\"><Bucket>{}</Bucket><Key>{}</Key><UploadId>{}</UploadId>",
+        escape(bucket),
+        escape(virtual_key),
+        escape(upload_id)
+    );
+    for who in ["Initiator", "Owner"] {
+        out.push_str(&format!(
+            "<{who}><ID>{}</ID><DisplayName>{}</DisplayName></{who}>",
+            escape(&owner.id),
+            escape(&owner.display_name)
+        ));
+    }
+    const SCALARS: [&str; 6] = [
+        "PartNumberMarker",
+        "NextPartNumberMarker",
+        "MaxParts",
+        "IsTruncated",
+        "StorageClass",
+        "ChecksumAlgorithm",
+    ];
+    const PART_FIELDS: [&str; 9] = [
+        "PartNumber",
+        "LastModified",
+        "ETag",
+        "Size",
+        "ChecksumCRC32",
+        "ChecksumCRC32C",
+        "ChecksumCRC64NVME",
+        "ChecksumSHA1",
+        "ChecksumSHA256",
+    ];
+    for r in &records {
+        if SCALARS.contains(&r.name.as_str()) {
+            out.push_str(&format!("<{0}>{1}</{0}>", r.name, escape(r.text.trim())));
+        } else if r.name == "Part" {
+            out.push_str("<Part>");
+            for f in PART_FIELDS {
+                if let Some(v) = r.field(f) {
+                    out.push_str(&format!("<{f}>{}</{f}>", escape(v)));
+                }
+            }
+            out.push_str("</Part>");
+        }
+    }
+    out.push_str("</ListPartsResult>");
+    Ok(out)
+}
+
 /// The checksum elements a backend may put into a CompleteMultipartUploadResult, passed on as they are.
 pub const CHECKSUM_ELEMENTS: [&str; 5] = [
     "ChecksumCRC32",
@@ -122,6 +184,38 @@ mod tests {
         // The binding is length-prefixed: moving a character from key to data source changes it.
         let a = ids.seal("ab", "c", "x");
         assert!(ids.open("a", "bc", &a).is_err());
+    }
+
+    #[test]
+    fn list_parts_keep_the_parts_and_drop_the_backend_names() {
+        let backend = br#"<?xml version="1.0"?><ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+            <Bucket>real-bucket</Bucket><Key>prefix/big</Key><UploadId>backend-id</UploadId>
+            <Initiator><ID>GKbackendkey</ID><DisplayName>GKbackendkey</DisplayName></Initiator>
+            <Owner><ID>GKbackendkey</ID><DisplayName>GKbackendkey</DisplayName></Owner>
+            <StorageClass>STANDARD</StorageClass><PartNumberMarker>0</PartNumberMarker>
+            <NextPartNumberMarker>2</NextPartNumberMarker><MaxParts>2</MaxParts><IsTruncated>true</IsTruncated>
+            <Part><PartNumber>1</PartNumber><LastModified>2026-12-02T00:00:00.000Z</LastModified>
+              <ETag>"e1"</ETag><Size>5242880</Size><ChecksumCRC32>AAAA</ChecksumCRC32></Part>
+            <Part><PartNumber>2</PartNumber><ETag>"e2"</ETag><Size>1</Size></Part></ListPartsResult>"#;
+        let owner = crate::config::Owner {
+            id: "immuta".into(),
+            display_name: "Immuta".into(),
+        };
+        let x = list_parts_result(backend, "immuta", "sandbox/big", "sealed-id", &owner).unwrap();
+        for gone in ["real-bucket", "prefix/", "backend-id", "GKbackendkey"] {
+            assert!(!x.contains(gone), "{gone} in {x}");
+        }
+        for kept in [
+            "<Key>sandbox/big</Key>",
+            "<UploadId>sealed-id</UploadId>",
+            "<Owner><ID>immuta</ID>",
+            "<IsTruncated>true</IsTruncated>",
+            "<NextPartNumberMarker>2</NextPartNumberMarker>",
+            "<Part><PartNumber>1</PartNumber><LastModified>2026-12-02T00:00:00.000Z</LastModified><ETag>&quot;e1&quot;</ETag><Size>5242880</Size><ChecksumCRC32>AAAA</ChecksumCRC32></Part>",
+        ] {
+            assert!(x.contains(kept), "{kept} not in {x}");
+        }
+        assert!(list_parts_result(b"<Error/>", "b", "k", "u", &owner).is_err());
     }
 
     #[test]
