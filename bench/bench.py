@@ -38,6 +38,7 @@ LIST_BUCKET = "bench-list"  # Garage bucket for listings
 DS, LIST_DS = "bench", "list"
 SMALL_COUNT, SMALL_SIZE = 1000, 4096
 MID_COUNT, MID_SIZE = 16, 1 << 20
+PUT_COUNT = 64
 BIG_SIZE = 256 << 20
 HUGE_SIZE = 4 << 30
 LIST_KEYS = 10_000
@@ -49,6 +50,8 @@ LOAD_CELLS = {
     "2_get1m": ("wrk", 4, 2, "mid", 30),
     "3_get256m": ("wrk", 1, 1, "big", 60),
     "4_latency_1conn": ("wrk", 1, 1, "small", 10),
+    # Uploads: 1 MiB PUTs (s3p: presigned SigV4 PUT URLs into a writable data source).
+    "7_put1m": ("wrk", 4, 2, "put", 30),
 }
 PROXY_TARGETS = ["direct", "nginx_buf", "nginx_nobuf", "s3p"]
 
@@ -60,12 +63,20 @@ function init(args)
   for line in io.lines(args[1]) do
     if #line > 0 then paths[#paths + 1] = line end
   end
+  if args[2] ~= nil then
+    -- PUT the content of this file to every path.
+    local f = io.open(args[2], "rb")
+    body = f:read("*a")
+    f:close()
+    method = "PUT"
+  end
   math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
   idx = math.random(#paths)
 end
+local method, body = "GET", nil
 function request()
   idx = idx % #paths + 1
-  return wrk.format("GET", paths[idx])
+  return wrk.format(method, paths[idx], nil, body)
 end
 function done(summary, latency, requests)
   local e = summary.errors
@@ -252,7 +263,11 @@ class Bench:
                 f.write(block)
         with open(os.path.join(www, "huge", "obj-4g"), "wb") as f:
             f.truncate(HUGE_SIZE)  # sparse: nginx reads zeros from the page cache
+        self.put_body = os.path.join(self.work, "put-body")
+        with open(self.put_body, "wb") as f:
+            f.write(block)
         self.objects = {
+            "put": [f"put/obj-{i:03d}" for i in range(PUT_COUNT)],
             "small": [f"small/obj-{i:05d}" for i in range(SMALL_COUNT)],
             "mid": [f"mid/obj-{i:03d}" for i in range(MID_COUNT)],
             "big": ["big/obj-256m"],
@@ -293,7 +308,15 @@ http {{
   server {{
     listen 127.0.0.1:{self.port_backend} reuseport backlog=4096;
     root {self.www};
+    client_max_body_size 8m;
     location / {{ }}
+    # Uploads (cell 7): written to disk as a WebDAV PUT; 201 or 204.
+    location /{BUCKET}/put/ {{
+      dav_methods PUT;
+      create_full_put_path on;
+      client_body_in_single_buffer on;
+      client_body_buffer_size 2m;
+    }}
   }}
 }}
 """
@@ -315,6 +338,8 @@ http {{
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_buffering {buffering};
+      proxy_request_buffering {buffering};
+      client_max_body_size 8m;
       proxy_buffer_size 64k;
       proxy_buffers 8 64k;
       proxy_busy_buffers_size 128k;
@@ -402,13 +427,13 @@ backends:
     access_key_id: {GARAGE_KEY}
     secret_access_key: {GARAGE_SECRET}
 data_sources:
-  {DS}: {{ backend: web, bucket: {BUCKET} }}
+  {DS}: {{ backend: web, bucket: {BUCKET}, writable: true }}
   {LIST_DS}: {{ backend: garage, bucket: {LIST_BUCKET} }}
 api_keys:
   - id: {API_KEY}
     secret: {API_SECRET}
     name: Bench
-    data_sources: [{DS}]
+    data_sources: {{ {DS}: write }}
   - id: {LIST_KEY}
     secret: {LIST_SECRET}
     name: Lister
@@ -427,7 +452,7 @@ api_keys:
         pdir = os.path.join(self.work, "paths")
         os.makedirs(pdir, exist_ok=True)
         self.paths = {}
-        pool = {"small": self.a.presigned_pool, "mid": 2000, "big": 200, "huge": 4}
+        pool = {"small": self.a.presigned_pool, "mid": 2000, "big": 200, "huge": 4, "put": 2000}
         for objset, keys in self.objects.items():
             plain = [f"/{BUCKET}/{k}" for k in keys]
             virtual = [f"/s3p/immuta/{DS}/{k}" for k in keys]
@@ -435,7 +460,8 @@ api_keys:
             self.paths[("virtual", objset)] = self._write(pdir, f"virtual-{objset}", virtual)
             out, _, _ = self.run_tool(
                 [self.a.loadgen, "presign", "--host", f"127.0.0.1:{self.port_s3p}", "--key", API_KEY,
-                 "--secret", API_SECRET, "--expires", "7200", "--count", str(pool[objset])],
+                 "--secret", API_SECRET, "--expires", "7200", "--count", str(pool[objset]),
+                 "--method", "PUT" if objset == "put" else "GET"],
                 timeout=120, stdin_data="\n".join(virtual) + "\n")
             urls = out.split()
             assert len(set(urls)) == len(urls) == pool[objset], "presigned URLs must be distinct"
@@ -469,6 +495,14 @@ api_keys:
         c.close()
         return r.status, body
 
+    def http_request(self, target, method, path, body):
+        c = http.client.HTTPConnection("127.0.0.1", self.port_of(target), timeout=30)
+        c.request(method, path, body=body)
+        r = c.getresponse()
+        answer = r.read()
+        c.close()
+        return r.status, answer
+
     def preflight(self):
         """The targets serve the same bytes, and s3p really authenticates."""
         key = self.objects["small"][3]
@@ -476,6 +510,16 @@ api_keys:
         for t in ("direct", "nginx_buf", "nginx_nobuf"):
             st, body = self.http_get(t, f"/{BUCKET}/{key}")
             assert st == 200 and body == want, f"{t}: {st}, {len(body)} bytes"
+        # Uploads: every target takes a 1 MiB PUT, and s3p's lands on the backend byte for byte.
+        put = open(self.put_body, "rb").read()
+        for t, path in (("direct", f"/{BUCKET}/put/preflight-direct"), ("nginx_buf", f"/{BUCKET}/put/preflight-nginx"),
+                        ("s3p", open(self.paths[("presigned", "put")]).read().split()[0])):
+            st, body = self.http_request(t, "PUT", path, put)
+            assert st in (200, 201, 204), f"{t} PUT: {st} {body[:300]!r}"
+        key = self.objects["put"][0]
+        with open(os.path.join(self.www, BUCKET, key), "rb") as f:
+            assert f.read() == put, "s3p's PUT did not land on the backend byte for byte"
+        key = self.objects["small"][3]
         presigned = open(self.paths[("presigned", "small")]).read().split()[3]
         st, body = self.http_get("s3p", presigned)
         assert st == 200 and body == want, f"s3p presigned: {st} {body[:300]!r}"
@@ -507,6 +551,8 @@ api_keys:
             kind = "presigned" if target == "s3p" else "plain"
             cmd = [self.a.wrk, f"-t{threads}", f"-c{conns}", f"-d{duration}s", f"--timeout={timeout}s",
                    "-s", self.lua, f"http://{host}/", "--", self.paths[(kind, objset)]]
+            if objset == "put":
+                cmd.append(self.put_body)
         else:
             kind = "virtual" if target == "s3p" else "plain"
             cmd = [self.a.loadgen, "get", "--host", host, "--conns", str(conns), "--duration", str(duration),
@@ -724,7 +770,7 @@ api_keys:
         cells = [c for c in LOAD_CELLS if self.selected(c)]
         log("warm-up")
         for t in PROXY_TARGETS:
-            for c in ("1a_get4k_presigned", "2_get1m", "3_get256m"):
+            for c in ("1a_get4k_presigned", "2_get1m", "3_get256m", "7_put1m"):
                 self.load_run(c, t, 1)
         if a.perf:
             self.profile(a.perf.split(","))
@@ -922,6 +968,7 @@ def render_table(rows, m, a):
         "1b_get4k_signed": "1b. 4 KiB GET, 16 conns, every request SigV4-signed (loadgen)",
         "2_get1m": "2. 1 MiB GET, 4 conns (wrk)",
         "3_get256m": "3. 256 MiB GET, 1 conn (wrk)",
+        "7_put1m": "7. 1 MiB PUT, 4 conns, s3p presigned PUT URLs (wrk)",
     }
     for cell, title in titles.items():
         if not any(r["cell"] == cell for r in rows):

@@ -185,34 +185,6 @@ fn read_response(stream: &mut TcpStream) -> RawResponse {
     parse_response(&buf)
 }
 
-fn parse_response(buf: &[u8]) -> RawResponse {
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(buf)));
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            l.split_once(':')
-                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        })
-        .collect();
-    RawResponse {
-        status,
-        headers,
-        body: buf[split + 4..].to_vec(),
-    }
-}
-
 /// SigV4 header authentication of a request by aws-sigv4 (independent of s3p's verifier), with
 /// `payload_hash` as `x-amz-content-sha256` and `headers` signed.
 fn signed(

@@ -539,10 +539,15 @@ pub fn raw(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)
     stream.write_all(req.as_bytes()).unwrap();
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).unwrap();
+    parse_response(&buf)
+}
+
+/// A whole HTTP/1.1 response as read from a socket (a chunked body is de-chunked).
+pub fn parse_response(buf: &[u8]) -> RawResponse {
     let split = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .expect("response has a header block");
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(buf)));
     let head = String::from_utf8_lossy(&buf[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status: u16 = lines

@@ -4,7 +4,7 @@
 //! or count. Results are one JSON object on stdout.
 //!
 //! ```text
-//! s3p-loadgen presign --host H --key K --secret S [--region R] [--expires 3600] --count N  < paths > urls
+//! s3p-loadgen presign --host H --key K --secret S [--region R] [--expires 3600] [--method GET] --count N  < paths > urls
 //! s3p-loadgen get     --host H --paths FILE --conns C --duration SECS [--sign header --key K --secret S]
 //! s3p-loadgen list    --host H --path /bucket --key K --secret S [--region R] [--max-keys 1000] [--walks N]
 //!                     [--encoding-type url] [--resume token|start-after]
@@ -134,12 +134,19 @@ impl Signer {
         self.run(s, method, host, path_and_query, SystemTime::now()).0
     }
 
-    /// A presigned path and query.
-    fn presign(&self, host: &str, path: &str, expires: Duration, time: SystemTime) -> String {
+    /// A presigned path and query for `method`.
+    fn presign(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        expires: Duration,
+        time: SystemTime,
+    ) -> String {
         let mut s = self.settings();
         s.signature_location = SignatureLocation::QueryParams;
         s.expires_in = Some(expires);
-        let (_, query) = self.run(s, "GET", host, path, time);
+        let (_, query) = self.run(s, method, host, path, time);
         let qs: Vec<String> = query
             .iter()
             .map(|(n, v)| format!("{}={}", encode(n), encode(v)))
@@ -369,6 +376,7 @@ fn signer_from(args: &Args, default_region: &str) -> Signer {
 
 fn presign(args: &Args) {
     let host = args.get("host");
+    let method = args.or("method", "GET");
     let signer = signer_from(args, "us-east-1");
     let expires = Duration::from_secs(args.num("expires", "3600"));
     let count: usize = args.num("count", "1000");
@@ -389,7 +397,7 @@ fn presign(args: &Args) {
         writeln!(
             out,
             "{}",
-            signer.presign(&host, &paths[i % paths.len()], expires, time)
+            signer.presign(&method, &host, &paths[i % paths.len()], expires, time)
         )
         .expect("stdout");
     }
