@@ -51,7 +51,7 @@ LOAD_CELLS = {
     "3_get256m": ("wrk", 1, 1, "big", 60),
     "4_latency_1conn": ("wrk", 1, 1, "small", 10),
     # Uploads: 1 MiB PUTs (s3p: presigned SigV4 PUT URLs into a writable data source).
-    "7_put1m": ("wrk", 4, 2, "put", 30),
+    "8_put1m": ("wrk", 4, 2, "put", 30),
 }
 PROXY_TARGETS = ["direct", "nginx_buf", "nginx_nobuf", "s3p"]
 
@@ -59,6 +59,7 @@ WRK_LUA = r"""
 -- Cycles through a file of request paths (one per line); prints a JSON summary.
 local paths = {}
 local idx = 0
+local method, body = "GET", nil
 function init(args)
   for line in io.lines(args[1]) do
     if #line > 0 then paths[#paths + 1] = line end
@@ -73,7 +74,6 @@ function init(args)
   math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
   idx = math.random(#paths)
 end
-local method, body = "GET", nil
 function request()
   idx = idx % #paths + 1
   return wrk.format(method, paths[idx], nil, body)
@@ -415,6 +415,7 @@ bucket: immuta
 token_secret: bench-token-secret-0123456789
 threads: {self.a.workers}
 audit_log: {d}/audit.log
+limits: {{ {", ".join(kv.replace("=", ": ", 1) for kv in self.a.s3p_limit)} }}
 backends:
   web:
     endpoint: http://127.0.0.1:{self.port_backend}
@@ -577,8 +578,10 @@ api_keys:
                 raise RuntimeError(f"wrk printed no summary: {out} {err}")
             w = json.loads(line[len("WRKJSON "):])
             secs = w["duration_us"] / 1e6
-            res = dict(requests=w["requests"], bytes=w["bytes"], duration_s=round(secs, 3),
-                       rps=w["requests"] / secs, mb_s=w["bytes"] / secs / 1e6, p50_us=w["p50_us"],
+            # Uploads move their bodies the other way: count what was sent (wrk counts what came back).
+            moved = w["requests"] * MID_SIZE if objset == "put" else w["bytes"]
+            res = dict(requests=w["requests"], bytes=moved, duration_s=round(secs, 3),
+                       rps=w["requests"] / secs, mb_s=moved / secs / 1e6, p50_us=w["p50_us"],
                        p90_us=w["p90_us"], p99_us=w["p99_us"], max_us=w["max_us"], mean_us=w["mean_us"],
                        errors=sum(w[k] for k in w if k.startswith("errors_")),
                        errors_status=w["errors_status"])
@@ -770,7 +773,7 @@ api_keys:
         cells = [c for c in LOAD_CELLS if self.selected(c)]
         log("warm-up")
         for t in PROXY_TARGETS:
-            for c in ("1a_get4k_presigned", "2_get1m", "3_get256m", "7_put1m"):
+            for c in ("1a_get4k_presigned", "2_get1m", "3_get256m", "8_put1m"):
                 self.load_run(c, t, 1)
         if a.perf:
             self.profile(a.perf.split(","))
@@ -968,7 +971,7 @@ def render_table(rows, m, a):
         "1b_get4k_signed": "1b. 4 KiB GET, 16 conns, every request SigV4-signed (loadgen)",
         "2_get1m": "2. 1 MiB GET, 4 conns (wrk)",
         "3_get256m": "3. 256 MiB GET, 1 conn (wrk)",
-        "7_put1m": "7. 1 MiB PUT, 4 conns, s3p presigned PUT URLs (wrk)",
+        "8_put1m": "8. 1 MiB PUT, 4 conns, s3p presigned PUT URLs (wrk)",
     }
     for cell, title in titles.items():
         if not any(r["cell"] == cell for r in rows):
@@ -1075,6 +1078,8 @@ def main():
     p.add_argument("--time-limit", type=int, help="stop starting rounds near this many seconds")
     p.add_argument("--perf", default="", help="instead of the rounds: profile s3p with perf during these cells "
                    "(e.g. 1a,2); reports go to --out")
+    p.add_argument("--s3p-limit", action="append", default=[], metavar="NAME=VALUE",
+                   help="a `limits:` setting of s3p's proxy.yaml (e.g. client_read_buffer_bytes=65536)")
     p.add_argument("--s3p-env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment for s3p (repeatable), e.g. LD_PRELOAD=... for allocator experiments")
     p.add_argument("--perf-bin", default=shutil.which("perf") or "perf")
