@@ -1087,3 +1087,50 @@ fn uploads_stream_without_buffering() {
             .unwrap();
     });
 }
+
+#[test]
+fn a_stalled_uploader_is_cut_and_nothing_is_stored() {
+    let e = env();
+    // A short window and a rate no dripping client meets (the defaults are 60 s and 1 KiB/s).
+    let yaml = e.yaml.replace(
+        "limits: { max_concurrent_requests: 64 }",
+        "limits: { max_concurrent_requests: 64, client_timeout_ms: 1000, min_client_rate_bytes_per_s: 100000 }",
+    );
+    assert_ne!(yaml, e.yaml);
+    let s3p = S3p::start(&e.dir.0.join("s3p-slow-upload"), &yaml);
+    let started = std::time::Instant::now();
+    let mut stream = TcpStream::connect(s3p.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!(
+        "PUT /s3p/immuta/sandbox/dripped.bin HTTP/1.1\r\nHost: {}\r\nAuthorization: AWS {LEGACY_WRITER}:immuta\r\nContent-Length: 1000000\r\n\r\n",
+        s3p.addr()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // 1 KiB every 100 ms (10 KB/s), until s3p stops taking it.
+    let chunk = [b'd'; 1024];
+    for _ in 0..100 {
+        if stream.write_all(&chunk).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if started.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+    }
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the stalled upload was not cut"
+    );
+    if !buf.is_empty() {
+        let r = parse_response(&buf);
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("RequestTimeout"), "{}", r.text());
+    }
+    assert_eq!(backend_object("sandbox/dripped.bin"), None);
+    let log = s3p.log();
+    assert!(log.contains("upload cut"), "the cut is logged");
+}
