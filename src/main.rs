@@ -14,7 +14,7 @@ use s3p::config;
 use s3p::proxy::S3Proxy;
 use s3p::server::admin::AdminApp;
 use s3p::server::audit::AuditLog;
-use s3p::server::connections::GuardedApp;
+use s3p::server::connections::{ConnectionLimits, GuardedApp, Handshakes, TlsGuard};
 use s3p::server::metrics::Metrics;
 use s3p::server::resolve::BackendResolver;
 use s3p::server::signals::{GracefulSignals, Reloader};
@@ -160,13 +160,16 @@ fn run(cli: &Cli) -> Result<(), Refused> {
             runtime: runtime.clone(),
         },
     );
+    let connections: Arc<ConnectionLimits> = Default::default();
+    let handshakes: Arc<Handshakes> = Default::default();
     let mut service = Service::new(
         "s3p".to_string(),
         GuardedApp {
             inner: Arc::new(proxy),
             state: state.clone(),
             runtime: runtime.clone(),
-            connections: Default::default(),
+            connections: connections.clone(),
+            handshakes: handshakes.clone(),
         },
     );
     // pingora reads each client connection through a 64 KiB buffer by default; s3p only reads request
@@ -181,6 +184,14 @@ fn run(cli: &Cli) -> Result<(), Refused> {
         let mut settings = TlsSettings::intermediate("", "")
             .map_err(|e| Refused::one(path, format!("tls: {e}")))?;
         settings.set_cert_resolver(certs.clone());
+        // Before each handshake: the PROXY header, the connection counts and the head deadline, which
+        // thus covers the handshake too (pingora runs pre-TLS callbacks on TLS endpoints only).
+        service.endpoints().set_pre_tls_callback(Arc::new(TlsGuard {
+            state: state.clone(),
+            runtime: runtime.clone(),
+            connections: connections.clone(),
+            handshakes: handshakes.clone(),
+        }));
         service.add_listener(
             ListenerConfig::tcp(addr.clone())
                 .tls(settings)

@@ -8,6 +8,7 @@ use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -1219,4 +1220,76 @@ fn header_values_that_are_not_utf8_or_not_ascii_where_forwarded_are_refused() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn tls_handshakes_are_inside_the_head_deadline_and_the_connection_caps() {
+    let f = setup();
+    let dir = f.dir.join("tls-handshake-limits");
+    let (ca, cert, key) = make_ca_and_cert(&dir.join("certs"), "handshake");
+    let tls_port = free_port();
+    let yaml = standard_config(&f.garage).replace(
+        "bucket: immuta\n",
+        &format!(
+            "bucket: immuta\nlimits: {{ header_timeout_ms: 1500, max_connections_per_client: 4 }}\ntls:\n  listen: 127.0.0.1:{tls_port}\n  cert: {}\n  key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let s3p = S3p::start(&dir.join("s3p"), &yaml);
+    let tls_addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    let started = Instant::now();
+    // Four connections that never finish a handshake: two send nothing, two half a ClientHello.
+    let mut stalled: Vec<TcpStream> = (0..4)
+        .map(|i| {
+            let mut c = connect_from("127.0.0.7", tls_addr);
+            if i % 2 == 1 {
+                c.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+            }
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A fifth from the same address is over its cap: closed before any handshake.
+    let fifth = connect_from("127.0.0.7", tls_addr);
+    assert!(
+        is_closed(&fifth),
+        "a fifth connection from one address was kept"
+    );
+    // Another address is not affected.
+    let curl = |source: &str| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--interface", source, "--cacert"])
+            .arg(&ca)
+            .args(["-H", &format!("Authorization: {}", legacy(ALICE))])
+            .arg(format!(
+                "https://localhost:{tls_port}/s3p/immuta/sales/plain.txt"
+            ))
+            .output()
+            .expect("curl is required for the TLS tests")
+    };
+    let out = curl("127.0.0.8");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "body of plain.txt");
+    // The stalled handshakes are closed at the head deadline (1.5 s), not after pingora's 60 s.
+    for c in &mut stalled {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let closed = match c.read(&mut buf) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        assert!(closed, "a stalled handshake was kept");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "stalled handshakes closed after {took:?}"
+    );
+    // Their places are free again.
+    let out = curl("127.0.0.7");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "body of plain.txt");
+    drop(s3p);
 }

@@ -470,3 +470,79 @@ fn the_proxy_protocol_names_the_client_and_only_trusted_peers_may_send_it() {
     let _ = haproxy.kill();
     let _ = haproxy.wait();
 }
+
+#[test]
+fn the_proxy_protocol_on_the_tls_listener_names_the_client() {
+    let f = fixture();
+    let dir = f.dir.join("replicas-proxy-protocol-tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = make_ca_and_cert(&dir.join("certs"), "tls-proxy");
+    let tls_port = free_port();
+    let yaml = standard_config(&f.garage).replace(
+        "bucket: immuta\n",
+        &format!(
+            "bucket: immuta\ntrusted_proxies: [127.0.0.1/32]\nproxy_protocol: required\ntls:\n  listen: 127.0.0.1:{tls_port}\n  cert: {}\n  key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let s3p = S3p::start(&dir.join("s3p"), &yaml);
+    // HAProxy passing TLS through (TCP mode) with a PROXY v2 header before the handshake.
+    let front = free_port();
+    let cfg = format!(
+        "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+         frontend s3\n  bind 127.0.0.1:{front}\n  default_backend s3p\n\
+         backend s3p\n  server r0 127.0.0.1:{tls_port} send-proxy-v2\n"
+    );
+    let mut haproxy = start_haproxy(&dir, &cfg);
+    let curl = |port: u16| {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "-i",
+                "--max-time",
+                "10",
+                "--interface",
+                CLIENT_ADDR,
+                "--cacert",
+            ])
+            .arg(&ca)
+            .args(["-H", &format!("Authorization: {}", legacy(ALICE))])
+            .arg(format!(
+                "https://localhost:{port}/s3p/immuta/sales/plain.txt"
+            ))
+            .output()
+            .expect("curl is required for the TLS tests")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let out = curl(front);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.starts_with("HTTP/1.1 200") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "nothing through HAProxy: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.ends_with("body of plain.txt"), "{text}");
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-amz-request-id: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    // The client as HAProxy saw it (curl's source address), not HAProxy itself.
+    let client = audit_line(&s3p, &id)["client"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(client.starts_with(&format!("{CLIENT_ADDR}:")), "{client}");
+    // Straight to the TLS listener, without a PROXY header: closed before the handshake.
+    let out = curl(tls_port);
+    assert!(
+        !out.status.success(),
+        "a TLS connection without a PROXY header was served"
+    );
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+}

@@ -504,12 +504,167 @@ impl Peek for GuardedStream {
     }
 }
 
+/// TLS connections between accept and their first request. pingora runs the TLS handshake before any
+/// application sees the connection, with its own 60 s timeout and outside every count; so s3p hooks in
+/// before the handshake (pingora's pre-TLS callback, [`TlsGuard`]): there it reads a PROXY header
+/// (`proxy_protocol: required`, trusted proxies only), takes the connection's place in the connection
+/// counts, and arms a deadline of `header_timeout_ms` from accept. [`GuardedApp`] takes the place and
+/// what is left of the deadline over once the handshake is done, so the handshake and the first request
+/// head share one deadline. A connection still in its handshake at the deadline is shut down (through a
+/// duplicate of its socket, so that a number reused by a later connection is never touched), and one
+/// whose handshake failed holds its place until then at most.
+#[derive(Default)]
+pub struct Handshakes {
+    pending: Mutex<HashMap<std::os::fd::RawFd, PendingHandshake>>,
+    next_token: AtomicU64,
+}
+
+struct PendingHandshake {
+    /// Tells this entry from a later one for the same socket number.
+    token: u64,
+    slot: ConnectionSlot,
+    accepted: std::time::Instant,
+    /// Tells the watchdog the connection was taken over.
+    taken: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Handshakes {
+    /// The place and accept time of a connection whose handshake is done (`fd`: its socket).
+    fn take_over(&self, fd: std::os::fd::RawFd) -> Option<(ConnectionSlot, std::time::Instant)> {
+        let pending = self.pending.lock().unwrap().remove(&fd)?;
+        let _ = pending.taken.send(());
+        Some((pending.slot, pending.accepted))
+    }
+
+    /// Connections in their TLS handshake.
+    pub fn in_progress(&self) -> usize {
+        self.pending.lock().unwrap().len()
+    }
+}
+
+/// s3p's pre-TLS step of every TLS connection (see [`Handshakes`]).
+pub struct TlsGuard {
+    pub state: SharedState,
+    pub runtime: Arc<Runtime>,
+    pub connections: Arc<ConnectionLimits>,
+    pub handshakes: Arc<Handshakes>,
+}
+
+#[async_trait]
+impl pingora::listeners::PreTlsProcess for TlsGuard {
+    async fn process(
+        &self,
+        stream: &mut pingora::protocols::l4::stream::Stream,
+    ) -> pingora::Result<()> {
+        use std::os::fd::AsRawFd;
+        let refused =
+            |why: &'static str| pingora::Error::explain(pingora::ErrorType::AcceptError, why);
+        let accepted = std::time::Instant::now();
+        let state = self.state.load_full();
+        let limits = &state.config.limits;
+        let deadline = Duration::from_millis(limits.header_timeout_ms);
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let mut client = peer;
+        if state.config.proxy_protocol {
+            let trusted = peer.is_some_and(|ip| is_trusted(&state.config.trusted_proxies, ip));
+            let header = if trusted {
+                tokio::time::timeout(deadline, read_proxy_header(stream)).await
+            } else {
+                Ok(Err(()))
+            };
+            match header {
+                Ok(Ok(ProxyHeader::Client(addr))) => {
+                    // The connection as pingora (and s3p's limits and audit) will see it.
+                    let digest = pingora::protocols::SocketDigest::from_raw_fd(stream.as_raw_fd());
+                    let local = stream
+                        .get_socket_digest()
+                        .and_then(|d| d.local_addr().cloned());
+                    let _ = digest
+                        .peer_addr
+                        .set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(addr)));
+                    let _ = digest.local_addr.set(local);
+                    let _ = digest.original_dst.set(None);
+                    stream.set_socket_digest(digest);
+                    client = Some(addr.ip());
+                }
+                Ok(Ok(ProxyHeader::Unknown)) => {}
+                _ => {
+                    self.runtime.metrics.limit_hit("proxy_protocol");
+                    return Err(refused("no valid PROXY header"));
+                }
+            }
+        }
+        // A trusted proxy carries many clients: counted only in the total.
+        let client = client.filter(|ip| !is_trusted(&state.config.trusted_proxies, *ip));
+        let slot = match self.connections.enter(
+            client,
+            limits.max_connections,
+            limits.max_connections_per_client,
+        ) {
+            Ok(slot) => slot,
+            // No answer is possible before the handshake: the connection is closed.
+            Err(ConnectionRefusal::Total) => {
+                self.runtime.metrics.limit_hit("max_connections");
+                return Err(refused("too many connections"));
+            }
+            Err(ConnectionRefusal::PerClient) => {
+                self.runtime.metrics.limit_hit("max_connections_per_client");
+                return Err(refused("too many connections from this client"));
+            }
+        };
+        let fd = stream.as_raw_fd();
+        // SAFETY: `fd` is the socket of `stream`, open for the duration of this call; the duplicate is a
+        // new descriptor of the same socket, owned here.
+        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+            .try_clone_to_owned()
+            .map_err(|_| refused("cannot watch the handshake"))?;
+        let token = self.handshakes.next_token.fetch_add(1, Ordering::Relaxed);
+        let (taken, watch) = tokio::sync::oneshot::channel();
+        self.handshakes.pending.lock().unwrap().insert(
+            fd,
+            PendingHandshake {
+                token,
+                slot,
+                accepted,
+                taken,
+            },
+        );
+        let handshakes = self.handshakes.clone();
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                // Taken over (or replaced by a later connection on the same socket number, after this
+                // one's handshake failed and pingora closed it).
+                _ = watch => {}
+                _ = tokio::time::sleep(deadline.saturating_sub(accepted.elapsed())) => {
+                    let expired = {
+                        let mut pending = handshakes.pending.lock().unwrap();
+                        match pending.get(&fd) {
+                            Some(p) if p.token == token => pending.remove(&fd),
+                            _ => None,
+                        }
+                    };
+                    if expired.is_some() {
+                        runtime.metrics.limit_hit("header_timeout_ms");
+                        let _ = std::net::TcpStream::from(socket).shutdown(std::net::Shutdown::Both);
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
 /// pingora's HTTP application behind s3p's connection limits.
 pub struct GuardedApp<A> {
     pub inner: Arc<A>,
     pub state: SharedState,
     pub runtime: Arc<Runtime>,
     pub connections: Arc<ConnectionLimits>,
+    /// TLS connections counted (and timed) since before their handshake, by [`TlsGuard`].
+    pub handshakes: Arc<Handshakes>,
 }
 
 #[async_trait]
@@ -524,6 +679,27 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         let state = self.state.load_full();
         let limits = &state.config.limits;
         let mut stream = stream;
+        let header_timeout = Duration::from_millis(limits.header_timeout_ms);
+        // A TLS connection was counted, and its clock started, before its handshake (TlsGuard).
+        if stream.get_ssl_digest().is_some() {
+            if let Some((slot, accepted)) = self.handshakes.take_over(stream.id()) {
+                let guarded = GuardedStream {
+                    inner: stream,
+                    scanner: HeadScanner::new(limits.max_header_bytes),
+                    header_timeout,
+                    deadline: Some(Box::pin(tokio::time::sleep(
+                        header_timeout.saturating_sub(accepted.elapsed()),
+                    ))),
+                    refusing: None,
+                    socket_digest: None,
+                    runtime: self.runtime.clone(),
+                    _slot: slot,
+                };
+                drop(state);
+                self.serve(Box::new(guarded), shutdown).await;
+                return None;
+            }
+        }
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -593,10 +769,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         let guarded = GuardedStream {
             inner: stream,
             scanner: HeadScanner::new(limits.max_header_bytes),
-            header_timeout: Duration::from_millis(limits.header_timeout_ms),
-            deadline: Some(Box::pin(tokio::time::sleep(Duration::from_millis(
-                limits.header_timeout_ms,
-            )))),
+            header_timeout,
+            deadline: Some(Box::pin(tokio::time::sleep(header_timeout))),
             refusing: None,
             socket_digest,
             runtime: self.runtime.clone(),
@@ -612,9 +786,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
     }
 }
 
-/// Reads a PROXY protocol header, and not one byte more (what follows is the client's request): a v2
-/// header by its length, a v1 header byte by byte up to its line end.
-async fn read_proxy_header(stream: &mut Stream) -> Result<ProxyHeader, ()> {
+/// Reads a PROXY protocol header, and not one byte more (what follows is the client's request, or its
+/// TLS handshake): a v2 header by its length, a v1 header byte by byte up to its line end.
+async fn read_proxy_header<S: AsyncRead + Unpin>(stream: &mut S) -> Result<ProxyHeader, ()> {
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::with_capacity(64);
     loop {
