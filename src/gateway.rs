@@ -50,6 +50,9 @@ pub enum Outcome {
     List(ListParams),
     /// Sent on to a backend (with the request's body, when the route has a payload).
     Forward(ObjectRoute),
+    /// ListMultipartUploads: s3p asks the backends of the data sources the key may write
+    /// (`upload::uploads_list::serve`).
+    ListUploads(crate::upload::uploads_list::UploadsParams),
     /// DeleteObjects: s3p reads the body (checked as described) and sends each backend its batch
     /// (`upload::delete::serve`).
     DeleteObjects(BodyChecks),
@@ -294,6 +297,7 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
                 .map(|ds| ds.name.clone());
             d.finish(Outcome::List(params))
         }
+        Operation::ListMultipartUploads(params) => d.finish(Outcome::ListUploads(params)),
         // Each key is authorised on its own when the body is read: the request itself is allowed.
         Operation::DeleteObjects => match delete_body_checks(view, &key) {
             Ok(checks) => d.finish(Outcome::DeleteObjects(checks)),

@@ -103,6 +103,7 @@ fn got(d: &Decision) -> Got {
         Outcome::Forward(r) => Got::Forward(r.path_and_query.clone()),
         Outcome::Refuse(e) => Got::Refuse(e.code.as_str()),
         Outcome::DeleteObjects(_) => Got::Answer(200),
+        Outcome::ListUploads(_) => Got::List("uploads".into()),
     }
 }
 
@@ -145,6 +146,7 @@ fn every_operation_for_a_verified_key() {
         ("PUT", "/s3p/immuta", Got::Refuse("MethodNotAllowed"), "Unknown", None),
         ("DELETE", "/s3p/immuta", Got::Refuse("MethodNotAllowed"), "Unknown", None),
         ("POST", "/s3p/immuta?uploads", Got::Refuse("MethodNotAllowed"), "Unknown", None),
+        ("GET", "/s3p/immuta?uploads", Got::List("uploads".into()), "ListMultipartUploads", None),
         // DeleteObjects authorises each key once its body is read; a body is needed.
         ("POST", "/s3p/immuta?delete", Got::Refuse("MissingContentLength"), "DeleteObjects", None),
         // Writes: only where the data source is writable and the key granted write.

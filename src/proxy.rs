@@ -302,6 +302,36 @@ impl S3Proxy {
                     }
                 }
             }
+            Outcome::ListUploads(params) => {
+                let st = ctx.state.clone();
+                let key = d
+                    .key
+                    .as_ref()
+                    .ok_or_else(|| internal("ListMultipartUploads without a key"))?;
+                match crate::upload::uploads_list::serve(
+                    &st.backends,
+                    &st.config,
+                    &st.uploads,
+                    key,
+                    &params,
+                )
+                .await
+                {
+                    Ok(body) => {
+                        let headers = vec![("content-type", "application/xml".to_string())];
+                        self.write_answer(session, ctx, 200, headers, Bytes::from(body))
+                            .await?
+                    }
+                    Err(e) => {
+                        if let Some(failure) = &e.cause {
+                            self.runtime
+                                .metrics
+                                .backend_error(&failure.backend, &failure.kind.label());
+                        }
+                        self.write_error(session, ctx, e).await?
+                    }
+                }
+            }
             Outcome::DeleteObjects(checks) => {
                 let key = d
                     .key

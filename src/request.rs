@@ -32,6 +32,8 @@ pub enum Operation {
     ListParts(VirtualKey, String),
     /// `POST /<bucket>?delete`: keys of any data sources, each authorised on its own.
     DeleteObjects,
+    /// `GET /<bucket>?uploads`: uploads in progress in the data sources the key may write.
+    ListMultipartUploads(crate::upload::uploads_list::UploadsParams),
 }
 
 /// A part of a multipart upload: the client's (sealed) upload id and the part number.
@@ -68,6 +70,7 @@ impl Operation {
             Operation::AbortMultipartUpload(..) => "AbortMultipartUpload",
             Operation::ListParts(..) => "ListParts",
             Operation::DeleteObjects => "DeleteObjects",
+            Operation::ListMultipartUploads(_) => "ListMultipartUploads",
         }
     }
 
@@ -207,6 +210,9 @@ pub fn route(
     }
     if raw_object.is_empty() {
         return match method {
+            "GET" if query.has("uploads") => Ok(Operation::ListMultipartUploads(
+                crate::upload::uploads_list::UploadsParams::parse(query)?,
+            )),
             "GET" | "HEAD" => {
                 if let Some(sub) = BUCKET_SUBRESOURCES.iter().find(|s| query.has(s)) {
                     return Err(S3Error::not_implemented(format!(
@@ -452,7 +458,18 @@ mod tests {
             ),
             ("PUT", "/s3p/immuta", "", S3ErrorCode::MethodNotAllowed),
             ("GET", "/s3p/immuta", "acl", S3ErrorCode::NotImplemented),
-            ("GET", "/s3p/immuta", "uploads", S3ErrorCode::NotImplemented),
+            (
+                "HEAD",
+                "/s3p/immuta",
+                "uploads",
+                S3ErrorCode::NotImplemented,
+            ),
+            (
+                "GET",
+                "/s3p/immuta",
+                "uploads&delimiter=/",
+                S3ErrorCode::NotImplemented,
+            ),
             (
                 "GET",
                 "/s3p/immuta",

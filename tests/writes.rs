@@ -1134,3 +1134,85 @@ fn a_stalled_uploader_is_cut_and_nothing_is_stored() {
     let log = s3p.log();
     assert!(log.contains("upload cut"), "the cut is logged");
 }
+
+#[test]
+fn list_multipart_uploads_shows_the_writable_data_sources_only() {
+    let w = writer();
+    runtime().block_on(async {
+        let mut ids = Vec::new();
+        for k in ["sandbox/lmu/one.bin", "sandbox/lmu/two.bin"] {
+            let created = w
+                .create_multipart_upload()
+                .bucket("immuta")
+                .key(k)
+                .send()
+                .await
+                .unwrap();
+            ids.push((k.to_string(), created.upload_id().unwrap().to_string()));
+        }
+        let listed = w
+            .list_multipart_uploads()
+            .bucket("immuta")
+            .prefix("sandbox/lmu/")
+            .send()
+            .await
+            .expect("ListMultipartUploads");
+        let got: Vec<(String, String)> = listed
+            .uploads()
+            .iter()
+            .map(|u| {
+                (
+                    u.key().unwrap().to_string(),
+                    u.upload_id().unwrap().to_string(),
+                )
+            })
+            .collect();
+        // The ids are the ones CreateMultipartUpload gave (sealed, bound to their keys).
+        assert_eq!(got, ids);
+        assert_eq!(listed.bucket(), Some("immuta"));
+        // A page of one, then the next from its markers.
+        let first = w
+            .list_multipart_uploads()
+            .bucket("immuta")
+            .prefix("sandbox/lmu/")
+            .max_uploads(1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(first.is_truncated(), Some(true));
+        assert_eq!(first.uploads().len(), 1);
+        let rest = w
+            .list_multipart_uploads()
+            .bucket("immuta")
+            .prefix("sandbox/lmu/")
+            .key_marker(first.next_key_marker().unwrap())
+            .upload_id_marker(first.next_upload_id_marker().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            rest.uploads()
+                .iter()
+                .map(|u| u.key().unwrap())
+                .collect::<Vec<_>>(),
+            ["sandbox/lmu/two.bin"]
+        );
+        // The reader writes nowhere: it sees no uploads at all.
+        let none = reader()
+            .list_multipart_uploads()
+            .bucket("immuta")
+            .send()
+            .await
+            .unwrap();
+        assert!(none.uploads().is_empty());
+        for (k, id) in &ids {
+            w.abort_multipart_upload()
+                .bucket("immuta")
+                .key(k)
+                .upload_id(id)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+}

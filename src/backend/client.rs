@@ -321,6 +321,66 @@ impl crate::upload::delete::DeleteSource for Backends {
 }
 
 #[async_trait]
+impl crate::upload::uploads_list::UploadsSource for Backends {
+    /// One backend ListMultipartUploads call for a data source's bucket.
+    async fn list_uploads(
+        &self,
+        ds: &DataSource,
+        r: &crate::upload::uploads_list::BackendUploadsRequest,
+    ) -> Result<crate::upload::uploads_list::BackendUploads, S3Error> {
+        let backend = self
+            .get(&ds.backend)
+            .ok_or_else(|| S3Error::new(S3ErrorCode::InternalError))?;
+        let mut query = vec![
+            ("max-uploads", r.max_uploads.to_string()),
+            ("prefix", r.prefix.clone()),
+            ("uploads", String::new()),
+        ];
+        if let Some(m) = &r.key_marker {
+            query.push(("key-marker", m.clone()));
+        }
+        if let Some(m) = &r.upload_id_marker {
+            query.push(("upload-id-marker", m.clone()));
+        }
+        query.sort();
+        let qs: Vec<String> = query
+            .iter()
+            .map(|(n, v)| format!("{n}={}", encode_query_value(v)))
+            .collect();
+        let what = format!("ListMultipartUploads of data source {}", ds.name);
+        let answer = backend
+            .call(Call {
+                what: &what,
+                method: "GET",
+                target: &backend.object_target(&ds.bucket, ""),
+                query: &qs.join("&"),
+                headers: &[],
+                body: Bytes::new(),
+                max_body: 16 << 20,
+            })
+            .await?;
+        let failure =
+            |kind| S3Error::new(S3ErrorCode::InternalError).caused_by(&backend.config.name, kind);
+        if !(200..300).contains(&answer.status) {
+            log::warn!(
+                "backend {} refused {what}: {} {}",
+                backend.config.name,
+                answer.status,
+                crate::xml::parse_error_code(&answer.body).unwrap_or_default()
+            );
+            return Err(failure(FailureKind::Status(answer.status)));
+        }
+        crate::upload::uploads_list::parse_backend_uploads(&answer.body).map_err(|e| {
+            log::warn!(
+                "backend {} sent an unreadable answer to {what}: {e}",
+                backend.config.name
+            );
+            failure(FailureKind::Unreadable)
+        })
+    }
+}
+
+#[async_trait]
 impl PageSource for Backends {
     async fn list(
         &self,

@@ -11,6 +11,7 @@ pub mod checksum;
 pub mod chunked;
 pub mod delete;
 pub mod multipart;
+pub mod uploads_list;
 
 use crate::auth::{sigv4, RequestView};
 use crate::config::ApiKey;

@@ -238,8 +238,8 @@ impl Record {
     }
 }
 
-/// A document read two levels deep: its root's name and the root's children as records (deeper
-/// elements are refused: the small documents read this way have none).
+/// A document read two levels deep: its root's name and the root's children as records (elements
+/// nested deeper, such as an upload's `<Initiator>` details, are skipped).
 pub fn records(body: &[u8]) -> Result<(String, Vec<Record>), String> {
     let mut scanner = Scanner::new(body)?;
     let mut root = None;
@@ -255,16 +255,15 @@ pub fn records(body: &[u8]) -> Result<(String, Vec<Record>), String> {
                     ..Record::default()
                 }),
                 3 => field = Some((name.to_string(), String::new())),
-                _ => return Err(format!("unexpected element {name}")),
+                _ => {}
             },
             Token::Text(raw) | Token::CData(raw) => {
-                let literal = matches!(token, Token::CData(_));
-                let target = match (&mut field, out.last_mut()) {
-                    (Some((_, text)), _) => text,
-                    (None, Some(record)) if depth == 2 => &mut record.text,
+                let target = match (depth, &mut field, out.last_mut()) {
+                    (3, Some((_, text)), _) => text,
+                    (2, None, Some(record)) => &mut record.text,
                     _ => continue,
                 };
-                if literal {
+                if matches!(token, Token::CData(_)) {
                     scan::push_literal(target, raw);
                 } else {
                     unescape_into(target, raw)?;
