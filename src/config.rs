@@ -1029,14 +1029,12 @@ fn validate_data_sources(
     }
     // A write into a data source whose objects are also another's would land in the other one (which
     // its readers see, or whose writers did not expect it): a writable data source must overlap none.
+    // Endpoints are not compared: two spellings of one store (a region's host name and the global one, a
+    // name and its address) must not hide an overlap, so the same bucket name counts whatever the backend.
     for a in data_sources.values().filter(|d| d.writable) {
         for b in data_sources.values() {
-            let same_store = a.bucket == b.bucket
-                && (a.backend == b.backend
-                    || matches!((backends.get(&a.backend), backends.get(&b.backend)),
-                        (Some(x), Some(y)) if x.endpoint == y.endpoint));
             if a.name != b.name
-                && same_store
+                && a.bucket == b.bucket
                 && (a.prefix.starts_with(&b.prefix) || b.prefix.starts_with(&a.prefix))
             {
                 err(
@@ -1044,7 +1042,7 @@ fn validate_data_sources(
                     format!("data_sources.{}.writable", a.name),
                     format!(
                         "a writable data source must not overlap another: its bucket and prefix \
-                         overlap data source `{}`",
+                         overlap data source `{}` (the same bucket name on any backend counts)",
                         b.name
                     ),
                 );
@@ -1295,7 +1293,7 @@ backends:
 data_sources:
   sales: { backend: s3, bucket: sales }
   sandbox: { backend: s3, bucket: lake, prefix: sandbox/, writable: true }
-  scratch: { backend: other, bucket: lake, prefix: sandbox/, writable: true }
+  scratch: { backend: other, bucket: lake, prefix: scratch/, writable: true }
 "#;
         let problems = |rest: &str| -> Vec<String> {
             match Config::from_yaml_str(&format!("{base}{rest}"), &|_| None) {
@@ -1337,7 +1335,10 @@ data_sources:
              "api_keys[0].data_sources: `everything`: expected `all`, a list or a map of grants"),
             // A writable data source inside another (same bucket on the same endpoint).
             ("  whole-lake: { backend: same-place, bucket: lake }\napi_keys: []\n",
-             "data_sources.sandbox.writable: a writable data source must not overlap another: its bucket and prefix overlap data source `whole-lake`"),
+             "data_sources.sandbox.writable: a writable data source must not overlap another: its bucket and prefix overlap data source `whole-lake` (the same bucket name on any backend counts)"),
+            // The same bucket name through another backend (another spelling of one store, maybe).
+            ("  elsewhere: { backend: other, bucket: lake, prefix: sandbox/deep/ }\napi_keys: []\n",
+             "data_sources.sandbox.writable: a writable data source must not overlap another: its bucket and prefix overlap data source `elsewhere` (the same bucket name on any backend counts)"),
             ("  all: { backend: s3, bucket: other-bucket }\napi_keys: []\n",
              "data_sources.all: `all` is reserved (it means every data source in grants)"),
         ];

@@ -101,6 +101,9 @@ pub enum Rewrite {
     Complete { location: String, key: String },
     /// ListParts: the virtual key, the client's upload id and s3p's owner replace the backend's.
     ListParts { key: String, upload_id: String },
+    /// CopyObject / UploadPartCopy: s3p writes the result from the backend's ETag and date (a backend
+    /// may answer 200 with an `<Error>` naming its bucket and key inside).
+    Copy { part: bool },
 }
 
 /// The largest CompleteMultipartUpload body accepted (10,000 parts with checksums fit in 2 MiB).
@@ -296,6 +299,13 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
                 .and_then(|(ds, _)| policy::readable_data_source(config, &key, ds).ok())
                 .map(|ds| ds.name.clone());
             d.finish(Outcome::List(params))
+        }
+        // As for object listings: SigV2 signs none of the listing's parameters.
+        Operation::ListMultipartUploads(_) if auth::is_sigv2_presigned(view) => {
+            d.refuse(S3Error::with_message(
+                S3ErrorCode::AccessDenied,
+                "Presigned SigV2 URLs cannot list: SigV2 does not sign listing parameters. Presign with SigV4.",
+            ))
         }
         Operation::ListMultipartUploads(params) => d.finish(Outcome::ListUploads(params)),
         // Each key is authorised on its own when the body is read: the request itself is allowed.
@@ -497,7 +507,14 @@ fn write_route(
             "The root of a data source cannot be written.",
         ));
     }
-    refuse_unsupported_write_headers(view)?;
+    refuse_unsupported_write_headers(view, query)?;
+    // As S3 for the copy source's owner: the one owner of the virtual bucket, or refused.
+    if view
+        .header("x-amz-source-expected-bucket-owner")
+        .is_some_and(|owner| owner != config.owner.id)
+    {
+        return Err(S3Error::new(S3ErrorCode::AccessDenied));
+    }
     let obj = namespace::to_backend(ds, vkey)?;
     let copy_source = view.header("x-amz-copy-source");
     let mut headers = allowed_headers(view, forwarded_write_header)?;
@@ -525,6 +542,9 @@ fn write_route(
                 params.push(("uploadId", open_upload(&part.upload_id)?));
             }
             refuse_body(view)?;
+            rewrite = Rewrite::Copy {
+                part: matches!(op, Operation::UploadPart(..)),
+            };
             let source = copy_source.unwrap_or_default();
             headers.push((
                 Cow::Borrowed("x-amz-copy-source"),
@@ -578,14 +598,16 @@ fn write_route(
             refuse_body(view)?;
             for name in ["max-parts", "part-number-marker"] {
                 if let Some(v) = query.get(name) {
-                    if v.parse::<u32>().is_err() {
+                    let Ok(n) = v.parse::<u32>() else {
                         return Err(S3Error::invalid_argument(
                             "The value must be a non-negative integer.",
                             name,
                             v,
                         ));
-                    }
-                    params.push((name, v.to_string()));
+                    };
+                    // At most 1,000 parts a page, as S3: the rewritten answer stays small.
+                    let n = if name == "max-parts" { n.min(1000) } else { n };
+                    params.push((name, n.to_string()));
                 }
             }
             params.push(("uploadId", open_upload(id)?));
@@ -603,6 +625,10 @@ fn write_route(
         _ => return Err(S3Error::new(S3ErrorCode::MethodNotAllowed)),
     }
     if let Some(p) = &payload {
+        if matches!(p, Payload::AwsChunked(_)) && !p.is_chunked_for_backend() {
+            // Decoded here: the backend gets no trailer, so it must not be told to expect a checksum.
+            headers.retain(|(n, _)| n != "x-amz-sdk-checksum-algorithm");
+        }
         if p.is_chunked_for_backend() {
             // Passed on as framed: the backend decodes it (and checks and stores its checksum).
             match headers.iter_mut().find(|(n, _)| n == "content-encoding") {
@@ -731,26 +757,68 @@ fn copy_source_route(
     Ok(value)
 }
 
+/// `x-amz-*` headers of a write that s3p reads itself or that change nothing: not forwarded, not refused.
+const WRITE_HEADERS_READ_BY_S3P: [&str; 11] = [
+    "x-amz-date",
+    "x-amz-content-sha256",
+    "x-amz-decoded-content-length",
+    "x-amz-trailer",
+    "x-amz-copy-source",
+    "x-amz-acl",
+    "x-amz-expected-bucket-owner",
+    "x-amz-source-expected-bucket-owner",
+    "x-amz-user-agent",
+    "x-amz-request-payer",
+    // s3p's keys have no session tokens: a token a client sends anyway is not a credential here.
+    "x-amz-security-token",
+];
+
+/// Query parameters a write may carry (besides the authentication ones): anything else names an S3
+/// feature s3p does not serve (`?renameObject`, `?retention`...), refused rather than ignored.
+fn write_query_param(name: &str) -> bool {
+    matches!(
+        name,
+        "x-id"
+            | "uploads"
+            | "uploadId"
+            | "partNumber"
+            | "versionId"
+            | "max-parts"
+            | "part-number-marker"
+    ) || crate::auth::is_auth_query_param(name)
+}
+
 /// Write headers s3p cannot honour end to end are refused, rather than dropped: the client would
-/// believe the object protected, shared or locked.
-fn refuse_unsupported_write_headers(view: &RequestView) -> Result<(), S3Error> {
+/// believe the object protected, shared, locked, appended or conditionally written. Deny by default:
+/// an `x-amz-*` header neither forwarded nor read by s3p is refused.
+fn refuse_unsupported_write_headers(view: &RequestView, query: &Query) -> Result<(), S3Error> {
+    if let Some((name, _)) = query.iter().find(|(n, _)| !write_query_param(n)) {
+        return Err(S3Error::not_implemented(format!(
+            "The query parameter `{name}` is not supported by s3p on writes."
+        )));
+    }
     for (name, value) in view.headers.iter() {
         let name = name.to_ascii_lowercase();
-        let refused = match name.as_str() {
-            // Accepted as no-ops: with one owner, these are what every object already is.
-            "x-amz-acl" => !matches!(value.trim(), "private" | "bucket-owner-full-control"),
-            n if n.starts_with("x-amz-grant-") => true,
-            n if n.starts_with("x-amz-server-side-encryption-customer-")
-                || n.starts_with("x-amz-copy-source-server-side-encryption-customer-") =>
-            {
-                true
-            }
-            "x-amz-server-side-encryption" => value.trim() != "AES256",
-            n if n.starts_with("x-amz-server-side-encryption-") => true,
-            n if n.starts_with("x-amz-object-lock-") => true,
-            "x-amz-website-redirect-location" => true,
-            _ => false,
-        };
+        let unknown_amz = name.starts_with("x-amz-")
+            && forwarded_write_header(&name).is_none()
+            && forwarded_copy_header(&name).is_none()
+            && !WRITE_HEADERS_READ_BY_S3P.contains(&name.as_str());
+        let refused = unknown_amz
+            || match name.as_str() {
+                // Accepted as no-ops: with one owner, these are what every object already is.
+                "x-amz-acl" => !matches!(value.trim(), "private" | "bucket-owner-full-control"),
+                n if n.starts_with("x-amz-grant-") => true,
+                n if n.starts_with("x-amz-server-side-encryption-customer-")
+                    || n.starts_with("x-amz-copy-source-server-side-encryption-customer-") =>
+                {
+                    true
+                }
+                "x-amz-server-side-encryption" => value.trim() != "AES256",
+                n if n.starts_with("x-amz-server-side-encryption-") => true,
+                n if n.starts_with("x-amz-object-lock-") => true,
+                "x-amz-website-redirect-location" => true,
+                _ => false,
+            };
         if refused {
             return Err(S3Error::not_implemented(format!(
                 "The header `{name}` is not supported by s3p on writes."

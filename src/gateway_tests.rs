@@ -162,6 +162,9 @@ fn every_operation_for_a_verified_key() {
         ("POST", "/s3p/immuta/sandbox/big?uploads", forward("/bucket-c/box/big?uploads="), "CreateMultipartUpload", Some("sandbox")),
         // Upload ids are s3p's sealed ones: anything else is no upload.
         ("DELETE", "/s3p/immuta/sandbox/big?uploadId=backend-id", Got::Refuse("NoSuchUpload"), "AbortMultipartUpload", Some("sandbox")),
+        // Deny by default: a write query parameter or x-amz-* header s3p does not serve is refused.
+        ("PUT", "/s3p/immuta/sandbox/a.csv?renameObject", Got::Refuse("NotImplemented"), "PutObject", Some("sandbox")),
+        ("DELETE", "/s3p/immuta/sandbox/a.csv?someday", Got::Refuse("NotImplemented"), "DeleteObject", Some("sandbox")),
         // A body is needed, with its length.
         ("PUT", "/s3p/immuta/sandbox/new.csv", Got::Refuse("MissingContentLength"), "PutObject", Some("sandbox")),
         ("GET", "/s3p/immuta/sales/a.csv?retention", Got::Refuse("NotImplemented"), "Unknown", None),
@@ -521,7 +524,6 @@ fn writes_carry_their_body_and_only_allow_listed_headers() {
         ("expect", "100-continue"),
         ("x-amz-acl", "bucket-owner-full-control"),
         ("x-amz-security-token", "t"),
-        ("x-amz-website-redirect-location-typo", "x"),
     ]);
     let route = forwarded(&d);
     assert_eq!(route.path_and_query, "/bucket-c/box/d/new.csv");
@@ -581,6 +583,9 @@ fn writes_carry_their_body_and_only_allow_listed_headers() {
         (&[("content-length", "1"), ("x-amz-server-side-encryption-customer-algorithm", "AES256")], "NotImplemented"),
         (&[("content-length", "1"), ("x-amz-object-lock-mode", "GOVERNANCE")], "NotImplemented"),
         (&[("content-length", "1"), ("x-amz-server-side-encryption", "aws:kms")], "NotImplemented"),
+        // Deny by default: an x-amz-* header s3p neither forwards nor reads (an append, a condition).
+        (&[("content-length", "1"), ("x-amz-write-offset-bytes", "0")], "NotImplemented"),
+        (&[("content-length", "1"), ("x-amz-website-redirect-location-typo", "x")], "NotImplemented"),
         (&[("transfer-encoding", "chunked")], "MissingContentLength"),
         (&[("content-length", "5368709121")], "EntityTooLarge"),
         (&[("content-length", "1"), ("x-amz-content-sha256", "nothex")], "InvalidArgument"),

@@ -387,7 +387,21 @@ impl S3Proxy {
         ctx: &mut RequestCtx,
         checks: &crate::upload::BodyChecks,
     ) -> std::result::Result<crate::upload::delete::DeleteRequest, S3Error> {
-        let mut body = BytesMut::with_capacity(checks.length as usize);
+        if crate::auth::Headers::Map(&session.req_header().headers)
+            .iter()
+            .any(|(n, v)| {
+                n.eq_ignore_ascii_case("expect") && v.trim().eq_ignore_ascii_case("100-continue")
+            })
+        {
+            session
+                .write_continue_response()
+                .await
+                .map_err(|_| S3Error::new(S3ErrorCode::IncompleteBody))?;
+        }
+        // Grown as the body arrives (never reserved ahead from the announced length), and held to the
+        // minimum client rate like every body.
+        let mut body = BytesMut::new();
+        let limits = ctx.state.config.limits.clone();
         while let Some(chunk) = session.read_request_body().await.map_err(|e| {
             log::info!("request {}: body not read: {e}", ctx.request_id);
             S3Error::new(S3ErrorCode::IncompleteBody)
@@ -395,6 +409,17 @@ impl S3Proxy {
             ctx.upload.received += chunk.len() as u64;
             if body.len() + chunk.len() > checks.length as usize {
                 return Err(S3Error::new(S3ErrorCode::IncompleteBody));
+            }
+            if ctx
+                .upload
+                .pacing
+                .below_min_rate(chunk.len(), &limits)
+                .is_some()
+            {
+                self.runtime
+                    .metrics
+                    .limit_hit("min_client_rate_bytes_per_s");
+                return Err(S3Error::new(S3ErrorCode::RequestTimeout));
             }
             body.extend_from_slice(&chunk);
         }
@@ -445,6 +470,24 @@ impl S3Proxy {
                         );
                         failed(ctx, S3ErrorCode::InternalError)
                     }
+                }
+            }
+            Some(Rewrite::Copy { part }) => {
+                let root = if *part {
+                    "CopyPartResult"
+                } else {
+                    "CopyObjectResult"
+                };
+                match xml::first_text(&answer, "ETag") {
+                    Some(etag) => {
+                        let modified = xml::first_text(&answer, "LastModified").unwrap_or_default();
+                        let checksums: Vec<(String, String)> = multipart::CHECKSUM_ELEMENTS
+                            .iter()
+                            .filter_map(|n| xml::first_text(&answer, n).map(|v| (n.to_string(), v)))
+                            .collect();
+                        multipart::copy_result(root, &etag, &modified, &checksums)
+                    }
+                    None => failed(ctx, S3ErrorCode::InternalError),
                 }
             }
             Some(Rewrite::Complete { location, key }) => {
@@ -639,6 +682,13 @@ impl ProxyHttp for S3Proxy {
             .route
             .as_ref()
             .ok_or_else(|| internal("no object route"))?;
+        // Every attempt reads the body from its start (pingora replays what it kept of it when it retries
+        // on a stale pooled connection): the decoder and the counts start again too.
+        if let Some(Payload::AwsChunked(plan)) = &route.payload {
+            ctx.upload.decoder = Some(ChunkedDecoder::new(plan.clone()));
+        }
+        ctx.upload.received = 0;
+        ctx.upload.pacing = Pacing::default();
         let backend = &route.backend;
         let limits = &ctx.state.config.limits;
         let mut peer = HttpPeer::new(backend.addr, backend.config.tls, route.sni.clone());
@@ -677,6 +727,11 @@ impl ProxyHttp for S3Proxy {
         match route.payload.as_ref().map(Payload::backend_length) {
             Some(Some(length)) => head.insert_header("content-length", length.to_string())?,
             Some(None) => head.insert_header("transfer-encoding", "chunked")?,
+            // A PUT or POST without a body (a copy, a new multipart upload) still says so: S3 wants a
+            // length on both.
+            None if matches!(head.method, http::Method::PUT | http::Method::POST) => {
+                head.insert_header("content-length", "0")?
+            }
             None => {}
         }
         let signed_headers: Vec<(&str, &str)> = route

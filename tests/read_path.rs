@@ -471,7 +471,7 @@ fn refusal_table() -> Vec<(&'static str, String, Option<String>, u16, &'static s
         ),
         (
             "GET",
-            "/s3p/immuta?uploads".into(),
+            "/s3p/immuta?inventory".into(),
             a.clone(),
             501,
             "NotImplemented",

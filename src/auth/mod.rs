@@ -250,6 +250,24 @@ fn presented<'a>(view: &RequestView<'a>) -> Result<Presented<'a>, S3Error> {
 }
 
 /// Whether the request is authenticated by a SigV2 presigned URL (`Signature` in the query).
+/// Query parameters that carry a request's authentication (SigV4 and SigV2 presigned URLs).
+pub fn is_auth_query_param(name: &str) -> bool {
+    matches!(
+        name,
+        sigv4::param::ALGORITHM
+            | sigv4::param::CREDENTIAL
+            | sigv4::param::DATE
+            | sigv4::param::EXPIRES
+            | sigv4::param::SIGNED_HEADERS
+            | sigv4::param::SIGNATURE
+            | sigv4::param::CONTENT_SHA256
+            | "X-Amz-Security-Token"
+            | "AWSAccessKeyId"
+            | "Signature"
+            | "Expires"
+    )
+}
+
 pub fn is_sigv2_presigned(view: &RequestView) -> bool {
     sigv2::is_presigned(view.raw_query) && !sigv4::is_presigned(view.raw_query)
 }

@@ -12,7 +12,7 @@ data_sources:
   sales: { backend: b, bucket: bucket-a }
   sandbox: { backend: b, bucket: bucket-b, prefix: box, writable: true }
   more: { backend: b, bucket: bucket-b, prefix: more, writable: true }
-  far: { backend: c, bucket: bucket-b, writable: true }
+  far: { backend: c, bucket: bucket-f, writable: true }
 api_keys:
   - { id: k, name: K, data_sources: { sales: read, sandbox: write, more: write, far: write } }
 "#;

@@ -79,13 +79,23 @@ pub fn complete_result(
     out
 }
 
-/// `CopyObjectResult` (and `CopyPartResult`) in s3p's own words.
-pub fn copy_result(root: &str, etag: &str, last_modified: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"{XMLNS}\"><ETag>{}</ETag><LastModified>{}</LastModified></{root}>",
+/// `CopyObjectResult` (and `CopyPartResult`) in s3p's own words, with the backend's checksums.
+pub fn copy_result(
+    root: &str,
+    etag: &str,
+    last_modified: &str,
+    checksums: &[(String, String)],
+) -> String {
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"{XMLNS}\"><ETag>{}</ETag><LastModified>{}</LastModified>",
         escape(etag),
         escape(last_modified)
-    )
+    );
+    for (name, value) in checksums {
+        out.push_str(&format!("<{name}>{}</{name}>", escape(value)));
+    }
+    out.push_str(&format!("</{root}>"));
+    out
 }
 
 /// `ListPartsResult` in virtual terms, from the backend's: its parts, markers and truncation pass; the
