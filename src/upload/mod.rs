@@ -307,7 +307,8 @@ mod tests {
         let presigned_query = format!(
             "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=k%2F20261202%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Content-Sha256={hash}&X-Amz-Signature=00"
         );
-        let table: [(&str, &Vec<(String, String)>, Option<String>); 4] = [
+        type Case<'a> = (&'a str, &'a Vec<(String, String)>, Option<String>);
+        let table: [Case; 4] = [
             (presigned_query.as_str(), &headers, Some(hash.clone())),
             // The query parameter wins over an (unsigned) header.
             (presigned_query.as_str(), &with_header, Some(hash.clone())),
