@@ -758,7 +758,7 @@ fn copy_source_route(
 }
 
 /// `x-amz-*` headers of a write that s3p reads itself or that change nothing: not forwarded, not refused.
-const WRITE_HEADERS_READ_BY_S3P: [&str; 11] = [
+const WRITE_HEADERS_READ_BY_S3P: [&str; 12] = [
     "x-amz-date",
     "x-amz-content-sha256",
     "x-amz-decoded-content-length",
@@ -768,6 +768,8 @@ const WRITE_HEADERS_READ_BY_S3P: [&str; 11] = [
     "x-amz-expected-bucket-owner",
     "x-amz-source-expected-bucket-owner",
     "x-amz-user-agent",
+    // SDK metadata (the AWS C++ SDK under pyarrow sends its API version).
+    "x-amz-api-version",
     "x-amz-request-payer",
     // s3p's keys have no session tokens: a token a client sends anyway is not a credential here.
     "x-amz-security-token",
