@@ -187,7 +187,11 @@ pub async fn serve(
                 },
             )
             .await?;
-        for u in page.uploads {
+        // S3 lists uploads in key order; some backends order a page otherwise (Garage 2.5: by upload
+        // id), while paging by key. Sorting each page by key (stably) restores S3's order.
+        let mut uploads = page.uploads;
+        uploads.sort_by(|a, b| a.key.cmp(&b.key));
+        for u in uploads {
             // A backend key outside the data source's prefix is not this data source's.
             let Some(inner) = u.key.strip_prefix(&ds.prefix) else {
                 continue;
@@ -306,10 +310,10 @@ api_keys:
                 })
                 .collect();
             let truncated = all.len() > r.max_uploads;
-            Ok(BackendUploads {
-                uploads: all.into_iter().take(r.max_uploads).collect(),
-                truncated,
-            })
+            // Pages by key, but answers each page in another order (as Garage does: by upload id).
+            let mut uploads: Vec<UploadEntry> = all.into_iter().take(r.max_uploads).collect();
+            uploads.reverse();
+            Ok(BackendUploads { uploads, truncated })
         }
     }
 
