@@ -280,27 +280,18 @@ impl S3Proxy {
                     .key
                     .as_ref()
                     .ok_or_else(|| internal("listing without a key"))?;
-                match listing::serve(&st.backends, &st.config, &st.tokens, key, &params).await {
-                    Ok(served) => {
+                let served = listing::serve(&st.backends, &st.config, &st.tokens, key, &params)
+                    .await
+                    .map(|served| {
                         self.runtime
                             .metrics
                             .list_backend_calls(served.backend_calls);
                         if served.cut_by_budget {
                             self.runtime.metrics.limit_hit("max_backend_calls_per_list");
                         }
-                        let headers = vec![("content-type", "application/xml".to_string())];
-                        self.write_answer(session, ctx, 200, headers, Bytes::from(served.body))
-                            .await?
-                    }
-                    Err(e) => {
-                        if let Some(failure) = &e.cause {
-                            self.runtime
-                                .metrics
-                                .backend_error(&failure.backend, &failure.kind.label());
-                        }
-                        self.write_error(session, ctx, e).await?
-                    }
-                }
+                        served.body
+                    });
+                self.write_xml_or_error(session, ctx, served).await?
             }
             Outcome::ListUploads(params) => {
                 let st = ctx.state.clone();
@@ -308,29 +299,15 @@ impl S3Proxy {
                     .key
                     .as_ref()
                     .ok_or_else(|| internal("ListMultipartUploads without a key"))?;
-                match crate::upload::uploads_list::serve(
+                let answer = crate::upload::uploads_list::serve(
                     &st.backends,
                     &st.config,
                     &st.uploads,
                     key,
                     &params,
                 )
-                .await
-                {
-                    Ok(body) => {
-                        let headers = vec![("content-type", "application/xml".to_string())];
-                        self.write_answer(session, ctx, 200, headers, Bytes::from(body))
-                            .await?
-                    }
-                    Err(e) => {
-                        if let Some(failure) = &e.cause {
-                            self.runtime
-                                .metrics
-                                .backend_error(&failure.backend, &failure.kind.label());
-                        }
-                        self.write_error(session, ctx, e).await?
-                    }
-                }
+                .await;
+                self.write_xml_or_error(session, ctx, answer).await?
             }
             Outcome::DeleteObjects(checks) => {
                 let key = d
@@ -378,6 +355,30 @@ impl S3Proxy {
         }
         self.write_error(session, ctx, e).await?;
         Ok(true)
+    }
+
+    /// An XML answer s3p made from backend calls, or the error of one (counted for its backend).
+    async fn write_xml_or_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        answer: std::result::Result<String, S3Error>,
+    ) -> Result<()> {
+        match answer {
+            Ok(body) => {
+                let headers = vec![("content-type", "application/xml".to_string())];
+                self.write_answer(session, ctx, 200, headers, Bytes::from(body))
+                    .await
+            }
+            Err(e) => {
+                if let Some(failure) = &e.cause {
+                    self.runtime
+                        .metrics
+                        .backend_error(&failure.backend, &failure.kind.label());
+                }
+                self.write_error(session, ctx, e).await
+            }
+        }
     }
 
     /// Reads a DeleteObjects body whole (bounded by its checked length) and checks it.

@@ -101,6 +101,36 @@ pub struct CallAnswer {
 }
 
 impl Backend {
+    /// A successful answer read with `parse`; an error status or an unreadable body is s3p's
+    /// InternalError, logged with the backend's code and caused by this backend.
+    fn read_answer<T>(
+        &self,
+        what: &str,
+        answer: CallAnswer,
+        parse: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> Result<T, S3Error> {
+        let failure =
+            |kind| S3Error::new(S3ErrorCode::InternalError).caused_by(&self.config.name, kind);
+        if !(200..300).contains(&answer.status) {
+            log::warn!(
+                "backend {} refused {what}: {} {}",
+                self.config.name,
+                answer.status,
+                crate::xml::parse_error_code(&answer.body).unwrap_or_default()
+            );
+            return Err(failure(FailureKind::Status(answer.status)));
+        }
+        parse(&answer.body).map_err(|e| {
+            log::warn!(
+                "backend {} sent an unreadable answer to {what}: {e}",
+                self.config.name
+            );
+            failure(FailureKind::Unreadable)
+        })
+    }
+}
+
+impl Backend {
     /// One signed request to the backend, answer read whole (at most `max_body` bytes). Failures to
     /// reach or read the backend are errors in virtual terms; an HTTP error status is an answer (the
     /// caller knows what it means).
@@ -299,24 +329,7 @@ impl crate::upload::delete::DeleteSource for Backends {
                 max_body: 16 << 20,
             })
             .await?;
-        let failure =
-            |kind| S3Error::new(S3ErrorCode::InternalError).caused_by(&backend.config.name, kind);
-        if !(200..300).contains(&answer.status) {
-            log::warn!(
-                "backend {} refused DeleteObjects: {} {}",
-                backend.config.name,
-                answer.status,
-                crate::xml::parse_error_code(&answer.body).unwrap_or_default()
-            );
-            return Err(failure(FailureKind::Status(answer.status)));
-        }
-        crate::upload::delete::parse_result(&answer.body).map_err(|e| {
-            log::warn!(
-                "backend {} sent an unreadable DeleteObjects answer: {e}",
-                backend.config.name
-            );
-            failure(FailureKind::Unreadable)
-        })
+        backend.read_answer("DeleteObjects", answer, crate::upload::delete::parse_result)
     }
 }
 
@@ -359,24 +372,11 @@ impl crate::upload::uploads_list::UploadsSource for Backends {
                 max_body: 16 << 20,
             })
             .await?;
-        let failure =
-            |kind| S3Error::new(S3ErrorCode::InternalError).caused_by(&backend.config.name, kind);
-        if !(200..300).contains(&answer.status) {
-            log::warn!(
-                "backend {} refused {what}: {} {}",
-                backend.config.name,
-                answer.status,
-                crate::xml::parse_error_code(&answer.body).unwrap_or_default()
-            );
-            return Err(failure(FailureKind::Status(answer.status)));
-        }
-        crate::upload::uploads_list::parse_backend_uploads(&answer.body).map_err(|e| {
-            log::warn!(
-                "backend {} sent an unreadable answer to {what}: {e}",
-                backend.config.name
-            );
-            failure(FailureKind::Unreadable)
-        })
+        backend.read_answer(
+            &what,
+            answer,
+            crate::upload::uploads_list::parse_backend_uploads,
+        )
     }
 }
 

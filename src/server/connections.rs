@@ -577,16 +577,10 @@ impl pingora::listeners::PreTlsProcess for TlsGuard {
             match header {
                 Ok(Ok(ProxyHeader::Client(addr))) => {
                     // The connection as pingora (and s3p's limits and audit) will see it.
-                    let digest = pingora::protocols::SocketDigest::from_raw_fd(stream.as_raw_fd());
                     let local = stream
                         .get_socket_digest()
                         .and_then(|d| d.local_addr().cloned());
-                    let _ = digest
-                        .peer_addr
-                        .set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(addr)));
-                    let _ = digest.local_addr.set(local);
-                    let _ = digest.original_dst.set(None);
-                    stream.set_socket_digest(digest);
+                    stream.set_socket_digest(proxied_digest(stream.as_raw_fd(), addr, local));
                     client = Some(addr.ip());
                 }
                 Ok(Ok(ProxyHeader::Unknown)) => {}
@@ -755,16 +749,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             }
         };
         let socket_digest = proxied.map(|addr| {
-            let digest = pingora::protocols::SocketDigest::from_raw_fd(-1);
             let local = stream
                 .get_socket_digest()
                 .and_then(|d| d.local_addr().cloned());
-            let _ = digest
-                .peer_addr
-                .set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(addr)));
-            let _ = digest.local_addr.set(local);
-            let _ = digest.original_dst.set(None);
-            Arc::new(digest)
+            Arc::new(proxied_digest(-1, addr, local))
         });
         let guarded = GuardedStream {
             inner: stream,
@@ -784,6 +772,23 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
     async fn cleanup(&self) {
         self.inner.cleanup().await
     }
+}
+
+/// The socket as a PROXY header describes it: the client it names as the peer, the local address kept.
+fn proxied_digest(
+    fd: std::os::fd::RawFd,
+    client: std::net::SocketAddr,
+    local: Option<pingora::protocols::l4::socket::SocketAddr>,
+) -> pingora::protocols::SocketDigest {
+    let digest = pingora::protocols::SocketDigest::from_raw_fd(fd);
+    let _ = digest
+        .peer_addr
+        .set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(
+            client,
+        )));
+    let _ = digest.local_addr.set(local);
+    let _ = digest.original_dst.set(None);
+    digest
 }
 
 /// Reads a PROXY protocol header, and not one byte more (what follows is the client's request, or its
