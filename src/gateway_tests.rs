@@ -717,3 +717,25 @@ fn copies_need_read_on_the_source_and_one_backend() {
         );
     }
 }
+
+#[test]
+fn delete_objects_bodies_are_bounded_and_need_an_integrity_header() {
+    let st = state();
+    let post = |extra: &[(&str, &str)]| {
+        decide_with(&st, "POST", "/s3p/immuta?delete", &legacy_with(extra))
+    };
+    let md5 = ("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg==");
+    assert!(matches!(
+        post(&[("content-length", "2000"), md5]).outcome,
+        Outcome::DeleteObjects(_)
+    ));
+    // More than 2 MiB is not a DeleteObjects body: refused before a byte of it is read.
+    assert_eq!(
+        got(&post(&[("content-length", "2097153"), md5])),
+        Got::Refuse("MalformedXML")
+    );
+    assert_eq!(
+        got(&post(&[("content-length", "2000")])),
+        Got::Refuse("InvalidRequest")
+    );
+}

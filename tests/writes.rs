@@ -185,8 +185,8 @@ fn read_response(stream: &mut TcpStream) -> RawResponse {
     parse_response(&buf)
 }
 
-/// SigV4 header authentication of a request by aws-sigv4 (independent of s3p's verifier), with
-/// `payload_hash` as `x-amz-content-sha256` and `headers` signed.
+/// SigV4 header authentication of a request by the writer (aws-sigv4, independent of s3p's verifier),
+/// with `payload_hash` as `x-amz-content-sha256` and `headers` signed; returns every header to send.
 fn signed(
     method: &str,
     target: &str,
@@ -194,44 +194,18 @@ fn signed(
     payload_hash: &str,
     now: SystemTime,
 ) -> Vec<(String, String)> {
-    use aws_sigv4::http_request::{
-        sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
-        SigningSettings, UriPathNormalizationMode,
-    };
     let host = env().s3p.addr().to_string();
-    let identity =
-        aws_credential_types::Credentials::new(WRITER, WRITER_SECRET, None, None, "test").into();
-    let mut settings = SigningSettings::default();
-    settings.percent_encoding_mode = PercentEncodingMode::Single;
-    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name("s3")
-        .time(now)
-        .settings(settings)
-        .build()
-        .unwrap()
-        .into();
-    let mut all: Vec<(&str, &str)> = vec![("host", host.as_str())];
-    all.extend(headers.iter().map(|(n, v)| (*n, v.as_str())));
-    let signable = SignableRequest::new(
+    let extra: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let request = Signed {
         method,
-        target,
-        all.into_iter(),
-        SignableBody::Precomputed(payload_hash.to_string()),
-    )
-    .unwrap();
-    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-    let (added, _) = instructions.into_parts();
+        host: &host,
+        path_and_query: target,
+        headers: &extra,
+        payload_hash,
+    };
     let mut out: Vec<(String, String)> = vec![("host".into(), host.clone())];
     out.extend(headers.iter().map(|(n, v)| (n.to_string(), v.clone())));
-    out.extend(
-        added
-            .into_iter()
-            .map(|h| (h.name().to_string(), h.value().to_string())),
-    );
+    out.extend(sigv4_sign(&request, WRITER, WRITER_SECRET, now));
     out
 }
 

@@ -2,7 +2,7 @@
 //! connects to the backend's resolved addresses, trusts the system roots plus the backend's CA file, and
 //! turns each failure into an error in virtual terms whose cause names the backend and the failure.
 
-use super::{encode_query_value, internal, Backend, Backends};
+use super::{internal, Backend, Backends};
 use crate::config::{Backend as BackendConfig, DataSource, Limits};
 use crate::error::{FailureKind, S3Error, S3ErrorCode};
 use crate::listing::merge::{BackendListRequest, BackendPage, PageSource};
@@ -253,11 +253,6 @@ impl Backend {
         if let Some(c) = &r.continuation {
             query.push(("continuation-token", c.clone()));
         }
-        query.sort();
-        let qs: Vec<String> = query
-            .iter()
-            .map(|(n, v)| format!("{n}={}", encode_query_value(v)))
-            .collect();
         let what = format!("listing data source {}", ds.name);
         // A listing page of 1,000 keys is well under 1 MiB; anything past 16 MiB is not a listing.
         let answer = self
@@ -265,7 +260,7 @@ impl Backend {
                 what: &what,
                 method: "GET",
                 target: &target,
-                query: &qs.join("&"),
+                query: &super::encode_query(query),
                 headers: &[],
                 body: Bytes::new(),
                 max_body: 16 << 20,
@@ -355,18 +350,13 @@ impl crate::upload::uploads_list::UploadsSource for Backends {
         if let Some(m) = &r.upload_id_marker {
             query.push(("upload-id-marker", m.clone()));
         }
-        query.sort();
-        let qs: Vec<String> = query
-            .iter()
-            .map(|(n, v)| format!("{n}={}", encode_query_value(v)))
-            .collect();
         let what = format!("ListMultipartUploads of data source {}", ds.name);
         let answer = backend
             .call(Call {
                 what: &what,
                 method: "GET",
                 target: &backend.object_target(&ds.bucket, ""),
-                query: &qs.join("&"),
+                query: &super::encode_query(query),
                 headers: &[],
                 body: Bytes::new(),
                 max_body: 16 << 20,

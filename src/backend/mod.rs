@@ -26,6 +26,17 @@ pub fn encode_query_value(v: &str) -> String {
     utf8_percent_encode(v, crate::wire::UNRESERVED).to_string()
 }
 
+/// A query string for a call s3p makes itself: parameters sorted by name (the SigV4 canonical order),
+/// values encoded by [`encode_query_value`].
+pub fn encode_query(mut pairs: Vec<(&str, String)>) -> String {
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(n, v)| format!("{n}={}", encode_query_value(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 mod client;
 mod credentials;
 

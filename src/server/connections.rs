@@ -535,11 +535,6 @@ impl Handshakes {
         let _ = pending.taken.send(());
         Some((pending.slot, pending.accepted))
     }
-
-    /// Connections in their TLS handshake.
-    pub fn in_progress(&self) -> usize {
-        self.pending.lock().unwrap().len()
-    }
 }
 
 /// s3p's pre-TLS step of every TLS connection (see [`Handshakes`]).

@@ -627,6 +627,32 @@ pub fn sigv4_headers(
     secret: &str,
     time: std::time::SystemTime,
 ) -> Vec<(String, String)> {
+    let request = Signed {
+        method,
+        host,
+        path_and_query,
+        headers: &[],
+        payload_hash: "UNSIGNED-PAYLOAD",
+    };
+    sigv4_sign(&request, key, secret, time)
+}
+
+/// A request to sign: `headers` are signed besides `host`; `payload_hash` is its `x-amz-content-sha256`.
+pub struct Signed<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path_and_query: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub payload_hash: &'a str,
+}
+
+/// The headers aws-sigv4 adds to sign `request` (`authorization`, `x-amz-date`, `x-amz-content-sha256`).
+pub fn sigv4_sign(
+    request: &Signed,
+    key: &str,
+    secret: &str,
+    time: std::time::SystemTime,
+) -> Vec<(String, String)> {
     use aws_sigv4::http_request::{
         sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
         SigningSettings, UriPathNormalizationMode,
@@ -645,13 +671,13 @@ pub fn sigv4_headers(
         .build()
         .unwrap()
         .into();
-    let signable = SignableRequest::new(
-        method,
-        path_and_query,
-        std::iter::once(("host", host)),
-        SignableBody::UnsignedPayload,
-    )
-    .unwrap();
+    let body = match request.payload_hash {
+        "UNSIGNED-PAYLOAD" => SignableBody::UnsignedPayload,
+        hash => SignableBody::Precomputed(hash.to_string()),
+    };
+    let headers = std::iter::once(("host", request.host)).chain(request.headers.iter().copied());
+    let signable =
+        SignableRequest::new(request.method, request.path_and_query, headers, body).unwrap();
     let (instructions, _) = sign(signable, &params).unwrap().into_parts();
     let (headers, _) = instructions.into_parts();
     headers
