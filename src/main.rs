@@ -5,8 +5,6 @@ use clap::{Parser, Subcommand};
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
-use pingora::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
-use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
@@ -117,14 +115,8 @@ fn run(cli: &Cli) -> Result<(), Refused> {
     }
 
     let listen = cfg.listen.to_string();
-    let client_read_buffer = cfg.limits.client_read_buffer_bytes;
-    let conf = ServerConf {
-        threads: cfg.threads,
-        // pingora's default grace period is 300 s; a proxy of short reads should stop in seconds.
-        grace_period_seconds: Some(cfg.limits.grace_period_s),
-        graceful_shutdown_timeout_seconds: Some(cfg.limits.grace_period_s),
-        ..ServerConf::default()
-    };
+    let conf = s3p::server::settings::server_conf(&cfg);
+    let l4_buffer = s3p::server::settings::client_buffers(&cfg.limits);
     let audit = AuditLog::open(&cfg.audit_log)
         .map_err(|e| Refused::one(path, format!("audit_log `{}`: {e}", cfg.audit_log)))?;
     let runtime = Arc::new(Runtime {
@@ -172,12 +164,6 @@ fn run(cli: &Cli) -> Result<(), Refused> {
             handshakes: handshakes.clone(),
         },
     );
-    // pingora reads each client connection through a 64 KiB buffer by default; s3p only reads request
-    // heads (it serves no uploads), so a small one keeps idle keep-alive connections cheap.
-    // The write side keeps pingora's default (one MSS): a bigger buffer would let a response head and a
-    // small body leave in one send, but costs its size on every idle keep-alive connection (measured:
-    // 16 KiB took 1,000 idle connections over 64 MiB).
-    let l4_buffer = L4BufferSettings::new(client_read_buffer, DEFAULT_L4_WRITE_BUFFER_SIZE);
     service.add_listener(ListenerConfig::tcp(listen.clone()).l4_buffer(l4_buffer));
     if let (Some(addr), Some(certs)) = (&tls_listen, &certs) {
         // The paths given here are ignored: the resolver serves the certificate, reloadable on SIGHUP.

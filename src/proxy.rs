@@ -63,8 +63,9 @@ pub struct RequestCtx {
 /// The request body of a write, as it passes through.
 #[derive(Default)]
 struct Upload {
-    /// Decodes (and checks) an aws-chunked body.
-    decoder: Option<ChunkedDecoder>,
+    /// Decodes (and checks) an aws-chunked body. Boxed: every request's context is moved with pingora's
+    /// request future, and few requests are signed-chunk uploads.
+    decoder: Option<Box<ChunkedDecoder>>,
     /// Body bytes read from the client.
     received: u64,
     pacing: Pacing,
@@ -329,7 +330,7 @@ impl S3Proxy {
             }
             Outcome::Forward(route) => {
                 if let Some(Payload::AwsChunked(plan)) = &route.payload {
-                    ctx.upload.decoder = Some(ChunkedDecoder::new(plan.clone()));
+                    ctx.upload.decoder = Some(Box::new(ChunkedDecoder::new(plan.clone())));
                 }
                 if route.expect_continue {
                     // Authenticated and authorised: the client may send its body now.
@@ -600,11 +601,7 @@ impl ProxyHttp for S3Proxy {
             _ => String::new(),
         };
         let limits = &ctx.state.config.limits;
-        // A stalled client cannot hold a connection longer than the client timeout per read or write.
-        let client_timeout = Some(Duration::from_millis(limits.client_timeout_ms));
-        session.set_read_timeout(client_timeout);
-        session.set_write_timeout(client_timeout);
-        session.set_keepalive(Some(limits.keepalive_timeout_s));
+        crate::server::settings::client_session(session, limits);
         let req = session.req_header();
         let header_bytes = req.raw_path().len()
             + req
@@ -686,18 +683,13 @@ impl ProxyHttp for S3Proxy {
         // Every attempt reads the body from its start (pingora replays what it kept of it when it retries
         // on a stale pooled connection): the decoder and the counts start again too.
         if let Some(Payload::AwsChunked(plan)) = &route.payload {
-            ctx.upload.decoder = Some(ChunkedDecoder::new(plan.clone()));
+            ctx.upload.decoder = Some(Box::new(ChunkedDecoder::new(plan.clone())));
         }
         ctx.upload.received = 0;
         ctx.upload.pacing = Pacing::default();
         let backend = &route.backend;
         let limits = &ctx.state.config.limits;
-        let mut peer = HttpPeer::new(backend.addr, backend.config.tls, route.sni.clone());
-        peer.options.connection_timeout = Some(Duration::from_millis(limits.connect_timeout_ms));
-        peer.options.read_timeout = Some(Duration::from_millis(limits.read_timeout_ms));
-        peer.options.write_timeout = Some(Duration::from_millis(limits.read_timeout_ms));
-        peer.options.idle_timeout = Some(Duration::from_millis(limits.idle_timeout_ms));
-        peer.options.ca = backend.ca.clone();
+        let peer = crate::server::settings::backend_peer(backend, route.sni.clone(), limits);
         ctx.timing.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }

@@ -64,27 +64,55 @@ fn civil_parts(time: SystemTime) -> (i64, i64, i64, i64, i64, i64) {
     (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// Writes the civil time of `time` in a fixed layout: `Y`, `M`, `D`, `h`, `m`, `s` stand for the
+/// zero-padded year (4 digits), month, day, hour, minute, second (2 digits), `f` for milliseconds (3);
+/// any other byte is copied. By hand rather than `format!`: these run for every request (the backend
+/// signature, the audit line), and the formatting machinery cost more than the rest of the date.
+fn write_layout(time: SystemTime, layout: &[u8]) -> String {
+    let (y, mo, d, h, mi, s) = civil_parts(time);
+    let millis = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_millis())
+        .unwrap_or(0) as i64;
+    let mut out = String::with_capacity(layout.len() + 2);
+    for &c in layout {
+        let (value, digits) = match c {
+            b'Y' => (y, 4),
+            b'M' => (mo, 2),
+            b'D' => (d, 2),
+            b'h' => (h, 2),
+            b'm' => (mi, 2),
+            b's' => (s, 2),
+            b'f' => (millis, 3),
+            other => {
+                out.push(char::from(other));
+                continue;
+            }
+        };
+        // Years past 9999 keep every digit (as `{:04}` would).
+        let value = value.max(0) as u64;
+        let width = digits.max(value.checked_ilog10().unwrap_or(0) + 1);
+        for i in (0..width).rev() {
+            out.push(char::from(b'0' + (value / 10u64.pow(i) % 10) as u8));
+        }
+    }
+    out
+}
+
 /// `yyyymmddThhmmssZ` (ISO 8601 basic, UTC), as in `X-Amz-Date`.
 pub fn format_amz_date(time: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = civil_parts(time);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+    write_layout(time, b"YMDThmsZ")
 }
 
 /// `yyyy-mm-ddThh:mm:ssZ` (ISO 8601 extended, UTC), as AWS shows `ServerTime` and `Expires` in
 /// errors.
 pub fn format_iso8601(time: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = civil_parts(time);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    write_layout(time, b"Y-M-DTh:m:sZ")
 }
 
 /// `yyyy-mm-ddThh:mm:ss.mmmZ` (RFC 3339, UTC, milliseconds), for audit lines.
 pub fn format_rfc3339_millis(time: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = civil_parts(time);
-    let millis = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_millis())
-        .unwrap_or(0);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
+    write_layout(time, b"Y-M-DTh:m:s.fZ")
 }
 
 #[cfg(test)]
@@ -99,5 +127,18 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_714_564_800_123);
         assert_eq!(format_rfc3339_millis(t), "2024-05-01T12:00:00.123Z");
         assert_eq!(format_iso8601(t), "2024-05-01T12:00:00Z");
+        assert_eq!(format_amz_date(t), "20240501T120000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(946_684_799_007);
+        assert_eq!(format_rfc3339_millis(t), "1999-12-31T23:59:59.007Z");
+        assert_eq!(format_amz_date(t), "19991231T235959Z");
+        assert_eq!(format_amz_date(UNIX_EPOCH), "19700101T000000Z");
+        // Past year 9999 every digit stays, as `format!("{:04}")` writes it.
+        let far = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        assert_eq!(format_iso8601(far), "10000-01-01T00:00:00Z");
+        // Every second of a day round-trips through the parser.
+        for secs in (1_700_000_000..1_700_086_400).step_by(997) {
+            let t = UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(parse_amz_date(&format_amz_date(t)), Some(t));
+        }
     }
 }

@@ -13,6 +13,22 @@ pub const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// Appends `bytes` percent-encoded with [`UNRESERVED`] (uppercase hex), as
+/// `percent_encode(bytes, UNRESERVED)` writes them, without the formatting machinery: SigV4's canonical
+/// URI and query are written this way for every signed request.
+pub fn push_unreserved(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
+}
+
 /// Characters kept literally in an S3 path: RFC 3986 unreserved plus `/`. Everything else is encoded, so the
 /// backend decodes exactly the key we mean (and the SigV4 canonical URI equals the path we send).
 pub const S3_PATH: &AsciiSet = &NON_ALPHANUMERIC
@@ -56,13 +72,34 @@ impl<'a> RawQuery<'a> {
 }
 
 /// Form decoding, as S3 reads its query and SigV4 canonicalises it: `+` is a space, then
-/// percent-decoding (a `%` that starts no escape stays as sent).
-pub fn decode_form(s: &str) -> Vec<u8> {
-    let spaced: Vec<u8> = s
-        .bytes()
-        .map(|b| if b == b'+' { b' ' } else { b })
-        .collect();
-    percent_decode(&spaced).collect()
+/// percent-decoding (a `%` that starts no escape stays as sent). Borrowed when there is nothing to
+/// decode (most names and many values): every request's query is read this way, several times.
+pub fn decode_form(s: &str) -> std::borrow::Cow<'_, [u8]> {
+    let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b == b'%' || b == b'+') {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Percent-decoding only: `+` stays a plus (SigV2 values, base64 signatures).
@@ -71,7 +108,12 @@ pub fn decode_percent(s: &str) -> std::borrow::Cow<'_, [u8]> {
 }
 
 fn decode_query_part(s: &str) -> Result<String, S3Error> {
-    String::from_utf8(decode_form(s)).map_err(|_| S3Error::new(S3ErrorCode::InvalidURI))
+    match decode_form(s) {
+        std::borrow::Cow::Borrowed(_) => Ok(s.to_string()),
+        std::borrow::Cow::Owned(bytes) => {
+            String::from_utf8(bytes).map_err(|_| S3Error::new(S3ErrorCode::InvalidURI))
+        }
+    }
 }
 
 impl Query {
@@ -164,7 +206,37 @@ mod tests {
         assert_eq!(q.get_raw("a"), Some("1"));
         assert_eq!(q.get_raw("b"), Some(""));
         assert_eq!(q.get_raw("z"), None);
-        assert_eq!(decode_form("a+b%2Bc%zz"), b"a b+c%zz");
+        assert_eq!(decode_form("a+b%2Bc%zz").as_ref(), b"a b+c%zz");
+        // The hand-written encoder writes what percent_encode(.., UNRESERVED) writes, for every byte.
+        let all: Vec<u8> = (0..=255).collect();
+        let mut ours = String::new();
+        push_unreserved(&mut ours, &all);
+        assert_eq!(
+            ours,
+            percent_encoding::percent_encode(&all, UNRESERVED).to_string()
+        );
+        // Every escape form, against the percent-encoding crate after `+` became a space.
+        for s in [
+            "",
+            "plain",
+            "a+b",
+            "%",
+            "%2",
+            "%2F",
+            "%2f%2F",
+            "%zz%41",
+            "100%",
+            "%%41",
+            "a%2",
+            "%E2%82%AC+x",
+            "%+1",
+            "%0",
+            "+%2B+",
+        ] {
+            let spaced = s.replace('+', " ");
+            let want: Vec<u8> = percent_encoding::percent_decode(spaced.as_bytes()).collect();
+            assert_eq!(decode_form(s).as_ref(), want.as_slice(), "{s:?}");
+        }
         assert_eq!(&*decode_percent("a+b%2Bc"), b"a+b+c");
     }
 }

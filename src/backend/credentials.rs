@@ -27,9 +27,38 @@ pub(super) enum CredentialSource {
 /// Chain credentials are refreshed this long before they expire.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
+fn fresh(credentials: &Credentials) -> bool {
+    credentials
+        .expiry()
+        .is_none_or(|e| e > SystemTime::now() + REFRESH_MARGIN)
+}
+
 impl Backend {
     /// The identity to sign the next request with.
     pub async fn identity(&self) -> Result<Identity, S3Error> {
+        if let Some(identity) = self.ready_identity() {
+            return Ok(identity);
+        }
+        // Loading or refreshing the AWS chain is a large future: boxed, so that it is not part of every
+        // request's own future (which is moved, and copied, whole).
+        Box::pin(self.load_identity()).await
+    }
+
+    /// Static credentials, or chain credentials still fresh: no waiting.
+    fn ready_identity(&self) -> Option<Identity> {
+        match &self.credentials {
+            CredentialSource::Static(identity) => Some(identity.clone()),
+            CredentialSource::Chain { cached, .. } => cached
+                .lock()
+                .expect("credential cache")
+                .as_ref()
+                .filter(|c| fresh(c))
+                .map(|c| c.clone().into()),
+        }
+    }
+
+    /// Chain credentials, loaded (the provider is built on first use) and cached.
+    async fn load_identity(&self) -> Result<Identity, S3Error> {
         match &self.credentials {
             CredentialSource::Static(identity) => Ok(identity.clone()),
             CredentialSource::Chain {
@@ -38,18 +67,6 @@ impl Backend {
                 provider,
                 cached,
             } => {
-                let fresh = |c: &Credentials| {
-                    c.expiry()
-                        .is_none_or(|e| e > SystemTime::now() + REFRESH_MARGIN)
-                };
-                if let Some(c) = cached
-                    .lock()
-                    .expect("credential cache")
-                    .as_ref()
-                    .filter(|c| fresh(c))
-                {
-                    return Ok(c.clone().into());
-                }
                 let provider = provider
                     .get_or_init(|| async {
                         use aws_smithy_http_client::tls;

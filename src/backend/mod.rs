@@ -8,11 +8,6 @@
 use crate::config::{AddressingStyle, Backend as BackendConfig, Config, Limits};
 use crate::error::{S3Error, S3ErrorCode};
 use crate::namespace::encode_path;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
-};
-use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use percent_encoding::utf8_percent_encode;
 use std::collections::HashMap;
@@ -39,6 +34,9 @@ pub fn encode_query(mut pairs: Vec<(&str, String)>) -> String {
 
 mod client;
 mod credentials;
+pub mod sign;
+
+pub use sign::ToSign;
 
 use client::BackendClient;
 use credentials::CredentialSource;
@@ -57,6 +55,8 @@ pub struct Backend {
     /// Extra CA certificates for pingora's connections to an https backend.
     pub ca: Option<Arc<[pingora::utils::tls::WrappedX509]>>,
     limits: Limits,
+    /// The `Host` header of path-style requests, written once rather than per request.
+    path_style_host: String,
 }
 
 /// Where an object request goes.
@@ -101,7 +101,9 @@ impl Backend {
             Arc::<[pingora::utils::tls::WrappedX509]>::from(certs.into_boxed_slice())
         });
         let credentials = CredentialSource::from_config(config);
+        let path_style_host = host_with_port(config, &config.host);
         Ok(Backend {
+            path_style_host,
             config: config.clone(),
             addr,
             addrs,
@@ -112,32 +114,18 @@ impl Backend {
         })
     }
 
-    fn host_with_port(&self, host: &str) -> String {
-        let default = if self.config.tls { 443 } else { 80 };
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        };
-        if self.config.port == default {
-            host
-        } else {
-            format!("{host}:{}", self.config.port)
-        }
-    }
-
     /// Host header, SNI and path for a key (or `""` for the bucket itself) in a backend bucket.
     pub fn object_target(&self, bucket: &str, key: &str) -> ObjectTarget {
         match self.config.addressing {
             AddressingStyle::Path => ObjectTarget {
-                host: self.host_with_port(&self.config.host),
+                host: self.path_style_host.clone(),
                 sni: self.config.host.clone(),
                 path: format!("/{bucket}/{}", encode_path(key)),
             },
             AddressingStyle::VirtualHost => {
                 let host = format!("{bucket}.{}", self.config.host);
                 ObjectTarget {
-                    host: self.host_with_port(&host),
+                    host: host_with_port(&self.config, &host),
                     sni: host,
                     path: format!("/{}", encode_path(key)),
                 }
@@ -146,65 +134,44 @@ impl Backend {
     }
 
     /// Signs a request with SigV4 and the backend's credentials; returns the headers to add
-    /// (`authorization`, `x-amz-date`, `x-amz-content-sha256`). `req.headers` are the headers to sign
-    /// besides `host`: every `x-amz-*` header that will be sent must be among them.
+    /// (`authorization`, `x-amz-date`, `x-amz-content-sha256`, and `x-amz-security-token` for temporary
+    /// credentials). `req.headers` are the headers to sign besides `host`: every `x-amz-*` header that
+    /// will be sent must be among them.
     pub fn sign(
         &self,
         identity: &Identity,
         req: &ToSign,
         now: SystemTime,
     ) -> Result<Vec<(&'static str, String)>, S3Error> {
-        let ToSign {
-            method,
-            host,
-            path_and_query,
-            headers,
-            payload_hash,
-        } = *req;
-        let mut settings = SigningSettings::default();
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let params = v4::SigningParams::builder()
-            .identity(identity)
-            .region(&self.config.region)
-            .name("s3")
-            .time(now)
-            .settings(settings)
-            .build()
-            .map_err(|e| internal("signing parameters", &e))?
-            .into();
-        let all_headers = std::iter::once(("host", host)).chain(headers.iter().copied());
-        let signable = SignableRequest::new(
-            method,
-            path_and_query,
-            all_headers,
-            match payload_hash {
-                crate::auth::sigv4::UNSIGNED_PAYLOAD => SignableBody::UnsignedPayload,
-                hash => SignableBody::Precomputed(hash.to_string()),
+        let credentials = identity
+            .data::<aws_credential_types::Credentials>()
+            .ok_or_else(|| internal("signing", &"the backend identity is not an access key"))?;
+        Ok(sign::sign(
+            &sign::SigningCredentials {
+                access_key_id: credentials.access_key_id(),
+                secret_access_key: credentials.secret_access_key(),
+                session_token: credentials.session_token(),
             },
-        )
-        .map_err(|e| internal("signable request", &e))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| internal("signing", &e))?
-            .into_parts();
-        let (headers, _) = instructions.into_parts();
-        Ok(headers
-            .into_iter()
-            .map(|h| (h.name(), h.value().to_string()))
-            .collect())
+            &self.config.region,
+            req,
+            now,
+        ))
     }
 }
 
-/// A backend request as it is signed.
-#[derive(Clone, Copy)]
-pub struct ToSign<'a> {
-    pub method: &'a str,
-    pub host: &'a str,
-    pub path_and_query: &'a str,
-    pub headers: &'a [(&'a str, &'a str)],
-    /// `x-amz-content-sha256`: a hex SHA-256 of the body, or `UNSIGNED-PAYLOAD`.
-    pub payload_hash: &'a str,
+/// A `Host` header value: the host (an IPv6 address in brackets), and the port unless the scheme's default.
+fn host_with_port(config: &BackendConfig, host: &str) -> String {
+    let default = if config.tls { 443 } else { 80 };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    if config.port == default {
+        host
+    } else {
+        format!("{host}:{}", config.port)
+    }
 }
 
 /// The certificates of a PEM CA file (for https backends with a private CA).

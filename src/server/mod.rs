@@ -11,6 +11,7 @@ pub mod connections;
 pub mod logging;
 pub mod metrics;
 pub mod resolve;
+pub mod settings;
 pub mod signals;
 pub mod throttle;
 pub mod tls;

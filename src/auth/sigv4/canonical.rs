@@ -3,8 +3,7 @@
 
 use super::*;
 use crate::auth::RequestView;
-use crate::wire::{decode_form, RawQuery, UNRESERVED};
-use percent_encoding::{percent_decode, percent_encode};
+use crate::wire::{decode_form, decode_percent, push_unreserved, RawQuery};
 use sha2::{Digest, Sha256};
 
 /// Canonical URI: each `/`-separated segment of the raw path is percent-decoded, then re-encoded
@@ -16,23 +15,22 @@ pub fn canonical_uri(raw_path: &str) -> String {
     if raw_path.is_empty() {
         return "/".to_string();
     }
-    raw_path
-        .split('/')
-        .map(|segment| {
-            percent_encode(
-                &percent_decode(segment.as_bytes()).collect::<Vec<u8>>(),
-                UNRESERVED,
-            )
-            .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+    let mut out = String::with_capacity(raw_path.len() + 8);
+    for (i, segment) in raw_path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        push_unreserved(&mut out, &decode_percent(segment));
+    }
+    out
 }
 
 /// The `name=value` pairs of a raw query, percent-decoded to bytes. A `+` is a space (form
 /// encoding, which S3 and the AWS SDKs follow); an empty piece (`a&&b`) is skipped; `a` without `=`
 /// has an empty value.
-pub(super) fn query_pairs(raw_query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
+pub(super) fn query_pairs(
+    raw_query: &str,
+) -> impl Iterator<Item = (std::borrow::Cow<'_, [u8]>, std::borrow::Cow<'_, [u8]>)> + '_ {
     RawQuery(raw_query)
         .pairs()
         .map(|(name, value)| (decode_form(name), decode_form(value.unwrap_or(""))))
@@ -42,21 +40,26 @@ pub(super) fn query_pairs(raw_query: &str) -> impl Iterator<Item = (Vec<u8>, Vec
 /// by encoded name then encoded value, joined as `name=value` with `&`. In the presigned form the
 /// `X-Amz-Signature` parameter is left out (`presigned = true`).
 pub fn canonical_query(raw_query: &str, presigned: bool) -> String {
+    let encode = |bytes: &[u8]| {
+        let mut out = String::with_capacity(bytes.len() + 8);
+        push_unreserved(&mut out, bytes);
+        out
+    };
     let mut pairs: Vec<(String, String)> = query_pairs(raw_query)
-        .filter(|(name, _)| !(presigned && name.as_slice() == param::SIGNATURE.as_bytes()))
-        .map(|(name, value)| {
-            (
-                percent_encode(&name, UNRESERVED).to_string(),
-                percent_encode(&value, UNRESERVED).to_string(),
-            )
-        })
+        .filter(|(name, _)| !(presigned && name.as_ref() == param::SIGNATURE.as_bytes()))
+        .map(|(name, value)| (encode(&name), encode(&value)))
         .collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    let mut out = String::with_capacity(raw_query.len() + 16);
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(name);
+        out.push('=');
+        out.push_str(value);
+    }
+    out
 }
 
 /// Canonical headers block: one `name:value\n` line per signed header, in the given order. All
@@ -101,36 +104,106 @@ pub fn canonical_request<S: AsRef<str>>(
     payload_hash: &str,
     presigned: bool,
 ) -> String {
-    let signed: Vec<&str> = signed_headers.iter().map(AsRef::as_ref).collect();
-    format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
-        req.method,
-        canonical_uri(req.raw_path),
-        canonical_query(req.raw_query, presigned),
-        canonical_headers(req, &signed),
-        signed.join(";"),
-        payload_hash
-    )
+    let uri = canonical_uri(req.raw_path);
+    let query = canonical_query(req.raw_query, presigned);
+    let headers = canonical_headers(req, signed_headers);
+    let mut out = String::with_capacity(
+        req.method.len() + uri.len() + query.len() + headers.len() + 2 * payload_hash.len() + 128,
+    );
+    for part in [req.method, "\n", &uri, "\n", &query, "\n", &headers, "\n"] {
+        out.push_str(part);
+    }
+    for (i, name) in signed_headers.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        out.push_str(name.as_ref());
+    }
+    out.push('\n');
+    out.push_str(payload_hash);
+    out
 }
 
 /// `AWS4-HMAC-SHA256\n<amz_date>\n<scope>\n<hex sha256 of the canonical request>`.
 pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
     let digest = hex::encode(Sha256::digest(canonical_request.as_bytes()));
-    format!("{ALGORITHM}\n{amz_date}\n{scope}\n{digest}")
+    let mut out = String::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + 67);
+    for part in [ALGORITHM, "\n", amz_date, "\n", scope, "\n", &digest] {
+        out.push_str(part);
+    }
+    out
 }
 
-/// The derived signing key for one secret, scope day (`yyyymmdd`), region and service. It changes
-/// only daily, so a caller may cache it (keyed by access key id, secret version, day, region); this
-/// module caches nothing. `None` if `date` is not a valid `yyyymmdd`.
+/// The derived signing key for one secret, scope day (`yyyymmdd`), region and service:
+/// `HMAC(HMAC(HMAC(HMAC("AWS4" + secret, day), region), service), "aws4_request")`. `None` if `date`
+/// is not a valid `yyyymmdd`.
+///
+/// The key changes only daily, and deriving it is four HMACs, more than the rest of a signature: each
+/// thread remembers the last few it derived (s3p derives one per request on each side, the client's
+/// to verify and the backend's to re-sign). The cache is transparent (the same inputs give the same
+/// key), bounded (an attacker who varies the scope's day or region only makes it derive again), and
+/// holds only what this process already has: its configured secrets and keys derived from them.
 pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Option<[u8; 32]> {
-    let day = parse_amz_date(&format!("{date}T000000Z"))?;
-    let key = generate_signing_key(secret, day, region, service);
-    key.as_ref().try_into().ok()
+    thread_local! {
+        static KEYS: std::cell::RefCell<Vec<DerivedKey>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let cached = KEYS.with_borrow(|keys| {
+        keys.iter()
+            .find(|k| {
+                k.date == date && k.region == region && k.service == service && k.secret == secret
+            })
+            .map(|k| k.key)
+    });
+    if cached.is_some() {
+        return cached;
+    }
+    let key = derive_signing_key(secret, date, region, service)?;
+    KEYS.with_borrow_mut(|keys| {
+        if keys.len() >= SIGNING_KEYS_PER_THREAD {
+            keys.clear();
+        }
+        keys.push(DerivedKey {
+            secret: secret.to_string(),
+            date: date.to_string(),
+            region: region.to_string(),
+            service: service.to_string(),
+            key,
+        });
+    });
+    Some(key)
+}
+
+/// How many derived keys each thread remembers: enough for every backend and the API keys in use on
+/// one day, small enough that a lookup is a short scan.
+const SIGNING_KEYS_PER_THREAD: usize = 32;
+
+struct DerivedKey {
+    secret: String,
+    date: String,
+    region: String,
+    service: String,
+    key: [u8; 32],
+}
+
+fn derive_signing_key(secret: &str, date: &str, region: &str, service: &str) -> Option<[u8; 32]> {
+    parse_amz_date(&format!("{date}T000000Z"))?;
+    let mut key = hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    for part in [region, service, SCOPE_TERMINATOR] {
+        key = hmac_sha256(&key, part.as_bytes());
+    }
+    Some(key)
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 /// Hex HMAC-SHA256 of the string to sign under a signing key.
 pub fn signature(signing_key: &[u8], string_to_sign: &str) -> String {
-    calculate_signature(signing_key, string_to_sign.as_bytes())
+    hex::encode(hmac_sha256(signing_key, string_to_sign.as_bytes()))
 }
 
 // -------------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 //! header form and the presigned-URL (`X-Amz-Signature=...`) form. Pure: no I/O, the clock is a
 //! parameter.
 //!
-//! The canonical request and string to sign are built here by hand, so that S3's rules are explicit
-//! and under our control; only the key derivation and the final HMAC come from `aws_sigv4`. The
+//! The canonical request, the string to sign, the key derivation and the HMAC are built here by hand,
+//! so that S3's rules are explicit and under our control (`aws_sigv4` is the oracle in tests). The
 //! core steps ([`canonical_request`], [`string_to_sign`], [`signing_key`], [`signature`]) are
 //! public and take the service as data, so the official AWS test vectors (written for a generic
 //! service) can run against them; [`verify_header`] and [`verify_presigned`] add S3's rules on top.
@@ -22,7 +22,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
 use subtle::{Choice, ConstantTimeEq};
 
 use super::{RequestView, SecretLookup};

@@ -160,7 +160,7 @@ pub struct PresignedParams {
 /// query auth.
 pub fn is_presigned(raw_query: &str) -> bool {
     let markers = [param::ALGORITHM, param::CREDENTIAL, param::SIGNATURE];
-    query_pairs(raw_query).any(|(name, _)| markers.iter().any(|m| m.as_bytes() == name.as_slice()))
+    query_pairs(raw_query).any(|(name, _)| markers.iter().any(|m| m.as_bytes() == name.as_ref()))
 }
 
 /// Extracts and checks the presigned-URL parameters (algorithm, credential shape, `X-Amz-Expires`
@@ -178,7 +178,7 @@ pub fn parse_presigned(raw_query: &str) -> Result<PresignedParams, S3Error> {
     ];
     let mut values: [Option<String>; 7] = Default::default();
     for (name, value) in query_pairs(raw_query) {
-        if let Some(i) = NAMES.iter().position(|n| n.as_bytes() == name.as_slice()) {
+        if let Some(i) = NAMES.iter().position(|n| n.as_bytes() == name.as_ref()) {
             // A repeated parameter would leave it unclear which value was meant: refuse it.
             if values[i]
                 .replace(String::from_utf8_lossy(&value).into_owned())
