@@ -1,11 +1,11 @@
 //! SigV4 for the requests s3p sends to a backend, built directly: a backend request always has the same
 //! shape (method, an already encoded path, a query s3p wrote or allow-listed, a few allow-listed
 //! headers, a payload hash), so the canonical request is written into one buffer and the signing key
-//! comes from the per-thread cache of [`crate::auth::sigv4::signing_key`]. Pure: the time is a
+//! comes from the per-thread cache of [`crate::auth::sigv4::signer`]. Pure: the time is a
 //! parameter. Every output is checked against `aws_sigv4` (the AWS SDK's signer) in the tests below.
 
 use crate::auth::sigv4::{
-    canonical_query, signature, signing_key, ALGORITHM, S3_SERVICE, SCOPE_TERMINATOR,
+    canonical_query, sign_with, signer, ALGORITHM, S3_SERVICE, SCOPE_TERMINATOR,
 };
 use crate::timefmt::format_amz_date;
 use sha2::{Digest, Sha256};
@@ -123,9 +123,9 @@ pub fn sign(
     }
     string_to_sign.push_str(&hex::encode(Sha256::digest(canonical.as_bytes())));
     // `day` comes from our own clock, formatted as yyyymmdd: always a valid date.
-    let key = signing_key(credentials.secret_access_key, day, region, S3_SERVICE)
+    let signer = signer(credentials.secret_access_key, day, region, S3_SERVICE)
         .expect("the clock's day is a valid date");
-    let signature = signature(&key, &string_to_sign);
+    let signature = sign_with(signer, &string_to_sign);
     let mut authorization = String::with_capacity(
         ALGORITHM.len()
             + credentials.access_key_id.len()

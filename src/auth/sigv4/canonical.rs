@@ -4,7 +4,9 @@
 use super::*;
 use crate::auth::RequestView;
 use crate::wire::{decode_form, decode_percent, push_unreserved, RawQuery};
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 /// Canonical URI: each `/`-separated segment of the raw path is percent-decoded, then re-encoded
 /// with the unreserved set. A correctly encoded path comes out unchanged; an under-encoded one
@@ -40,14 +42,15 @@ pub(super) fn query_pairs(
 /// by encoded name then encoded value, joined as `name=value` with `&`. In the presigned form the
 /// `X-Amz-Signature` parameter is left out (`presigned = true`).
 pub fn canonical_query(raw_query: &str, presigned: bool) -> String {
-    let encode = |bytes: &[u8]| {
-        let mut out = String::with_capacity(bytes.len() + 8);
-        push_unreserved(&mut out, bytes);
-        out
-    };
-    let mut pairs: Vec<(String, String)> = query_pairs(raw_query)
-        .filter(|(name, _)| !(presigned && name.as_ref() == param::SIGNATURE.as_bytes()))
-        .map(|(name, value)| (encode(&name), encode(&value)))
+    let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = RawQuery(raw_query)
+        .pairs()
+        .map(|(name, value)| {
+            (
+                canonical_query_part(name),
+                canonical_query_part(value.unwrap_or("")),
+            )
+        })
+        .filter(|(name, _)| !(presigned && name == param::SIGNATURE))
         .collect();
     pairs.sort();
     let mut out = String::with_capacity(raw_query.len() + 16);
@@ -60,6 +63,42 @@ pub fn canonical_query(raw_query: &str, presigned: bool) -> String {
         out.push_str(value);
     }
     out
+}
+
+/// One name or value of a raw query in canonical form: form-decoded, then encoded with the unreserved
+/// set. Borrowed when the raw text is that form already (what SDKs send: unreserved bytes, and `%XX`
+/// in uppercase for the others), so that most queries are canonicalised without a copy.
+fn canonical_query_part(raw: &str) -> Cow<'_, str> {
+    let bytes = raw.as_bytes();
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    let upper_hex = |b: u8| b.is_ascii_digit() || (b'A'..=b'F').contains(&b);
+    let mut i = 0;
+    let mut canonical = true;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if unreserved(b) {
+            i += 1;
+        } else if b == b'%'
+            && bytes.get(i + 1).copied().is_some_and(upper_hex)
+            && bytes.get(i + 2).copied().is_some_and(upper_hex)
+            && !unreserved(
+                (bytes[i + 1] as char).to_digit(16).unwrap() as u8 * 16
+                    + (bytes[i + 2] as char).to_digit(16).unwrap() as u8,
+            )
+        {
+            i += 3;
+        } else {
+            canonical = false;
+            break;
+        }
+    }
+    if canonical {
+        return Cow::Borrowed(raw);
+    }
+    let decoded = decode_form(raw);
+    let mut out = String::with_capacity(decoded.len() + 8);
+    push_unreserved(&mut out, &decoded);
+    Cow::Owned(out)
 }
 
 /// Canonical headers block: one `name:value\n` line per signed header, in the given order. All
@@ -144,6 +183,29 @@ pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> S
 /// key), bounded (an attacker who varies the scope's day or region only makes it derive again), and
 /// holds only what this process already has: its configured secrets and keys derived from them.
 pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Option<[u8; 32]> {
+    with_derived_key(secret, date, region, service, |k| k.key)
+}
+
+/// The HMAC of a signature under the derived key, keyed already: [`signature`] without hashing the key
+/// again (two of the few SHA-256 blocks a signature costs). Same cache as [`signing_key`].
+pub fn signer(secret: &str, date: &str, region: &str, service: &str) -> Option<Hmac<Sha256>> {
+    with_derived_key(secret, date, region, service, |k| k.mac.clone())
+}
+
+/// Hex HMAC-SHA256 of the string to sign, with a keyed [`signer`].
+pub fn sign_with(signer: Hmac<Sha256>, string_to_sign: &str) -> String {
+    let mut mac = signer;
+    mac.update(string_to_sign.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn with_derived_key<T>(
+    secret: &str,
+    date: &str,
+    region: &str,
+    service: &str,
+    read: impl Fn(&DerivedKey) -> T,
+) -> Option<T> {
     thread_local! {
         static KEYS: std::cell::RefCell<Vec<DerivedKey>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -152,25 +214,28 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Opt
             .find(|k| {
                 k.date == date && k.region == region && k.service == service && k.secret == secret
             })
-            .map(|k| k.key)
+            .map(&read)
     });
     if cached.is_some() {
         return cached;
     }
     let key = derive_signing_key(secret, date, region, service)?;
+    let derived = DerivedKey {
+        secret: secret.to_string(),
+        date: date.to_string(),
+        region: region.to_string(),
+        service: service.to_string(),
+        key,
+        mac: Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length"),
+    };
+    let out = read(&derived);
     KEYS.with_borrow_mut(|keys| {
         if keys.len() >= SIGNING_KEYS_PER_THREAD {
             keys.clear();
         }
-        keys.push(DerivedKey {
-            secret: secret.to_string(),
-            date: date.to_string(),
-            region: region.to_string(),
-            service: service.to_string(),
-            key,
-        });
+        keys.push(derived);
     });
-    Some(key)
+    Some(out)
 }
 
 /// How many derived keys each thread remembers: enough for every backend and the API keys in use on
@@ -183,6 +248,8 @@ struct DerivedKey {
     region: String,
     service: String,
     key: [u8; 32],
+    /// HMAC keyed with `key`, ready to clone.
+    mac: Hmac<Sha256>,
 }
 
 fn derive_signing_key(secret: &str, date: &str, region: &str, service: &str) -> Option<[u8; 32]> {
@@ -195,7 +262,6 @@ fn derive_signing_key(secret: &str, date: &str, region: &str, service: &str) -> 
 }
 
 fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    use hmac::{Hmac, Mac};
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);
     mac.finalize().into_bytes().into()

@@ -291,13 +291,13 @@ fn check_signature(
 ) -> Result<(), S3Error> {
     let mut matched = Choice::from(0);
     for secret in secrets {
-        if let Some(key) = signing_key(
+        if let Some(signer) = signer(
             secret,
             &credential.date,
             &credential.region,
             &credential.service,
         ) {
-            matched |= signature(&key, string_to_sign)
+            matched |= sign_with(signer, string_to_sign)
                 .as_bytes()
                 .ct_eq(provided.as_bytes());
         }
