@@ -637,14 +637,10 @@ pub fn sigv4_headers(
     sigv4_sign(&request, key, secret, time)
 }
 
-/// A request to sign: `headers` are signed besides `host`; `payload_hash` is its `x-amz-content-sha256`.
-pub struct Signed<'a> {
-    pub method: &'a str,
-    pub host: &'a str,
-    pub path_and_query: &'a str,
-    pub headers: &'a [(&'a str, &'a str)],
-    pub payload_hash: &'a str,
-}
+/// A request to sign, in the shape s3p signs its backend requests (the signature itself comes from
+/// aws-sigv4 below, independent of s3p's signer): `headers` are signed besides `host`; `payload_hash` is
+/// its `x-amz-content-sha256`.
+pub use s3p::backend::ToSign as Signed;
 
 /// The headers aws-sigv4 adds to sign `request` (`authorization`, `x-amz-date`, `x-amz-content-sha256`).
 pub fn sigv4_sign(
