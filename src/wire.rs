@@ -13,13 +13,18 @@ pub const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// An RFC 3986 unreserved byte: what [`UNRESERVED`] leaves as it is.
+pub fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
 /// Appends `bytes` percent-encoded with [`UNRESERVED`] (uppercase hex), as
 /// `percent_encode(bytes, UNRESERVED)` writes them, without the formatting machinery: SigV4's canonical
 /// URI and query are written this way for every signed request.
 pub fn push_unreserved(out: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if is_unreserved(b) {
             out.push(char::from(b));
         } else {
             out.push('%');

@@ -421,17 +421,8 @@ fn the_proxy_protocol_names_the_client_and_only_trusted_peers_may_send_it() {
             }
         }
     };
-    let id = answer
-        .lines()
-        .find_map(|l| l.strip_prefix("x-amz-request-id: "))
-        .unwrap()
-        .trim()
-        .to_string();
     // The client as the balancer saw it, port included (as for a direct connection).
-    let client = audit_line(&s3p, &id)["client"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let client = audited_client(&s3p, &answer);
     assert!(client.starts_with(&format!("{CLIENT_ADDR}:")), "{client}");
 
     // A version 1 header from a trusted peer (this test, on 127.0.0.1).
@@ -452,13 +443,7 @@ fn the_proxy_protocol_names_the_client_and_only_trusted_peers_may_send_it() {
         "PROXY TCP4 198.51.100.7 127.0.0.1 5555 8080\r\n",
     );
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    let id = text
-        .lines()
-        .find_map(|l| l.strip_prefix("x-amz-request-id: "))
-        .unwrap()
-        .trim()
-        .to_string();
-    assert_eq!(audit_line(&s3p, &id)["client"], "198.51.100.7:5555");
+    assert_eq!(audited_client(&s3p, &text), "198.51.100.7:5555");
     // The same header from a peer that is not a trusted proxy, or no header at all: closed unanswered.
     let text = send(
         "127.0.0.2",
@@ -525,17 +510,8 @@ fn the_proxy_protocol_on_the_tls_listener_names_the_client() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(text.ends_with("body of plain.txt"), "{text}");
-    let id = text
-        .lines()
-        .find_map(|l| l.strip_prefix("x-amz-request-id: "))
-        .unwrap()
-        .trim()
-        .to_string();
     // The client as HAProxy saw it (curl's source address), not HAProxy itself.
-    let client = audit_line(&s3p, &id)["client"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let client = audited_client(&s3p, &text);
     assert!(client.starts_with(&format!("{CLIENT_ADDR}:")), "{client}");
     // Straight to the TLS listener, without a PROXY header: closed before the handshake.
     let out = curl(tls_port);
@@ -545,4 +521,17 @@ fn the_proxy_protocol_on_the_tls_listener_names_the_client() {
     );
     let _ = haproxy.kill();
     let _ = haproxy.wait();
+}
+
+/// The `client` of the audit line of the request whose raw answer (head and body) is `answer`.
+fn audited_client(s3p: &S3p, answer: &str) -> String {
+    let id = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("x-amz-request-id: "))
+        .expect("the answer carries its request id")
+        .trim();
+    audit_line(s3p, id)["client"]
+        .as_str()
+        .expect("the audit line names its client")
+        .to_string()
 }

@@ -372,22 +372,16 @@ api_keys:
         let (body, _) = run("uploads&max-uploads=2");
         assert_eq!(keys(&body), ["sand/a", "sand/b/c"]);
         assert!(body.contains("<IsTruncated>true</IsTruncated>"), "{body}");
-        let next_key = body
-            .split("<NextKeyMarker>")
-            .nth(1)
-            .unwrap()
-            .split('<')
-            .next()
-            .unwrap()
-            .to_string();
-        let next_id = body
-            .split("<NextUploadIdMarker>")
-            .nth(1)
-            .unwrap()
-            .split('<')
-            .next()
-            .unwrap()
-            .to_string();
+        let element = |name: &str| {
+            let open = format!("<{name}>");
+            let text = body
+                .split(open.as_str())
+                .nth(1)
+                .expect("the element is there");
+            text.split('<').next().unwrap().to_string()
+        };
+        let next_key = element("NextKeyMarker");
+        let next_id = element("NextUploadIdMarker");
         assert_eq!(next_key, "sand/b/c");
         let q = format!(
             "uploads&key-marker={}&upload-id-marker={}",

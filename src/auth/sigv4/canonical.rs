@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::auth::RequestView;
-use crate::wire::{decode_form, decode_percent, push_unreserved, RawQuery};
+use crate::wire::{decode_form, decode_percent, is_unreserved, push_unreserved, RawQuery};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -70,18 +70,17 @@ pub fn canonical_query(raw_query: &str, presigned: bool) -> String {
 /// in uppercase for the others), so that most queries are canonicalised without a copy.
 fn canonical_query_part(raw: &str) -> Cow<'_, str> {
     let bytes = raw.as_bytes();
-    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
     let upper_hex = |b: u8| b.is_ascii_digit() || (b'A'..=b'F').contains(&b);
     let mut i = 0;
     let mut canonical = true;
     while i < bytes.len() {
         let b = bytes[i];
-        if unreserved(b) {
+        if is_unreserved(b) {
             i += 1;
         } else if b == b'%'
             && bytes.get(i + 1).copied().is_some_and(upper_hex)
             && bytes.get(i + 2).copied().is_some_and(upper_hex)
-            && !unreserved(
+            && !is_unreserved(
                 (bytes[i + 1] as char).to_digit(16).unwrap() as u8 * 16
                     + (bytes[i + 2] as char).to_digit(16).unwrap() as u8,
             )
@@ -206,10 +205,7 @@ fn with_derived_key<T>(
     service: &str,
     read: impl Fn(&DerivedKey) -> T,
 ) -> Option<T> {
-    thread_local! {
-        static KEYS: std::cell::RefCell<Vec<DerivedKey>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let cached = KEYS.with_borrow(|keys| {
+    let cached = DERIVED_KEYS.with_borrow(|keys| {
         keys.iter()
             .find(|k| {
                 k.date == date && k.region == region && k.service == service && k.secret == secret
@@ -229,7 +225,7 @@ fn with_derived_key<T>(
         mac: Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length"),
     };
     let out = read(&derived);
-    KEYS.with_borrow_mut(|keys| {
+    DERIVED_KEYS.with_borrow_mut(|keys| {
         if keys.len() >= SIGNING_KEYS_PER_THREAD {
             keys.clear();
         }
@@ -238,9 +234,18 @@ fn with_derived_key<T>(
     Some(out)
 }
 
+#[cfg(test)]
+pub(super) fn cached_signing_keys() -> usize {
+    DERIVED_KEYS.with_borrow(Vec::len)
+}
+
 /// How many derived keys each thread remembers: enough for every backend and the API keys in use on
 /// one day, small enough that a lookup is a short scan.
 const SIGNING_KEYS_PER_THREAD: usize = 32;
+
+thread_local! {
+    static DERIVED_KEYS: std::cell::RefCell<Vec<DerivedKey>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 struct DerivedKey {
     secret: String,
@@ -252,7 +257,12 @@ struct DerivedKey {
     mac: Hmac<Sha256>,
 }
 
-fn derive_signing_key(secret: &str, date: &str, region: &str, service: &str) -> Option<[u8; 32]> {
+pub(super) fn derive_signing_key(
+    secret: &str,
+    date: &str,
+    region: &str,
+    service: &str,
+) -> Option<[u8; 32]> {
     parse_amz_date(&format!("{date}T000000Z"))?;
     let mut key = hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes());
     for part in [region, service, SCOPE_TERMINATOR] {

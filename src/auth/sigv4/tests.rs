@@ -1107,6 +1107,34 @@ fn canonical_pieces() {
 }
 
 #[test]
+fn the_signing_key_cache_is_bounded_and_transparent() {
+    // A client that varies its scope (one region per request) only makes keys derive again: the cache
+    // of this thread never holds more than its bound, and every key is the one derived from scratch.
+    let fresh =
+        |region: &str| canonical::derive_signing_key(SECRET, "20240101", region, "s3").unwrap();
+    for i in 0..200 {
+        let region = format!("region-{i}");
+        assert_eq!(
+            signing_key(SECRET, "20240101", &region, "s3"),
+            Some(fresh(&region))
+        );
+        assert!(
+            canonical::cached_signing_keys() <= 32,
+            "{}",
+            canonical::cached_signing_keys()
+        );
+    }
+    // A cached key and a keyed signer give the same signature as the key itself.
+    let key = fresh("region-199");
+    assert_eq!(
+        signing_key(SECRET, "20240101", "region-199", "s3"),
+        Some(key)
+    );
+    let signer = signer(SECRET, "20240101", "region-199", "s3").unwrap();
+    assert_eq!(sign_with(signer, "to sign"), signature(&key, "to sign"));
+}
+
+#[test]
 fn dates() {
     assert_eq!(parse_amz_date("20240501T120000Z"), Some(t0()));
     assert_eq!(format_amz_date(t0()), "20240501T120000Z");
