@@ -12,7 +12,8 @@
 //! data source with more than 1000 keys), continuation tokens bound to the key, prefix and delimiter
 //! (another key, a changed prefix or delimiter, a tampered token: 400 InvalidArgument), markers inside denied
 //! data sources, every prefix of a denied data source for the subset key, every key and its common prefix
-//! as a marker, markers below the prefix, max-keys edges, and the aws CLI (`s3 ls --recursive`, `s3 sync`).
+//! as a marker, markers below the prefix, max-keys edges, and the aws CLI (`s3 ls --recursive`, `s3 sync`);
+//! walks past keys longer than S3 allows, put on Garage directly (a third s3p in front of them).
 //!
 //! Reproduce: `S3P_LISTING_SEED=<seed> cargo test --test listing_model` (the seed is printed, and is part of
 //! every failure message); one random case alone: `S3P_LISTING_CASE=<n>`; more cases:
@@ -40,7 +41,7 @@ const SUBSET_SECRET: &str = "model-subset-secret-0123456789";
 /// common::assert_no_leak, plus the backend buckets only this test's data sources use.
 fn assert_no_backend_name(what: &str, received: &str) {
     assert_no_leak(what, received);
-    for bucket in [GAMMA_BUCKET, DELTA_BUCKET, BULK_BUCKET] {
+    for bucket in [GAMMA_BUCKET, DELTA_BUCKET, BULK_BUCKET, LONG_BUCKET] {
         assert!(
             !received.contains(bucket),
             "{what}: leaked `{bucket}` in:\n{received}"
@@ -56,6 +57,14 @@ const BULK_SECRET: &str = "model-bulk-secret-0123456789";
 /// More keys than one backend page (Garage, like S3, answers at most 1000 per page).
 const BULK_COUNT: usize = 1050;
 const DELTA_BUCKET: &str = "delta-real-bucket";
+const LONG_BUCKET: &str = "long-real-bucket";
+const LONG_KEY: &str = "model-long-key";
+const LONG_SIGNING: &str = "model-long-signing-key";
+const LONG_SECRET: &str = "model-long-secret-0123456789";
+/// Ordinary keys around the long ones (more than a backend page).
+const LONG_COUNT: usize = 1100;
+/// The long backend keys' length: more than S3's 1,024 bytes, put on Garage directly.
+const LONG_KEY_LEN: usize = 3500;
 const DEFAULT_SEED: u64 = 0x5333_7004;
 const DEFAULT_CASES: usize = 300;
 
@@ -365,6 +374,7 @@ impl Fx {
             ALL_KEY => &self.all,
             SUBSET_KEY => &self.subset,
             BULK_KEY => &bulk().model,
+            LONG_KEY => &long().model,
             k => panic!("unknown API key {k}"),
         }
     }
@@ -806,10 +816,10 @@ struct Page {
 }
 
 fn get(api_key: &str, target: &str) -> RawResponse {
-    let addr = if api_key == BULK_KEY {
-        bulk().s3p.addr()
-    } else {
-        fx().s3p.addr()
+    let addr = match api_key {
+        BULK_KEY => bulk().s3p.addr(),
+        LONG_KEY => long().s3p.addr(),
+        _ => fx().s3p.addr(),
     };
     raw(addr, "GET", target, &[("Authorization", &legacy(api_key))])
 }
@@ -2096,4 +2106,215 @@ fn aws_cli_sync_downloads_exactly_the_expected_tree() {
     let (ok, out, err) = aws(SUBSET_SIGNING, SUBSET_SECRET, &args);
     assert!(ok, "second sync: {err}");
     assert_eq!(out.trim(), "", "a second sync downloads nothing");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Keys longer than S3 allows (issue 21): put on Garage directly, never through s3p. Every walk must pass
+// them, and the tokens and markers s3p emits after them must come back.
+
+/// A third s3p on the same Garage, in front of a data source holding 1,100 ordinary keys, two 3,500-byte
+/// backend keys (one ASCII at about position 1,000, one of awkward characters at about 500) and one of
+/// 20,000 bytes (more than s3p lists).
+struct Long {
+    s3p: S3p,
+    model: Model,
+    /// The long keys, virtual.
+    long_keys: Vec<String>,
+}
+
+/// A backend key of exactly `len` bytes: `stem` then `fill` repeated (and `x` to the exact length).
+fn long_backend_key(stem: &str, fill: &str, len: usize) -> String {
+    let mut k = stem.to_string();
+    while k.len() + fill.len() <= len {
+        k.push_str(fill);
+    }
+    while k.len() < len {
+        k.push('x');
+    }
+    k
+}
+
+fn long() -> &'static Long {
+    static LONG: OnceLock<Long> = OnceLock::new();
+    LONG.get_or_init(|| {
+        let f = fx();
+        f.garage.cli(&["bucket", "create", LONG_BUCKET]);
+        f.garage.cli(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            LONG_BUCKET,
+            "--key",
+            GARAGE_KEY_ID,
+        ]);
+        // Backend keys under `in/`: `in/k/0999-xxx...` sorts between k/0999 and k/1000.
+        let long_backend = [
+            long_backend_key("in/k/0999-", "x", LONG_KEY_LEN),
+            long_backend_key("in/k/0500 ", "caf\u{e9} +%&=?#/\u{2603} ", LONG_KEY_LEN),
+        ];
+        // Longer than s3p lists (8 KiB; Garage takes keys up to its 64 KiB URI limit): left out of every
+        // listing, and the walks over it still end.
+        let too_long = long_backend_key("in/k/0700-", "y", 20_000);
+        let mut backend: Vec<String> = (0..LONG_COUNT).map(|i| format!("in/k/{i:04}")).collect();
+        backend.extend(long_backend.iter().cloned());
+        backend.push(too_long.clone());
+        let client = f.garage.client();
+        let etags: Vec<String> = runtime().block_on(async {
+            let mut puts = tokio::task::JoinSet::new();
+            let mut etags = vec![String::new(); backend.len()];
+            let mut pending = backend.iter().cloned().enumerate();
+            loop {
+                while puts.len() < 16 {
+                    let Some((n, key)) = pending.next() else { break };
+                    let c = client.clone();
+                    puts.spawn(async move {
+                        let out = c
+                            .put_object()
+                            .bucket(LONG_BUCKET)
+                            .key(&key)
+                            .body(ByteStream::from(format!("{}\n", key.len()).into_bytes()))
+                            .send()
+                            .await
+                            .unwrap_or_else(|e| {
+                                panic!("Garage refused a key of {} bytes: {e:?}", key.len())
+                            });
+                        (n, out.e_tag().unwrap().to_string())
+                    });
+                }
+                match puts.join_next().await {
+                    Some(r) => {
+                        let (n, e) = r.unwrap();
+                        etags[n] = e;
+                    }
+                    None => break,
+                }
+            }
+            etags
+        });
+        // Garage lists them as they were put (directly, with the backend's credentials).
+        let direct: Vec<String> = runtime().block_on(async {
+            let mut keys = Vec::new();
+            let mut token = None;
+            loop {
+                let page = client
+                    .list_objects_v2()
+                    .bucket(LONG_BUCKET)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .unwrap();
+                keys.extend(page.contents().iter().filter_map(|o| o.key().map(String::from)));
+                token = page.next_continuation_token().map(String::from);
+                if token.is_none() {
+                    return keys;
+                }
+            }
+        });
+        for k in long_backend.iter().chain([&too_long]) {
+            assert!(direct.contains(k), "Garage lists its {}-byte key", k.len());
+        }
+        let vkey = |k: &str| format!("long/{}", k.strip_prefix("in/").unwrap());
+        let mut objects: Vec<Obj> = backend
+            .iter()
+            .zip(etags)
+            .filter(|(key, _)| **key != too_long)
+            .map(|(key, etag)| Obj {
+                ds: usize::MAX,
+                vkey: vkey(key),
+                body: format!("{}\n", key.len()).into_bytes(),
+                etag,
+            })
+            .collect();
+        // Alongside a data source of the main fixture, so that walks go on past the long keys' one.
+        objects.extend(
+            f.objects
+                .iter()
+                .filter(|o| DATA_SOURCES[o.ds].name == "sales")
+                .cloned(),
+        );
+        let yaml = format!(
+            "listen: 127.0.0.1:{{PORT}}\nbase_path: /s3p\nbucket: immuta\ntoken_secret: long-token-secret-0123456789\n\
+             backends:\n  garage:\n    endpoint: {}\n    region: garage\n    access_key_id: {GARAGE_KEY_ID}\n    \
+             secret_access_key: {GARAGE_SECRET}\ndata_sources:\n  long: {{ backend: garage, bucket: {LONG_BUCKET}, prefix: in/ }}\n  \
+             sales: {{ backend: garage, bucket: {ALPHA_BUCKET} }}\n\
+             api_keys:\n  - id: {LONG_KEY}\n    name: Long\n    data_sources: all\n  \
+             - id: {LONG_SIGNING}\n    secret: {LONG_SECRET}\n    name: Long (signing)\n    data_sources: all\n\
+             limits:\n  max_backend_calls_per_list: 1000\n",
+            f.garage.endpoint()
+        );
+        let s3p = S3p::start(&f.dir.join("s3p-long"), &yaml);
+        let model = Model::of(&["long", "sales"], &objects);
+        let long_keys: Vec<String> = long_backend.iter().map(|k| vkey(k)).collect();
+        // Where the ASCII one sits in the walk.
+        let position = model.keys().iter().position(|o| o.vkey == long_keys[0]);
+        eprintln!(
+            "listing_model: keys of {:?} bytes on Garage, the first at position {position:?} of {}",
+            long_backend.map(|k| k.len()),
+            objects.len()
+        );
+        Long {
+            s3p,
+            model,
+            long_keys,
+        }
+    })
+}
+
+#[test]
+fn walks_pass_keys_longer_than_s3_allows() {
+    let f = fx();
+    let l = long();
+    let mut walks = 0;
+    for v2 in [true, false] {
+        for enc in [false, true] {
+            for (prefix, delimiter, max, start) in [
+                ("", None, 1000, None),
+                ("", None, 7, None),
+                ("long/", None, 1, Some("long/k/0998")),
+                ("long/k/", Some("/"), 3, None),
+                ("long/k/0", Some("9"), 2, None),
+                ("", Some("/"), 1000, Some(l.long_keys[0].as_str())),
+                ("", None, 1000, Some(l.long_keys[1].as_str())),
+            ] {
+                let mut q = query(LONG_KEY, v2, prefix, delimiter, max);
+                q.enc = enc;
+                q.start = start.map(str::to_string);
+                let ctx = format!("seed {}: {q:?}", f.seed);
+                let pages = walk(&q, &ctx);
+                let items = pages.concat();
+                // Whatever walks over them lists each exactly once (the model walk checks the rest).
+                for k in &l.long_keys {
+                    let listed = items.iter().filter(|i| **i == Item::Key(k.clone())).count();
+                    let want = l
+                        .model
+                        .list(
+                            prefix,
+                            delimiter,
+                            &model_position(start.unwrap_or(""), prefix, delimiter),
+                        )
+                        .contains(&Item::Key(k.clone()));
+                    assert_eq!(listed, usize::from(want), "{ctx}: {} bytes", k.len());
+                }
+                walks += 1;
+            }
+        }
+    }
+    assert_eq!(walks, 28);
+    // The aws CLI lists every key exactly once, 1000 a page and 7.
+    let want: Vec<(String, u64)> = l
+        .model
+        .keys()
+        .iter()
+        .map(|o| (o.vkey.clone(), o.body.len() as u64))
+        .collect();
+    assert!(want.iter().any(|(k, _)| k == &l.long_keys[0]));
+    for extra in [&[][..], &["--page-size", "7"][..]] {
+        let mut args = vec!["s3", "ls", "s3://immuta/", "--recursive"];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = aws_at(&l.s3p, LONG_SIGNING, LONG_SECRET, &args);
+        assert!(ok, "aws {args:?}: {err}");
+        assert_eq!(parse_ls(&out), want, "aws {args:?}");
+    }
 }

@@ -20,6 +20,18 @@ use crate::error::{S3Error, S3ErrorCode};
 use crate::xml::XmlText;
 use async_trait::async_trait;
 
+/// The longest virtual key (or common prefix) a listing shows, in bytes. S3 keys are at most 1,024 bytes,
+/// but a backend may hold longer ones (put there directly, not through s3p), and every listed name may
+/// become the position a client sends back (v1 marker, v2 sealed token): a walk passes a key only if the
+/// position after it comes back. 8 KiB lets every such position (a token is 4/3 of it, a marker of ASCII
+/// about its length) fit in a request head of the default `max_header_bytes` (16 KiB), as the key itself
+/// must fit there for a GET. Longer keys are left out of listings, so that a walk always reaches its end.
+pub const MAX_LISTED_KEY_LEN: usize = 8 * 1024;
+
+/// The longest position s3p emits or accepts, in bytes: a listed name, or a name cut to
+/// [`MAX_LISTED_KEY_LEN`] followed by U+10FFFF (the v1 marker for "after everything under it").
+pub const MAX_POSITION_LEN: usize = MAX_LISTED_KEY_LEN + char::MAX.len_utf8();
+
 /// Where a listing resumes. Positions are virtual strings, never backend ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Position {
@@ -415,7 +427,8 @@ pub async fn list_page<S: PageSource + ?Sized>(
                 // The page is full and the backend has more: when the backend rolls up (or there is no
                 // delimiter), its next entry is after every entry of this page, hence admitted and a new
                 // entry of ours. The page is then truncated without fetching one entry more, which
-                // would cost a second backend call per page.
+                // would cost a second backend call per page. (Unless all that follows is too long to
+                // list: then the next page is empty, and not truncated.)
                 Some(_) if filled_here && request.delimiter.as_deref() == delimiter => {
                     more_after_page = true;
                     break 'sources;
@@ -466,7 +479,12 @@ pub async fn list_page<S: PageSource + ?Sized>(
 /// The position just after a listed name `name` (the last one a backend page held), for a page that ends
 /// before holding any entry. A name that rolls up stands for its whole common prefix, unless that is
 /// where the walk started (keys under it after U+10FFFF): then only for itself, so the walk moves on.
+/// A name too long to list stands for everything under its first [`MAX_LISTED_KEY_LEN`] bytes (see
+/// [`after_overlong`]), so that the position stays short enough to come back.
 fn reached_after(name: &str, prefix: &str, delimiter: Option<&str>, start: &Position) -> Position {
+    if name.len() > MAX_LISTED_KEY_LEN {
+        return after_overlong(name);
+    }
     match rollup(name, prefix, delimiter) {
         Some(cp) if !matches!(start, Position::AfterPrefix(p) if p == cp) => {
             Position::AfterPrefix(cp.to_string())
@@ -475,8 +493,54 @@ fn reached_after(name: &str, prefix: &str, delimiter: Option<&str>, start: &Posi
     }
 }
 
+/// The position after a name longer than [`MAX_LISTED_KEY_LEN`], in at most [`MAX_LISTED_KEY_LEN`] bytes:
+/// after everything under `cut`, its longest prefix of whole characters within the bound. That skips no
+/// listed name after `name`: a listed name under `cut` is `cut` plus fewer bytes than the character that
+/// `name` has next (it straddles the bound), so its next character has a smaller first byte (UTF-8 lead
+/// bytes grow with the width), and it sorts before `name`. The names under `cut` up to `name` were passed.
+fn after_overlong(name: &str) -> Position {
+    Position::AfterPrefix(head(name, MAX_LISTED_KEY_LEN).to_string())
+}
+
+#[cfg(test)]
+pub(crate) fn reached_after_for_tests(name: &str) -> Position {
+    reached_after(name, "", None, &Position::Start)
+}
+
+/// The longest prefix of `s` of whole characters in at most `max` bytes.
+fn head(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Whether a name may be listed; see [`MAX_LISTED_KEY_LEN`]. Logged, since the key then exists on its
+/// backend but in no listing: the first time as a warning, then at debug level, because every page that
+/// passes over the key drops it again (thousands of lines for one key in a walk of small pages).
+fn listable(ds: &DataSource, name: &str) -> bool {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let ok = name.len() <= MAX_LISTED_KEY_LEN;
+    if !ok {
+        let level = match WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            false => log::Level::Warn,
+            true => log::Level::Debug,
+        };
+        log::log!(
+            level,
+            "data source {}: a key of {} bytes is left out of listings (more than {MAX_LISTED_KEY_LEN}; \
+             further ones are logged at debug level): {:?}...",
+            ds.name,
+            name.len(),
+            head(name, 64)
+        );
+    }
+    ok
+}
+
 /// A backend page in virtual terms and in key order: its objects and common prefixes (each list already in
-/// order) merged, entries outside the data source's prefix dropped.
+/// order) merged, entries outside the data source's prefix or too long to list dropped.
 fn virtual_entries(
     ds: &DataSource,
     objects: Vec<ObjectEntry>,
@@ -484,7 +548,7 @@ fn virtual_entries(
 ) -> Vec<Entry> {
     let mut out = Vec::with_capacity(objects.len() + prefixes.len());
     let objects = objects.into_iter().filter_map(|o| {
-        let key = crate::namespace::from_backend_key(ds, &o.key)?;
+        let key = crate::namespace::from_backend_key(ds, &o.key).filter(|k| listable(ds, k))?;
         Some(Entry::Object(ObjectEntry { key, ..o }))
     });
     if prefixes.is_empty() {
@@ -495,6 +559,7 @@ fn virtual_entries(
     let mut prefixes = prefixes
         .iter()
         .filter_map(|p| crate::namespace::from_backend_key(ds, p))
+        .filter(|p| listable(ds, p))
         .map(Entry::CommonPrefix)
         .peekable();
     loop {

@@ -23,7 +23,8 @@ impl PageSource for MemorySource {
     async fn list(&self, ds: &DataSource, r: BackendListRequest) -> Result<BackendPage, S3Error> {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let keys = self.buckets.get(&ds.bucket).cloned().unwrap_or_default();
+        let none = Vec::new();
+        let keys = self.buckets.get(&ds.bucket).unwrap_or(&none);
         let after = r
             .continuation
             .clone()
@@ -574,4 +575,338 @@ fn pages_over_many_empty_data_sources_stop_at_the_hard_cap_and_go_on() {
     assert_eq!(entries, vec!["K:z/last"]);
     assert!(calls.iter().all(|c| *c <= budget.hard), "{calls:?}");
     assert_eq!(calls.len(), 4, "{calls:?}");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Keys longer than S3 allows (issue 21): a backend may hold them (put there directly), and every walk
+// must pass them, as a client walks: through `serve`, with the query string written and parsed as on the
+// wire, the XML read back, and each next page asked for with what the client was given.
+
+const LONG_YAML: &str = r#"
+token_secret: long-keys-token-secret-0123456789
+backends:
+  b: { endpoint: "http://127.0.0.1:9", access_key_id: a, secret_access_key: s }
+data_sources:
+  long: { backend: b, bucket: long-bucket, prefix: "in/" }
+  next: { backend: b, bucket: next-bucket }
+api_keys:
+  - { id: READER, name: Reader, data_sources: all }
+limits:
+  max_backend_calls_per_list: BUDGET
+"#;
+
+/// Backend keys of the two data sources: 110 ordinary keys with a 3,500-byte one at position 100, keys
+/// of exactly the longest listed length (one ending in a 2-byte character, one in 4-byte ones), keys
+/// longer than that (left out of listings) among listed neighbours, and one whose cut at the bound falls
+/// inside a character, next to listed keys that share that cut. Returns (bucket, backend key, virtual key).
+fn long_keys() -> Vec<(&'static str, String, String)> {
+    let mut rels: Vec<String> = (0..110).map(|i| format!("k/{i:04}")).collect();
+    // The 3,500-byte virtual key of the issue, between k/0099 and k/0100.
+    rels.push(format!(
+        "k/0099-{}",
+        "x".repeat(3500 - "long/k/0099-".len())
+    ));
+    // Exactly at the bound.
+    let at = MAX_LISTED_KEY_LEN - "long/m/a".len();
+    rels.push(format!("m/a{}\u{e9}", "y".repeat(at - 2)));
+    rels.push(format!("m/b{}", "\u{10FFFF}".repeat(at / 4)));
+    // One byte over the bound: left out.
+    rels.push(format!("m/c{}", "y".repeat(at + 1)));
+    rels.extend(["m/0", "m/d"].map(String::from));
+    // A cut that falls inside `é`: `cut` and `cut` + "a" are listed, before the overlong key.
+    let cut = format!("o/{}", "y".repeat(MAX_LISTED_KEY_LEN - 1 - "long/o/".len()));
+    rels.push(format!("{cut}\u{e9}{}", "z".repeat(100)));
+    rels.extend([cut.clone(), format!("{cut}a"), "o/0".into(), "o/zz".into()]);
+    // 40 overlong keys sharing their cut, then 40 with cuts of their own, each among listed keys: more
+    // than a page of the hard call cap with short backend pages.
+    for i in 0..40 {
+        rels.push(format!("p/{}{i:02}", "q".repeat(MAX_LISTED_KEY_LEN)));
+        rels.push(format!("r/{i:02}{}", "q".repeat(MAX_LISTED_KEY_LEN)));
+    }
+    rels.extend(["p/a", "p/zz", "r/a", "r/zz"].map(String::from));
+    let mut out: Vec<(&str, String, String)> = rels
+        .into_iter()
+        .map(|r| ("long-bucket", format!("in/{r}"), format!("long/{r}")))
+        .collect();
+    out.extend(["after", "z/1"].map(|k| ("next-bucket", k.to_string(), format!("next/{k}"))));
+    // Noise next to the data source's prefix, never listed.
+    out.push(("long-bucket", "in".into(), String::new()));
+    out.push(("long-bucket", "out/x".into(), String::new()));
+    out
+}
+
+/// What a client reads in one ListBucketResult (values decoded when `encoding-type=url`).
+#[derive(Default, Debug)]
+struct ClientPage {
+    entries: Vec<String>,
+    truncated: bool,
+    next_marker: Option<String>,
+    next_token: Option<String>,
+}
+
+fn read_result(body: &str, url_encoded: bool) -> ClientPage {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(body);
+    let mut path: Vec<String> = Vec::new();
+    let mut page = ClientPage::default();
+    loop {
+        match reader.read_event().unwrap() {
+            Event::Start(e) => {
+                path.push(String::from_utf8(e.local_name().as_ref().to_vec()).unwrap())
+            }
+            Event::End(_) => {
+                path.pop();
+            }
+            Event::Text(t) => {
+                let raw = t.xml_content().unwrap().into_owned();
+                let value = if url_encoded {
+                    String::from_utf8(crate::wire::decode_form(&raw).into_owned()).unwrap()
+                } else {
+                    raw
+                };
+                let names: Vec<&str> = path.iter().map(String::as_str).collect();
+                match names.as_slice() {
+                    [_, "Contents", "Key"] => page.entries.push(format!("K:{value}")),
+                    [_, "CommonPrefixes", "Prefix"] => page.entries.push(format!("P:{value}")),
+                    [_, "IsTruncated"] => page.truncated = value == "true",
+                    [_, "NextMarker"] => page.next_marker = Some(value),
+                    [_, "NextContinuationToken"] => page.next_token = Some(value),
+                    _ => {}
+                }
+            }
+            Event::Eof => return page,
+            _ => {}
+        }
+    }
+}
+
+/// One way a client walks a listing.
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    v2: bool,
+    url_encoded: bool,
+    prefix: &'static str,
+    delimiter: Option<&'static str>,
+    max_keys: usize,
+    /// Keys per backend page.
+    short_pages: usize,
+    /// `limits.max_backend_calls_per_list`.
+    budget: usize,
+}
+
+/// Walks the whole listing as a client: v2 resumes with the NextContinuationToken, v1 with the
+/// NextMarker or else the last key. Every page must be accepted (the bug: a token or marker s3p emitted
+/// after a long key was refused) and every cursor must stay within its bound.
+fn client_walk(w: Walk, keys: &[(&str, String, String)]) -> Vec<String> {
+    let config = crate::config::Config::from_yaml_str(
+        &LONG_YAML.replace("BUDGET", &w.budget.to_string()),
+        &|_| None,
+    )
+    .expect("test config");
+    let tokens = super::token::TokenSealer::new(config.token_secret.expose());
+    let mut buckets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (bucket, key, _) in keys {
+        buckets
+            .entry(bucket.to_string())
+            .or_default()
+            .push(key.clone());
+    }
+    buckets.values_mut().for_each(|k| k.sort());
+    let source = MemorySource {
+        buckets,
+        short_pages: w.short_pages,
+        calls: Default::default(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let enc = |s: &str| {
+        let mut out = String::new();
+        crate::wire::push_unreserved(&mut out, s.as_bytes());
+        out
+    };
+    let mut walked = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        assert!(pages < 10_000, "{w:?}: the listing does not end");
+        let mut q = format!("prefix={}&max-keys={}", enc(w.prefix), w.max_keys);
+        if w.v2 {
+            q.push_str("&list-type=2");
+        }
+        if let Some(d) = w.delimiter {
+            q.push_str(&format!("&delimiter={}", enc(d)));
+        }
+        if w.url_encoded {
+            q.push_str("&encoding-type=url");
+        }
+        if let Some(c) = &cursor {
+            let name = if w.v2 { "continuation-token" } else { "marker" };
+            q.push_str(&format!("&{name}={}", enc(c)));
+        }
+        let params = super::params::ListParams::parse(&crate::wire::Query::parse(&q).unwrap())
+            .unwrap_or_else(|e| panic!("{w:?}: page {pages} refused: {e:?}"));
+        let served = rt
+            .block_on(super::serve(
+                &source,
+                &config,
+                &tokens,
+                &config.api_keys[0],
+                &params,
+            ))
+            .unwrap_or_else(|e| panic!("{w:?}: page {pages} refused: {e:?}"));
+        let page = read_result(&served.body, w.url_encoded);
+        walked.extend(page.entries.iter().cloned());
+        if !page.truncated {
+            return walked;
+        }
+        cursor = Some(if w.v2 {
+            let t = page.next_token.expect("a truncated v2 page has a token");
+            assert!(
+                t.len() <= super::token::MAX_TOKEN_LEN,
+                "{w:?}: token of {}",
+                t.len()
+            );
+            t
+        } else {
+            let m = match page.next_marker {
+                Some(m) => m,
+                None => page
+                    .entries
+                    .last()
+                    .expect("a page without NextMarker has keys")[2..]
+                    .into(),
+            };
+            assert!(m.len() <= MAX_POSITION_LEN, "{w:?}: marker of {}", m.len());
+            m
+        });
+    }
+}
+
+#[test]
+fn walks_pass_keys_longer_than_s3_allows() {
+    let keys = long_keys();
+    let long: Vec<&str> = keys
+        .iter()
+        .map(|(_, _, v)| v.as_str())
+        .filter(|v| v.len() > 1024)
+        .collect();
+    assert!(long.iter().any(|v| v.len() == 3500));
+    // The expected walk: every virtual key up to the bound, in order, rolled up.
+    let want = |prefix: &str, delimiter: Option<&str>| -> Vec<String> {
+        let mut listed: Vec<&str> = keys
+            .iter()
+            .map(|(_, _, v)| v.as_str())
+            .filter(|v| !v.is_empty() && v.len() <= MAX_LISTED_KEY_LEN && v.starts_with(prefix))
+            .collect();
+        listed.sort();
+        let mut out: Vec<String> = Vec::new();
+        for v in listed {
+            let e = match rollup(v, prefix, delimiter) {
+                Some(cp) => format!("P:{cp}"),
+                None => format!("K:{v}"),
+            };
+            if out.last() != Some(&e) {
+                out.push(e);
+            }
+        }
+        out
+    };
+    // Backend pages of 7 keys: the walk crosses backend pages too.
+    let base = Walk {
+        v2: true,
+        url_encoded: false,
+        prefix: "",
+        delimiter: None,
+        max_keys: 1000,
+        short_pages: 7,
+        budget: 1000,
+    };
+    let mut walks = Vec::new();
+    for v2 in [true, false] {
+        for url_encoded in [false, true] {
+            for (prefix, delimiter) in [
+                ("", None),
+                ("long/", None),
+                ("long/k/", Some("/")),
+                ("long/", Some("/")),
+                // `/z` straddles `long/`: s3p rolls up itself.
+                ("lon", Some("/z")),
+            ] {
+                for max_keys in [1000, 7, 1] {
+                    walks.push(Walk {
+                        v2,
+                        url_encoded,
+                        prefix,
+                        delimiter,
+                        max_keys,
+                        ..base
+                    });
+                }
+            }
+        }
+        // One key per backend page and one call per client page: pages end where the budget does,
+        // and pages over 32 overlong keys end empty at the hard cap, after them.
+        for (prefix, delimiter) in [("long/", None), ("long/", Some("/")), ("lon", Some("/z"))] {
+            walks.push(Walk {
+                v2,
+                delimiter,
+                prefix,
+                short_pages: 1,
+                budget: 1,
+                ..base
+            });
+        }
+    }
+    for w in walks {
+        let got = client_walk(w, &keys);
+        assert_eq!(got, want(w.prefix, w.delimiter), "{w:?}");
+        if w.prefix.is_empty() && w.delimiter.is_none() {
+            for v in &long {
+                let listed = got.iter().filter(|e| &e[2..] == *v).count();
+                assert_eq!(listed, usize::from(v.len() <= MAX_LISTED_KEY_LEN), "{w:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn positions_after_overlong_names_skip_no_listed_key() {
+    // A page that ends before holding any entry resumes after the last name a backend gave; a name too
+    // long to list is cut to the bound. Table: names whose cut falls on and inside characters of every
+    // width, and the listed keys that share the cut (each must sort before the name, so none is skipped).
+    for tail in ["", "\u{e9}", "\u{20ac}", "\u{10FFFF}"] {
+        for pad in 0..4 {
+            let stem = format!("d/{}", "y".repeat(MAX_LISTED_KEY_LEN - 2 - pad));
+            let name = format!("{stem}{tail}{}", "z".repeat(MAX_LISTED_KEY_LEN));
+            let position = reached_after_for_tests(&name);
+            let Position::AfterPrefix(cut) = &position else {
+                panic!("{position:?}")
+            };
+            assert!(cut.len() <= MAX_LISTED_KEY_LEN && name.starts_with(cut.as_str()));
+            let room = MAX_LISTED_KEY_LEN - cut.len();
+            // Every listed key under the cut: the cut plus up to `room` bytes of any character.
+            for c in [
+                '\u{0}',
+                'a',
+                '\u{7f}',
+                '\u{80}',
+                '\u{e9}',
+                '\u{7ff}',
+                '\u{800}',
+                '\u{ffff}',
+                '\u{10000}',
+                '\u{10FFFF}',
+            ] {
+                for n in 1..=room {
+                    let k = format!("{cut}{}", c.to_string().repeat(n));
+                    if k.len() > MAX_LISTED_KEY_LEN {
+                        break;
+                    }
+                    assert!(k.as_str() < name.as_str(), "{tail:?} {pad}: {c:?} x{n}");
+                }
+            }
+        }
+    }
 }

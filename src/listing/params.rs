@@ -1,5 +1,6 @@
 //! The client's ListObjects / ListObjectsV2 parameters, validated as S3 validates them.
 
+use super::merge::MAX_POSITION_LEN;
 use crate::error::{S3Error, S3ErrorCode};
 use crate::wire::Query;
 
@@ -114,16 +115,19 @@ impl ListParams {
             encoding_url,
             fetch_owner,
         };
-        // Keys are at most 1024 bytes: so is anything that names a position among them.
+        // Anything that names a place among the keys is bounded, but by the longest position a listing
+        // emits, not by S3's 1,024-byte keys: a backend may hold longer keys, and a v1 client resumes
+        // from the last key it was given (or the NextMarker), a client descends into a common prefix it
+        // was given; both must be accepted back, or the walk stops there for every reader.
         for (name, v) in [
             ("prefix", Some(params.prefix.as_str())),
             ("marker", params.marker.as_deref()),
             ("start-after", params.start_after.as_deref()),
         ] {
-            if v.is_some_and(|v| v.len() > 1024) {
+            if v.is_some_and(|v| v.len() > MAX_POSITION_LEN) {
                 return Err(S3Error::with_message(
                     S3ErrorCode::InvalidArgument,
-                    format!("{name} is longer than 1024 bytes"),
+                    format!("{name} is longer than {MAX_POSITION_LEN} bytes"),
                 ));
             }
         }
@@ -136,14 +140,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn positions_longer_than_a_key_are_refused() {
-        let long = "a".repeat(1025);
+    fn positions_are_bounded_by_the_longest_a_listing_emits() {
+        // Longer than S3's 1,024-byte keys (a backend may hold such keys, and the walk resumes after
+        // them), up to the bound; one byte more is refused. `%C3%A9` is two bytes.
         for name in ["prefix", "marker", "start-after"] {
-            let q = Query::parse(&format!("list-type=2&{name}={long}")).unwrap();
-            let e = ListParams::parse(&q).unwrap_err();
-            assert_eq!(e.code, S3ErrorCode::InvalidArgument, "{name}");
-            let ok = Query::parse(&format!("list-type=2&{name}={}", &long[1..])).unwrap();
-            assert!(ListParams::parse(&ok).is_ok(), "{name}");
+            for (value, ok) in [
+                ("a".repeat(1025), true),
+                ("a".repeat(3500), true),
+                ("a".repeat(MAX_POSITION_LEN), true),
+                ("%C3%A9".repeat(MAX_POSITION_LEN / 2), true),
+                ("a".repeat(MAX_POSITION_LEN + 1), false),
+                (format!("a{}", "%C3%A9".repeat(MAX_POSITION_LEN / 2)), false),
+            ] {
+                let q = Query::parse(&format!("list-type=2&{name}={value}")).unwrap();
+                match ListParams::parse(&q) {
+                    Ok(_) => assert!(ok, "{name} of {} bytes", value.len()),
+                    Err(e) => {
+                        assert!(!ok, "{name} of {} bytes", value.len());
+                        assert_eq!(e.code, S3ErrorCode::InvalidArgument, "{name}");
+                    }
+                }
+            }
         }
     }
 

@@ -5,12 +5,15 @@
 //! `token_secret` resumes it. The sealing itself is [`crate::seal`]: a tampered token, or one issued to
 //! another key or for another prefix, is refused.
 
-use super::merge::Position;
+use super::merge::{Position, MAX_POSITION_LEN};
 use crate::error::S3Error;
 use crate::seal::{field, Sealer};
 
-/// Keys are at most 1024 bytes in S3; anything much longer is not a token of ours.
-const MAX_TOKEN_LEN: usize = 4096;
+/// The longest token s3p seals: base64 (4 characters per 3 bytes) of the sealed form of the longest
+/// position (the seal's version byte and 16-byte tag, the kind byte, the position). Anything longer is not
+/// a token of ours and is refused before any work; anything s3p sealed opens again, however long the key
+/// a backend holds (positions are bounded by [`MAX_POSITION_LEN`], not by S3's 1,024-byte keys).
+pub const MAX_TOKEN_LEN: usize = (1 + 16 + 1 + MAX_POSITION_LEN).div_ceil(3) * 4;
 
 /// What a token is bound to.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +61,13 @@ impl TokenSealer {
             Position::After(k) => (b'A', k.as_str()),
             Position::AfterPrefix(p) => (b'P', p.as_str()),
         };
+        // The merge never makes a longer position (see MAX_LISTED_KEY_LEN): a token it could not
+        // open again would end the walk for every reader.
+        debug_assert!(
+            key.len() <= MAX_POSITION_LEN,
+            "position of {} bytes",
+            key.len()
+        );
         let mut plaintext = Vec::with_capacity(1 + key.len());
         plaintext.push(kind);
         plaintext.extend_from_slice(key.as_bytes());
@@ -142,8 +152,15 @@ mod tests {
             Position::AfterPrefix("sales/2024/".into()),
             Position::After("sales/caf\u{e9} +%/x".into()),
             Position::After("x".repeat(1024)),
+            // Keys longer than S3 allows, as a backend may hold them, up to the longest position,
+            // in characters of every width.
+            Position::After(format!("sales/{}", "k".repeat(3500))),
+            Position::AfterPrefix(format!("sales/{}/", "\u{e9}".repeat(2000))),
+            Position::After("\u{10FFFF}".repeat(MAX_POSITION_LEN / 4)),
+            Position::After("x".repeat(MAX_POSITION_LEN)),
         ] {
             let t = s.seal(&p, &b);
+            assert!(t.len() <= MAX_TOKEN_LEN, "{} > {MAX_TOKEN_LEN}", t.len());
             assert!(
                 t.bytes()
                     .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
@@ -189,7 +206,13 @@ mod tests {
             .open(&t, &b)
             .is_err());
         // Junk.
-        for junk in ["", "!!!", "AAAA", &"A".repeat(5000)] {
+        for junk in [
+            "",
+            "!!!",
+            "AAAA",
+            &"A".repeat(5000),
+            &"A".repeat(MAX_TOKEN_LEN + 1),
+        ] {
             assert!(s.open(junk, &b).is_err(), "{junk}");
         }
     }
