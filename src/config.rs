@@ -81,10 +81,25 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Where audit lines go: `-` for standard output, or a file (reopened on SIGHUP).
     pub audit_log: String,
+    /// What happens when the audit log's consumer does not keep up and its buffer is full.
+    pub audit_overflow: AuditOverflow,
     pub tls: Option<TlsListener>,
     pub backends: BTreeMap<String, Backend>,
     pub data_sources: BTreeMap<String, DataSource>,
     pub api_keys: Vec<ApiKey>,
+}
+
+/// What s3p does when audit lines cannot be written as fast as requests come (README "Audit log").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOverflow {
+    /// No line is ever lost: while the buffer is full, new requests are answered 503 SlowDown and
+    /// requests already served wait for room before they end (the default: a governance log that
+    /// loses lines cannot say who read what).
+    #[default]
+    Backpressure,
+    /// Serving goes on and lines are dropped (counted; `/ready` answers 503 while lines are lost).
+    Drop,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +178,19 @@ pub struct Limits {
     /// Backend listing calls one client listing page may cost once it holds an entry (see
     /// `listing::merge::CallBudget`; a page ends at 32 calls even when empty).
     pub max_backend_calls_per_list: usize,
+    /// Request bytes s3p holds in memory at once, over every request of the process: the DeleteObjects
+    /// bodies it reads whole, the small signed-chunk bodies it verifies before the backend sees them,
+    /// and (counted by their announced length while they pass) CompleteMultipartUpload bodies, which
+    /// backends buffer whole. A body that does not fit is answered 503 SlowDown with Retry-After.
+    pub max_buffered_body_bytes: usize,
+    /// Such a body must arrive whole within this time from the decision (a byte now and then does not
+    /// keep the memory held); later: 400 RequestTimeout.
+    pub body_timeout_ms: u64,
+    /// CopyObject and UploadPartCopy requests one API key may have in flight at once: a few hundred
+    /// bytes make the backend copy up to 5 GiB. More are answered 503 SlowDown.
+    pub max_concurrent_copies_per_key: usize,
+    /// The same over every key, per replica (the backends' copy work this replica may start at once).
+    pub max_concurrent_copies: usize,
 }
 
 impl Limits {
@@ -199,6 +227,10 @@ impl Default for Limits {
             auth_failures_per_minute: 30,
             backend_resolve_interval_s: 60,
             max_backend_calls_per_list: 8,
+            max_buffered_body_bytes: 64 << 20,
+            body_timeout_ms: 30_000,
+            max_concurrent_copies_per_key: 2,
+            max_concurrent_copies: 16,
         }
     }
 }
@@ -368,6 +400,8 @@ struct RawConfig {
     admin_listen: Option<String>,
     #[serde(default = "default_audit_log")]
     audit_log: String,
+    #[serde(default)]
+    audit_overflow: AuditOverflow,
     #[serde(default)]
     tls: Option<TlsListener>,
     #[serde(default)]
@@ -681,6 +715,13 @@ impl Config {
             ),
             ("header_timeout_ms", limits.header_timeout_ms as usize),
             ("max_header_bytes", limits.max_header_bytes),
+            ("max_buffered_body_bytes", limits.max_buffered_body_bytes),
+            ("body_timeout_ms", limits.body_timeout_ms as usize),
+            (
+                "max_concurrent_copies_per_key",
+                limits.max_concurrent_copies_per_key,
+            ),
+            ("max_concurrent_copies", limits.max_concurrent_copies),
             (
                 "max_concurrent_requests_per_key",
                 limits.max_concurrent_requests_per_key.unwrap_or(1),
@@ -816,6 +857,7 @@ impl Config {
             limits,
             admin_listen,
             audit_log: raw.audit_log,
+            audit_overflow: raw.audit_overflow,
             tls: raw.tls,
             backends,
             data_sources,

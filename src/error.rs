@@ -20,11 +20,17 @@ pub enum S3ErrorCode {
     InternalError,
     InvalidAccessKeyId,
     InvalidArgument,
+    /// A Content-MD5 that is not base64 of 16 bytes.
+    InvalidDigest,
+    /// An operation not valid for the object's state (an archived object).
+    InvalidObjectState,
     InvalidPart,
     InvalidPartOrder,
     InvalidRange,
     InvalidRequest,
     InvalidURI,
+    /// A key over S3's 1,024 bytes.
+    KeyTooLongError,
     MalformedXML,
     MethodNotAllowed,
     MissingContentLength,
@@ -39,6 +45,8 @@ pub enum S3ErrorCode {
     ServiceUnavailable,
     SignatureDoesNotMatch,
     SlowDown,
+    /// A body whose SHA-256 is not the signed `x-amz-content-sha256`.
+    XAmzContentSHA256Mismatch,
 }
 
 impl S3ErrorCode {
@@ -56,11 +64,14 @@ impl S3ErrorCode {
             InternalError => "InternalError",
             InvalidAccessKeyId => "InvalidAccessKeyId",
             InvalidArgument => "InvalidArgument",
+            InvalidDigest => "InvalidDigest",
+            InvalidObjectState => "InvalidObjectState",
             InvalidPart => "InvalidPart",
             InvalidPartOrder => "InvalidPartOrder",
             InvalidRange => "InvalidRange",
             InvalidRequest => "InvalidRequest",
             InvalidURI => "InvalidURI",
+            KeyTooLongError => "KeyTooLongError",
             MalformedXML => "MalformedXML",
             MethodNotAllowed => "MethodNotAllowed",
             MissingContentLength => "MissingContentLength",
@@ -75,6 +86,7 @@ impl S3ErrorCode {
             ServiceUnavailable => "ServiceUnavailable",
             SignatureDoesNotMatch => "SignatureDoesNotMatch",
             SlowDown => "SlowDown",
+            XAmzContentSHA256Mismatch => "XAmzContentSHA256Mismatch",
         }
     }
 
@@ -90,14 +102,21 @@ impl S3ErrorCode {
             | EntityTooSmall
             | IncompleteBody
             | InvalidArgument
+            | InvalidDigest
             | InvalidPart
             | InvalidPartOrder
             | InvalidRequest
             | InvalidURI
+            | KeyTooLongError
             | MalformedXML
             | RequestHeaderSectionTooLarge
-            | RequestTimeout => 400,
-            AccessDenied | InvalidAccessKeyId | RequestTimeTooSkewed | SignatureDoesNotMatch => 403,
+            | RequestTimeout
+            | XAmzContentSHA256Mismatch => 400,
+            AccessDenied
+            | InvalidAccessKeyId
+            | InvalidObjectState
+            | RequestTimeTooSkewed
+            | SignatureDoesNotMatch => 403,
             NoSuchBucket | NoSuchKey | NoSuchUpload => 404,
             MethodNotAllowed => 405,
             MissingContentLength => 411,
@@ -123,11 +142,14 @@ impl S3ErrorCode {
             InternalError => "We encountered an internal error. Please try again.",
             InvalidAccessKeyId => "The AWS Access Key Id you provided does not exist in our records.",
             InvalidArgument => "Invalid Argument",
+            InvalidDigest => "The Content-MD5 you specified is not valid.",
+            InvalidObjectState => "The operation is not valid for the object's storage class.",
             InvalidPart => "One or more of the specified parts could not be found.",
             InvalidPartOrder => "The list of parts was not in ascending order.",
             InvalidRange => "The requested range is not satisfiable",
             InvalidRequest => "Invalid Request",
             InvalidURI => "Couldn't parse the specified URI.",
+            KeyTooLongError => "Your key is too long.",
             MalformedXML => "The XML you provided was not well-formed or did not validate against our published schema.",
             MethodNotAllowed => "The specified method is not allowed against this resource.",
             MissingContentLength => "You must provide the Content-Length HTTP header.",
@@ -142,6 +164,7 @@ impl S3ErrorCode {
             ServiceUnavailable => "Please reduce your request rate.",
             SignatureDoesNotMatch => "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
             SlowDown => "Please reduce your request rate.",
+            XAmzContentSHA256Mismatch => "The provided 'x-amz-content-sha256' header does not match what was computed.",
         }
     }
 }
@@ -277,6 +300,109 @@ impl S3Error {
     }
 }
 
+/// What a backend's failure to answer as asked means for the client: the one table for every operation,
+/// objects forwarded by pingora and s3p's own calls (listings, DeleteObjects, ListMultipartUploads)
+/// alike.
+///
+/// - `status` is the backend's HTTP status; `body_code` the `<Code>` of its error body, once read (the
+///   answer's head is written before its body arrives, so the head uses `None`);
+/// - `not_found` is what a 404 means for this operation (NoSuchKey, NoSuchUpload), `None` when the
+///   operation names no object (a 404 then means s3p's backend bucket is missing: s3p's failure).
+///
+/// A backend code passes when it is in [`PASSED_BACKEND_CODES`] and has the status the answer already
+/// carries; only the code passes, never the backend's message, resource or ids (they name its bucket).
+/// A 404 is always the operation's own "not found" (a backend's NoSuchBucket names s3p's misconfiguration,
+/// not the client's object).
+pub fn backend_answer(
+    status: u16,
+    body_code: Option<&str>,
+    not_found: Option<S3ErrorCode>,
+) -> S3Error {
+    let by_status = status_code(status, not_found);
+    let code = body_code
+        .and_then(passed_backend_code)
+        .filter(|c| c.status() == by_status.status() && status != 404)
+        .unwrap_or(by_status);
+    match code {
+        S3ErrorCode::SlowDown => S3Error::slow_down("Please reduce your request rate.", 1),
+        S3ErrorCode::ServiceUnavailable => S3Error::storage_unavailable(),
+        c => S3Error::new(c),
+    }
+}
+
+/// Whether the backend's error body can change the code [`backend_answer`] gives for this status (some
+/// allow-listed code shares the status): the answer's length is known only once that body is read.
+pub fn backend_body_may_decide(status: u16, not_found: Option<S3ErrorCode>) -> bool {
+    let by_status = status_code(status, not_found);
+    status != 404
+        && PASSED_BACKEND_CODES
+            .iter()
+            .any(|c| *c != by_status && c.status() == by_status.status())
+}
+
+/// The code of a backend's error status, before its body is read.
+fn status_code(status: u16, not_found: Option<S3ErrorCode>) -> S3ErrorCode {
+    use S3ErrorCode::*;
+    match status {
+        400 => InvalidRequest,
+        403 => AccessDenied,
+        404 => not_found.unwrap_or(InternalError),
+        405 => MethodNotAllowed,
+        411 => MissingContentLength,
+        412 => PreconditionFailed,
+        416 => InvalidRange,
+        501 => NotImplemented,
+        503 => SlowDown,
+        s if s >= 500 => ServiceUnavailable,
+        // A redirect means the backend is misconfigured (wrong region or endpoint): never relay it.
+        s if s < 400 => InternalError,
+        _ => InvalidRequest,
+    }
+}
+
+/// Error codes a backend may answer with that pass to the client (with s3p's own message): each names
+/// something the client did, or can act on (retry, fix its parts list), and nothing of the backend.
+pub const PASSED_BACKEND_CODES: [S3ErrorCode; 21] = [
+    S3ErrorCode::BadDigest,
+    S3ErrorCode::EntityTooLarge,
+    S3ErrorCode::EntityTooSmall,
+    S3ErrorCode::IncompleteBody,
+    S3ErrorCode::InvalidArgument,
+    S3ErrorCode::InvalidDigest,
+    S3ErrorCode::InvalidObjectState,
+    S3ErrorCode::InvalidPart,
+    S3ErrorCode::InvalidPartOrder,
+    S3ErrorCode::InvalidRange,
+    S3ErrorCode::InvalidRequest,
+    S3ErrorCode::KeyTooLongError,
+    S3ErrorCode::MalformedXML,
+    S3ErrorCode::MissingContentLength,
+    S3ErrorCode::NoSuchKey,
+    S3ErrorCode::NoSuchUpload,
+    S3ErrorCode::NotImplemented,
+    S3ErrorCode::PreconditionFailed,
+    S3ErrorCode::RequestTimeout,
+    S3ErrorCode::SlowDown,
+    S3ErrorCode::XAmzContentSHA256Mismatch,
+];
+
+/// The code of one entry of a backend's multi-object answer (a DeleteObjects `<Error>`), which has no
+/// status of its own: an allow-listed code, or AccessDenied; anything else is InternalError.
+pub fn backend_entry_code(code: &str) -> S3ErrorCode {
+    match code {
+        "AccessDenied" => S3ErrorCode::AccessDenied,
+        c => passed_backend_code(c).unwrap_or(S3ErrorCode::InternalError),
+    }
+}
+
+/// The allow-listed code a backend's `<Code>` names, if any.
+pub fn passed_backend_code(code: &str) -> Option<S3ErrorCode> {
+    PASSED_BACKEND_CODES
+        .iter()
+        .find(|c| c.as_str() == code)
+        .copied()
+}
+
 impl fmt::Display for S3Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -319,6 +445,102 @@ mod tests {
         ];
         for (code, status) in table {
             assert_eq!(code.status(), status, "{}", code.as_str());
+        }
+    }
+
+    #[test]
+    fn backend_statuses_follow_one_table() {
+        use S3ErrorCode::*;
+        // (backend status, what a 404 means, client code): the same for every operation.
+        let table = [
+            (400, Some(NoSuchKey), InvalidRequest),
+            (403, Some(NoSuchKey), AccessDenied),
+            (404, Some(NoSuchKey), NoSuchKey),
+            (404, Some(NoSuchUpload), NoSuchUpload),
+            (404, None, InternalError),
+            (405, None, MethodNotAllowed),
+            (409, None, InvalidRequest),
+            (411, None, MissingContentLength),
+            (412, Some(NoSuchKey), PreconditionFailed),
+            (416, Some(NoSuchKey), InvalidRange),
+            (500, None, ServiceUnavailable),
+            (501, None, NotImplemented),
+            (502, None, ServiceUnavailable),
+            (503, Some(NoSuchKey), SlowDown),
+            (503, None, SlowDown),
+            (504, None, ServiceUnavailable),
+            (301, None, InternalError),
+            (307, Some(NoSuchKey), InternalError),
+        ];
+        for (status, not_found, code) in table {
+            let e = backend_answer(status, None, not_found);
+            assert_eq!(e.code, code, "backend {status}");
+        }
+        // A backend's SlowDown is retryable for every operation.
+        assert_eq!(backend_answer(503, None, None).retry_after_s, Some(1));
+    }
+
+    #[test]
+    fn the_body_decides_only_where_another_code_shares_the_status() {
+        let nf = Some(S3ErrorCode::NoSuchKey);
+        for (status, may) in [
+            (400, true),
+            (403, true),
+            (404, false),
+            (411, false),
+            (412, false),
+            (416, false),
+            // 5xx is ServiceUnavailable (503), which a SlowDown in the body replaces.
+            (500, true),
+            (501, false),
+            (503, false),
+        ] {
+            assert_eq!(backend_body_may_decide(status, nf), may, "{status}");
+        }
+    }
+
+    #[test]
+    fn each_passed_backend_code_passes_with_its_own_status() {
+        for code in PASSED_BACKEND_CODES
+            .into_iter()
+            .filter(|c| c.status() != 404)
+        {
+            let not_found = Some(S3ErrorCode::NoSuchKey);
+            let e = backend_answer(code.status(), Some(code.as_str()), not_found);
+            assert_eq!(e.code, code, "{} passes", code.as_str());
+            // The backend's words never pass: s3p's own message.
+            assert_eq!(e.message, S3Error::new(code).message, "{}", code.as_str());
+        }
+    }
+
+    #[test]
+    fn backend_codes_outside_the_list_or_status_do_not_pass() {
+        use S3ErrorCode::*;
+        let table = [
+            // (status, backend code, not_found, client code)
+            (400, "InvalidPart", None, InvalidPart),
+            (400, "MalformedXML", None, MalformedXML),
+            (400, "InvalidBucketName", None, InvalidRequest),
+            (404, "NoSuchBucket", Some(NoSuchKey), NoSuchKey),
+            (404, "NoSuchUpload", Some(NoSuchKey), NoSuchKey),
+            (404, "NoSuchUpload", Some(NoSuchUpload), NoSuchUpload),
+            // A 404 on a bucket-level call is s3p's misconfiguration, whatever the backend says.
+            (404, "NoSuchKey", None, InternalError),
+            // A code whose status differs from the answer's stays the status's code.
+            (500, "InvalidPart", None, ServiceUnavailable),
+            (403, "InvalidPart", None, AccessDenied),
+            (403, "InvalidObjectState", None, InvalidObjectState),
+            (400, "AccessDenied", None, InvalidRequest),
+            (400, "<script>", None, InvalidRequest),
+            (400, "", None, InvalidRequest),
+            (503, "ServiceUnavailable", None, SlowDown),
+        ];
+        for (status, code, not_found, expected) in table {
+            assert_eq!(
+                backend_answer(status, Some(code), not_found).code,
+                expected,
+                "{status} {code}"
+            );
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct Incoming<'a> {
     pub view: &'a RequestView<'a>,
     /// The bucket named by the Host header (virtual-host addressing).
     pub host_bucket: Option<&'a str>,
+    /// `https` or `http`, as the client reached s3p: the TLS listener, or `X-Forwarded-Proto` from a
+    /// trusted proxy (the glue decides; a header from anyone else is not believed).
+    pub scheme: &'a str,
     pub now: SystemTime,
 }
 
@@ -48,8 +51,9 @@ pub enum Outcome {
     Answer(Answer),
     /// A page of the virtual bucket (`listing::serve`, which calls the backends).
     List(ListParams),
-    /// Sent on to a backend (with the request's body, when the route has a payload).
-    Forward(ObjectRoute),
+    /// Sent on to a backend (with the request's body, when the route has a payload). Boxed: a route is
+    /// several times larger than any other outcome.
+    Forward(Box<ObjectRoute>),
     /// ListMultipartUploads: s3p asks the backends of the data sources the key may write
     /// (`upload::uploads_list::serve`).
     ListUploads(crate::upload::uploads_list::UploadsParams),
@@ -88,7 +92,34 @@ pub struct ObjectRoute {
     pub rewrite: Rewrite,
     /// What a backend 404 means: no such key, or (for the parts of an upload) no such upload.
     pub not_found: S3ErrorCode,
+    /// What s3p holds of the request body (counted in `limits.max_buffered_body_bytes`).
+    pub body_hold: BodyHold,
+    /// A CopyObject or UploadPartCopy: the backend copies up to 5 GiB for a few hundred bytes, so
+    /// copies are limited per key and per replica.
+    pub copy: bool,
+    /// The virtual object the request is about: the backend's version ids in the answer are sealed
+    /// for it.
+    pub object: Option<namespace::VirtualKey>,
 }
+
+/// What s3p holds of a request body, before or while it passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyHold {
+    /// Streams through; nothing held.
+    None,
+    /// Streams through, but the backend reads it whole before it answers (CompleteMultipartUpload):
+    /// this announced length is reserved while it passes, and it must arrive within the body deadline.
+    Counted(u64),
+    /// Read whole (at most this many bytes) and verified before the backend request starts: a small
+    /// signed-chunk body, whose last byte could not otherwise be kept back (a zero-length body has none,
+    /// so its backend request would complete before its chunk signature is checked).
+    VerifiedFirst(u64),
+}
+
+/// Signed-chunk bodies up to this decoded length are verified whole before the backend sees a byte.
+pub const SMALL_SIGNED_BODY: u64 = 32 << 10;
+/// ... and at most this encoded length (pingora replays a body it read up to 64 KiB).
+pub const MAX_VERIFIED_FIRST_BODY: u64 = 64 << 10;
 
 /// How a backend's successful answer body is rewritten.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,12 +137,17 @@ pub enum Rewrite {
     Copy { part: bool },
 }
 
-/// The largest CompleteMultipartUpload body accepted (10,000 parts with checksums fit in 2 MiB).
-pub const MAX_COMPLETE_BODY: u64 = 4 << 20;
+/// The largest CompleteMultipartUpload body accepted: what S3's 10,000 parts need, at 256 bytes a part
+/// (a part with an ETag and the longest checksum, SHA-256, takes about 170; SDKs add no indentation),
+/// plus the envelope. Backends read these bodies whole: they also count in the process-wide budget.
+pub const MAX_COMPLETE_BODY: u64 = 10_000 * 256 + 4096;
+
+/// S3's longest key, in UTF-8 bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 /// What s3p decided about a request, in the audit line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Authenticated and entitled (the answer may still be an error from the backend, e.g. NoSuchKey).
     Allowed,
@@ -119,6 +155,9 @@ pub enum Verdict {
     Denied,
     /// Not decided: a malformed request, or s3p could not serve it.
     Failed,
+    /// Allowed, but the backend failed s3p: it refused s3p's own credentials, failed (5xx), could not
+    /// be reached, or answered what s3p cannot read. Not the client's doing: never audited as denied.
+    BackendFailed,
 }
 
 /// The audit facts of a request, computed once.
@@ -133,6 +172,8 @@ pub struct AuditFacts {
     pub verdict: Verdict,
     /// The S3 error code of an error answer.
     pub reason: Option<&'static str>,
+    /// The answer is the backend's (see `backend_answered`).
+    pub backend_answered: bool,
 }
 
 impl AuditFacts {
@@ -144,6 +185,7 @@ impl AuditFacts {
             resource,
             verdict: Verdict::Failed,
             reason: None,
+            backend_answered: false,
         }
     }
 
@@ -151,6 +193,10 @@ impl AuditFacts {
     /// ordinary S3 negative (NoSuchKey, a failed precondition...) stays allowed; anything else failed.
     pub fn answered_with(&mut self, code: S3ErrorCode) {
         self.reason = Some(code.as_str());
+        if self.backend_answered {
+            // The verdict on the backend's answer stands, whatever s3p then writes for it.
+            return;
+        }
         self.verdict = if is_denial(code) {
             Verdict::Denied
         } else if self.verdict == Verdict::Allowed
@@ -167,6 +213,24 @@ impl AuditFacts {
             Verdict::Failed
         };
     }
+}
+
+impl AuditFacts {
+    /// Records the answer a backend gave an allowed request (`code` from `error::backend_answer`): an
+    /// S3 negative about the client's request (NoSuchKey, InvalidPart, a failed precondition...) keeps
+    /// the request allowed; the backend refusing or failing s3p itself is a backend failure.
+    pub fn backend_answered(&mut self, code: S3ErrorCode) {
+        self.reason = Some(code.as_str());
+        self.backend_answered = true;
+        if self.verdict == Verdict::Allowed && is_backend_failure(code) {
+            self.verdict = Verdict::BackendFailed;
+        }
+    }
+}
+
+/// Backend answers that say the backend failed s3p rather than that the client asked something wrong.
+pub fn is_backend_failure(code: S3ErrorCode) -> bool {
+    code == S3ErrorCode::AccessDenied || code == S3ErrorCode::InternalError || code.status() >= 500
 }
 
 /// A failed authentication.
@@ -274,22 +338,19 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         body: Bytes::from(body),
     };
     match op {
-        Operation::ListBuckets => d.answer(xml(crate::xml::list_buckets(
-            &config.owner,
-            &config.bucket,
-        ))),
+        Operation::ListBuckets => {
+            d.answer(xml(crate::xml::list_buckets(&config.owner, &config.bucket)))
+        }
         Operation::GetBucketLocation => d.answer(xml(crate::xml::location(&config.region))),
         Operation::HeadBucket => d.answer(Answer {
             status: 200,
             headers: vec![("x-amz-bucket-region", config.region.clone())],
             body: Bytes::new(),
         }),
-        // SigV2 signs no listing parameters (as in AWS): a presigned SigV2 listing URL could be
-        // re-pointed at any prefix the key may list. Refused; SigV4 presigned URLs sign the query.
-        Operation::ListObjects(_) if auth::is_sigv2_presigned(view) => d.refuse(S3Error::with_message(
-            S3ErrorCode::AccessDenied,
-            "Presigned SigV2 URLs cannot list: SigV2 does not sign listing parameters. Presign with SigV4.",
-        )),
+        // SigV2 signs no listing parameters (as in AWS): a SigV2 listing, presigned or in a header,
+        // could be re-pointed at any prefix the key may list by whoever holds the URL or saw the
+        // request. Refused in both forms alike; SigV4 signs the query.
+        Operation::ListObjects(_) if auth::is_sigv2(view) => d.refuse(sigv2_cannot_list()),
         Operation::ListObjects(params) => {
             // Audit the listed prefix; name its data source only when the key may read it.
             d.audit.resource = format!("/{}/{}", config.bucket, params.prefix);
@@ -301,14 +362,13 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
             d.finish(Outcome::List(params))
         }
         // As for object listings: SigV2 signs none of the listing's parameters.
-        Operation::ListMultipartUploads(_) if auth::is_sigv2_presigned(view) => {
-            d.refuse(S3Error::with_message(
-                S3ErrorCode::AccessDenied,
-                "Presigned SigV2 URLs cannot list: SigV2 does not sign listing parameters. Presign with SigV4.",
-            ))
-        }
+        Operation::ListMultipartUploads(_) if auth::is_sigv2(view) => d.refuse(sigv2_cannot_list()),
         Operation::ListMultipartUploads(params) => d.finish(Outcome::ListUploads(params)),
-        // Each key is authorised on its own when the body is read: the request itself is allowed.
+        // Each key is authorised on its own when the body is read, but a key that may write nothing
+        // is refused before: its body would only hold memory.
+        Operation::DeleteObjects if policy::writable_data_sources(config, &key).is_empty() => {
+            d.refuse(S3Error::new(S3ErrorCode::AccessDenied))
+        }
         Operation::DeleteObjects => match delete_body_checks(view, &key) {
             Ok(checks) => d.finish(Outcome::DeleteObjects(checks)),
             Err(e) => d.refuse(e),
@@ -333,7 +393,7 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
             match object_route(st, &key, &vkey, view, &query) {
                 Ok(route) => {
                     d.audit.verdict = Verdict::Allowed;
-                    d.finish(Outcome::Forward(route))
+                    d.finish(Outcome::Forward(Box::new(route)))
                 }
                 Err(e) => d.refuse(e),
             }
@@ -344,20 +404,35 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
             };
             d.audit.data_source = Some(vkey.data_source.clone());
             if view.header("x-amz-copy-source").is_some() {
-                d.audit.operation = match write {
-                    Operation::UploadPart(..) => "UploadPartCopy",
-                    _ => "CopyObject",
-                };
+                // Audited as the operation carried out: only PutObject and UploadPart copy.
+                match write {
+                    Operation::UploadPart(..) => d.audit.operation = "UploadPartCopy",
+                    Operation::PutObject(_) => d.audit.operation = "CopyObject",
+                    _ => {
+                        return d.refuse(S3Error::invalid_argument(
+                            "x-amz-copy-source is only for CopyObject and UploadPartCopy.",
+                            "x-amz-copy-source",
+                            "",
+                        ))
+                    }
+                }
             }
-            match write_route(st, &key, &write, view, &query) {
+            match write_route(st, &key, &write, view, &query, req.scheme) {
                 Ok(route) => {
                     d.audit.verdict = Verdict::Allowed;
-                    d.finish(Outcome::Forward(route))
+                    d.finish(Outcome::Forward(Box::new(route)))
                 }
                 Err(e) => d.refuse(e),
             }
         }
     }
+}
+
+fn sigv2_cannot_list() -> S3Error {
+    S3Error::with_message(
+        S3ErrorCode::AccessDenied,
+        "SigV2 cannot list: it does not sign listing parameters. Sign listings with SigV4.",
+    )
 }
 
 impl Decision {
@@ -412,12 +487,20 @@ fn object_route(
     let ds = policy::readable_data_source(&st.config, key, &vkey.data_source)?;
     let obj = namespace::to_backend(ds, vkey)?;
     let headers = allowed_headers(view, forwarded_request_header)?;
-    let params: Vec<(&str, String)> = query
+    let mut params: Vec<(&str, String)> = Vec::new();
+    for (n, v) in query
         .iter()
         .filter(|(n, _)| request::forwarded_object_param(n))
-        .map(|(n, v)| (n, v.to_string()))
-        .collect();
-    route_to(st, &obj, &params, headers)
+    {
+        let v = match n {
+            "versionId" => st.versions.open(&vkey.data_source, &vkey.key, v)?,
+            _ => v.to_string(),
+        };
+        params.push((n, v));
+    }
+    let mut route = route_to(st, &obj, &params, headers)?;
+    route.object = Some(vkey.clone());
+    Ok(route)
 }
 
 /// The route to a backend object: its backend, host, and path with `params` as the query.
@@ -451,6 +534,9 @@ fn route_to(
         expect_continue: false,
         rewrite: Rewrite::None,
         not_found: S3ErrorCode::NoSuchKey,
+        body_hold: BodyHold::None,
+        copy: false,
+        object: None,
     })
 }
 
@@ -495,6 +581,7 @@ fn write_route(
     op: &Operation,
     view: &RequestView,
     query: &Query,
+    scheme: &str,
 ) -> Result<ObjectRoute, S3Error> {
     let config = &st.config;
     let vkey = op
@@ -506,6 +593,16 @@ fn write_route(
             S3ErrorCode::AccessDenied,
             "The root of a data source cannot be written.",
         ));
+    }
+    // S3's limit on keys, for the key readers will see (`<dataSource>/<key>`): a longer one would be
+    // stored by some backends and then outgrow what listings carry.
+    if matches!(
+        op,
+        Operation::PutObject(_) | Operation::CreateMultipartUpload(_)
+    ) && vkey.data_source.len() + 1 + vkey.key.len() > MAX_KEY_BYTES
+    {
+        return Err(S3Error::new(S3ErrorCode::KeyTooLongError)
+            .detail("MaxSizeAllowed", MAX_KEY_BYTES.to_string()));
     }
     refuse_unsupported_write_headers(view, query)?;
     // As S3 for the copy source's owner: the one owner of the virtual bucket, or refused.
@@ -535,6 +632,8 @@ fn write_route(
     let mut params: Vec<(&str, String)> = Vec::new();
     let mut payload = None;
     let mut rewrite = Rewrite::None;
+    let mut copy = false;
+    let mut body_hold = BodyHold::None;
     match op {
         Operation::PutObject(_) | Operation::UploadPart(..) if copy_source.is_some() => {
             if let Operation::UploadPart(_, part) = op {
@@ -546,6 +645,7 @@ fn write_route(
                 part: matches!(op, Operation::UploadPart(..)),
             };
             let source = copy_source.unwrap_or_default();
+            copy = true;
             headers.push((
                 Cow::Borrowed("x-amz-copy-source"),
                 copy_source_route(st, key, &obj, source)?,
@@ -573,13 +673,9 @@ fn write_route(
                 return Err(S3Error::new(S3ErrorCode::EntityTooLarge)
                     .detail("MaxSizeAllowed", MAX_COMPLETE_BODY.to_string()));
             }
+            body_hold = BodyHold::Counted(body.backend_length().unwrap_or(MAX_COMPLETE_BODY));
             payload = Some(body);
             let host = view.header("host").unwrap_or("");
-            let scheme = if view.header("x-forwarded-proto") == Some("https") {
-                "https"
-            } else {
-                "http"
-            };
             rewrite = Rewrite::Complete {
                 location: format!(
                     "{scheme}://{host}{}/{}/{}",
@@ -619,7 +715,10 @@ fn write_route(
         Operation::DeleteObject(_) => {
             refuse_body(view)?;
             if let Some(v) = query.get("versionId") {
-                params.push(("versionId", v.to_string()));
+                params.push((
+                    "versionId",
+                    st.versions.open(&vkey.data_source, &vkey.key, v)?,
+                ));
             }
         }
         _ => return Err(S3Error::new(S3ErrorCode::MethodNotAllowed)),
@@ -642,7 +741,15 @@ fn write_route(
                 .map(|(n, v)| (Cow::Borrowed(n), v)),
         );
     }
+    if let Some(Payload::AwsChunked(plan)) = &payload {
+        if plan.signing.is_some() && body_hold == BodyHold::None {
+            body_hold = verified_first(plan)?;
+        }
+    }
     let mut route = route_to(st, &obj, &params, headers)?;
+    route.copy = copy;
+    route.body_hold = body_hold;
+    route.object = Some(vkey.clone());
     route.expect_continue = payload.is_some()
         && view
             .header("expect")
@@ -660,6 +767,26 @@ fn write_route(
         route.not_found = S3ErrorCode::NoSuchUpload;
     }
     Ok(route)
+}
+
+/// Whether a signed-chunk body is read and verified whole before the backend request starts.
+fn verified_first(plan: &upload::chunked::ChunkedPlan) -> Result<BodyHold, S3Error> {
+    let fits = plan
+        .encoded_length
+        .is_none_or(|l| l <= MAX_VERIFIED_FIRST_BODY);
+    if plan.decoded_length <= SMALL_SIGNED_BODY && fits {
+        return Ok(BodyHold::VerifiedFirst(
+            plan.encoded_length.unwrap_or(MAX_VERIFIED_FIRST_BODY),
+        ));
+    }
+    if plan.decoded_length == 0 {
+        // No byte to keep back, and no reason for a long encoding of nothing.
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            "An aws-chunked body of decoded length 0 must be short.",
+        ));
+    }
+    Ok(BodyHold::None)
 }
 
 /// What a DeleteObjects body must satisfy: a length within S3's limit, and an integrity header.
@@ -751,8 +878,10 @@ fn copy_source_route(
     }
     let mut value = format!("/{}/{}", obj.bucket, namespace::encode_path(&obj.key));
     if let Some(v) = version {
+        // The client's version id is s3p's sealed form of the backend's.
+        let backend_version = st.versions.open(&vkey.data_source, &vkey.key, &v)?;
         value.push_str("?versionId=");
-        value.push_str(&encode_query_value(&v));
+        value.push_str(&encode_query_value(&backend_version));
     }
     Ok(value)
 }
@@ -933,39 +1062,6 @@ pub fn forwarded_response_header(name: &str) -> bool {
             | "x-amz-server-side-encryption-customer-key-md5"
     ) || name.starts_with("x-amz-meta-")
         || name.starts_with("x-amz-checksum-")
-}
-
-/// The S3 error a backend error status becomes. The backend's body is never read: it names the backend's
-/// bucket and keys, and its code would add nothing a client can act on beyond the status.
-pub fn error_for_backend_status(status: u16) -> S3Error {
-    let code = match status {
-        400 => S3ErrorCode::InvalidRequest,
-        403 => S3ErrorCode::AccessDenied,
-        404 => S3ErrorCode::NoSuchKey,
-        405 => S3ErrorCode::MethodNotAllowed,
-        412 => S3ErrorCode::PreconditionFailed,
-        416 => S3ErrorCode::InvalidRange,
-        501 => S3ErrorCode::NotImplemented,
-        503 => S3ErrorCode::SlowDown,
-        s if s >= 500 => S3ErrorCode::ServiceUnavailable,
-        // A redirect means the backend is misconfigured (wrong region or endpoint): never relay it.
-        s if s < 400 => S3ErrorCode::InternalError,
-        _ => S3ErrorCode::InvalidRequest,
-    };
-    S3Error::new(code)
-}
-
-/// The S3 error a backend's error code (in an answer body) becomes: the codes a client can act on pass,
-/// anything else is s3p's InternalError (the backend's words never reach the client).
-pub fn error_for_backend_code(code: &str) -> S3ErrorCode {
-    match code {
-        "InvalidPart" => S3ErrorCode::InvalidPart,
-        "InvalidPartOrder" => S3ErrorCode::InvalidPartOrder,
-        "EntityTooSmall" => S3ErrorCode::EntityTooSmall,
-        "NoSuchUpload" => S3ErrorCode::NoSuchUpload,
-        "SlowDown" => S3ErrorCode::SlowDown,
-        _ => S3ErrorCode::InternalError,
-    }
 }
 
 /// The methods a browser may use from an allowed origin.

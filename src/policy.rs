@@ -40,6 +40,16 @@ pub fn readable_data_sources<'c>(config: &'c Config, key: &ApiKey) -> Vec<&'c Da
         .collect()
 }
 
+/// Every data source the key may write (ListMultipartUploads; DeleteObjects is refused before its body
+/// is read when there is none).
+pub fn writable_data_sources<'c>(config: &'c Config, key: &ApiKey) -> Vec<&'c DataSource> {
+    config
+        .data_sources
+        .values()
+        .filter(|ds| ds.writable && key.data_sources.grants_write(&ds.name))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

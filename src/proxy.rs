@@ -10,12 +10,12 @@
 use crate::auth::{Headers, RequestView};
 use crate::error::{FailureKind, S3Error, S3ErrorCode};
 use crate::gateway::{
-    self, AuditFacts, Decision, Incoming, ObjectRoute, Outcome, Rewrite, Verdict,
+    AuditFacts, BodyHold, Decision, Incoming, ObjectRoute, Outcome, Rewrite, Verdict,
 };
 use crate::listing;
 use crate::request::{self, Mount};
 use crate::server::audit::AuditRecord;
-use crate::server::throttle::{ConcurrencyLimits, FailureSubject, Slot};
+use crate::server::throttle::{ConcurrencyLimits, CopyRefusal, FailureSubject, Slot};
 use crate::server::{InFlight, Runtime};
 use crate::state::{SharedState, State};
 use crate::upload::chunked::ChunkedDecoder;
@@ -44,10 +44,12 @@ pub struct RequestCtx {
     /// What the audit line will say; settled by `decide` and by the answer.
     audit: AuditFacts,
     /// Set when the decision is to forward to a backend.
-    route: Option<ObjectRoute>,
-    /// s3p's error body sent in place of the backend's error answer (see upstream_response_filter).
+    route: Option<Box<ObjectRoute>>,
+    /// s3p's error body, sent in place of the backend's error answer (see upstream_response_filter):
+    /// whole when the head decided it, empty while the backend's body may still decide its code.
     error_body: Option<Bytes>,
-    /// The start of the backend's error answer, read only to log its error code.
+    /// The start of the backend's error answer (its status and first bytes): its code is logged, and
+    /// passes to the client when allow-listed (`error::backend_answer`).
     backend_error: Option<(u16, BytesMut)>,
     /// How the backend failed, for `s3p_backend_errors_total`.
     backend_failure: Option<FailureKind>,
@@ -58,6 +60,8 @@ pub struct RequestCtx {
     held: Held,
     pacing: Pacing,
     upload: Upload,
+    /// The outcome of each object of a DeleteObjects request: one audit line each.
+    batch: Vec<crate::upload::delete::ObjectOutcome>,
 }
 
 /// The request body of a write, as it passes through.
@@ -71,7 +75,13 @@ struct Upload {
     pacing: Pacing,
     /// A backend answer being collected to be rewritten (multipart answers, a few KiB).
     answer: Option<BytesMut>,
+    /// A body that must arrive whole by then (`limits.body_timeout_ms`; bodies the backend reads whole).
+    deadline: Option<Instant>,
 }
+
+/// The longest a request waits for room in a full audit buffer (`audit_overflow: backpressure`) before
+/// its line is dropped after all (counted), so that no request hangs for ever behind a dead consumer.
+const AUDIT_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// The largest backend answer s3p collects to rewrite (multipart answers are a few hundred bytes).
 const MAX_REWRITTEN_ANSWER: usize = 1 << 20;
@@ -97,6 +107,10 @@ struct Held {
     in_flight: Option<InFlight>,
     client: Option<Slot>,
     key: Option<Slot>,
+    /// A copy's place in the copy limits.
+    copy: Option<Slot>,
+    /// Body bytes held in the process-wide budget.
+    body: Option<Slot>,
 }
 
 /// Body bytes moved so far, and the last point the minimum client rate was checked at.
@@ -195,6 +209,29 @@ fn internal(what: &'static str) -> Box<Error> {
     Error::explain(ErrorType::InternalError, what)
 }
 
+/// How the client reached s3p: over TLS, or as a trusted proxy says with `X-Forwarded-Proto` (from
+/// anyone else, the header is not believed).
+fn scheme_of(session: &Session, ctx: &RequestCtx) -> &'static str {
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let from_trusted_proxy = peer
+        .is_some_and(|ip| crate::client_addr::is_trusted(&ctx.state.config.trusted_proxies, ip));
+    let forwarded_https = from_trusted_proxy
+        && session
+            .req_header()
+            .headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    if tls || forwarded_https {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 impl S3Proxy {
     /// The decision for this request (see `gateway`), with the request's headers and path read once.
     fn decide(&self, session: &Session, ctx: &RequestCtx) -> Decision {
@@ -209,11 +246,12 @@ impl S3Proxy {
             raw_query,
             headers: Headers::Map(&req.headers),
         };
-        gateway::decide(
+        crate::gateway::decide(
             st,
             &Incoming {
                 view: &view,
                 host_bucket: host_bucket.as_deref(),
+                scheme: scheme_of(session, ctx),
                 now: SystemTime::now(),
             },
         )
@@ -253,8 +291,71 @@ impl S3Proxy {
                     "Too many requests of this API key at once; retry later.",
                     1,
                 ));
+                return;
+            }
+            if let Outcome::Forward(route) = &d.outcome {
+                if let Err(e) = self.hold_for(route, key, ctx) {
+                    d.outcome = Outcome::Refuse(e);
+                }
             }
         }
+    }
+
+    /// The places a forwarded request holds besides its in-flight counts: a copy's place in the copy
+    /// limits, and the body bytes the backend or s3p will hold in the process-wide budget.
+    fn hold_for(
+        &self,
+        route: &ObjectRoute,
+        key: &crate::config::ApiKey,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), S3Error> {
+        let limits = &ctx.state.config.limits;
+        if route.copy {
+            let entered = self.runtime.concurrency.enter_copy(
+                &key.name,
+                limits.max_concurrent_copies_per_key,
+                limits.max_concurrent_copies,
+            );
+            match entered {
+                Ok(slot) => ctx.held.copy = Some(slot),
+                Err(refusal) => {
+                    let (limit, message) = match refusal {
+                        CopyRefusal::PerKey => (
+                            "max_concurrent_copies_per_key",
+                            "Too many copies of this API key at once; retry later.",
+                        ),
+                        CopyRefusal::PerReplica => (
+                            "max_concurrent_copies",
+                            "Too many copies at once; retry later.",
+                        ),
+                    };
+                    self.runtime.metrics.limit_hit(limit);
+                    return Err(S3Error::slow_down(message, 1));
+                }
+            }
+        }
+        let held = match route.body_hold {
+            BodyHold::None => return Ok(()),
+            BodyHold::Counted(n) | BodyHold::VerifiedFirst(n) => n,
+        };
+        ctx.held.body = Some(self.reserve_body(held, ctx)?);
+        ctx.upload.deadline = Some(Instant::now() + Duration::from_millis(limits.body_timeout_ms));
+        Ok(())
+    }
+
+    /// `bytes` of the process-wide budget for request bodies held in memory, or 503 SlowDown.
+    fn reserve_body(&self, bytes: u64, ctx: &RequestCtx) -> std::result::Result<Slot, S3Error> {
+        let budget = ctx.state.config.limits.max_buffered_body_bytes;
+        usize::try_from(bytes)
+            .ok()
+            .and_then(|n| self.runtime.concurrency.reserve_body(n, budget))
+            .ok_or_else(|| {
+                self.runtime.metrics.limit_hit("max_buffered_body_bytes");
+                S3Error::slow_down(
+                    "Too many request bodies held in memory at once; retry later.",
+                    1,
+                )
+            })
     }
 
     /// Carries out a decision. `Ok(false)`: the request goes on to its backend.
@@ -315,14 +416,21 @@ impl S3Proxy {
                     .key
                     .as_ref()
                     .ok_or_else(|| internal("DeleteObjects without a key"))?;
-                match self.read_small_body(session, ctx, &checks).await {
+                match self.delete_request(session, ctx, &checks).await {
                     Ok(request) => {
                         let st = ctx.state.clone();
-                        let body =
-                            crate::upload::delete::serve(&st.backends, &st.config, key, &request)
-                                .await;
+                        let served = crate::upload::delete::serve(
+                            &st.backends,
+                            &st.config,
+                            &st.versions,
+                            key,
+                            &request,
+                        )
+                        .await;
+                        ctx.held.body = None;
+                        ctx.batch = served.outcomes;
                         let headers = vec![("content-type", "application/xml".to_string())];
-                        self.write_answer(session, ctx, 200, headers, Bytes::from(body))
+                        self.write_answer(session, ctx, 200, headers, Bytes::from(served.body))
                             .await?
                     }
                     Err(e) => self.write_error(session, ctx, e).await?,
@@ -335,6 +443,12 @@ impl S3Proxy {
                 if route.expect_continue {
                     // Authenticated and authorised: the client may send its body now.
                     session.write_continue_response().await?;
+                }
+                if let BodyHold::VerifiedFirst(limit) = route.body_hold {
+                    if let Err(e) = self.verify_first(session, ctx, &route, limit).await {
+                        self.write_error(session, ctx, e).await?;
+                        return Ok(true);
+                    }
                 }
                 ctx.route = Some(route);
                 return Ok(false);
@@ -376,40 +490,49 @@ impl S3Proxy {
                     self.runtime
                         .metrics
                         .backend_error(&failure.backend, &failure.kind.label());
+                    ctx.audit.backend_answered(e.code);
                 }
                 self.write_error(session, ctx, e).await
             }
         }
     }
 
-    /// Reads a DeleteObjects body whole (bounded by its checked length) and checks it.
-    async fn read_small_body(
+    /// Reads a request body whole, at most `limit` bytes, by the request's body deadline, held to the
+    /// minimum client rate; the caller holds its bytes in the process-wide budget.
+    async fn read_whole_body(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        checks: &crate::upload::BodyChecks,
-    ) -> std::result::Result<crate::upload::delete::DeleteRequest, S3Error> {
-        if crate::auth::Headers::Map(&session.req_header().headers)
-            .iter()
-            .any(|(n, v)| {
-                n.eq_ignore_ascii_case("expect") && v.trim().eq_ignore_ascii_case("100-continue")
-            })
-        {
-            session
-                .write_continue_response()
-                .await
-                .map_err(|_| S3Error::new(S3ErrorCode::IncompleteBody))?;
-        }
-        // Grown as the body arrives (never reserved ahead from the announced length), and held to the
-        // minimum client rate like every body.
-        let mut body = BytesMut::new();
+        limit: usize,
+    ) -> std::result::Result<BytesMut, S3Error> {
         let limits = ctx.state.config.limits.clone();
-        while let Some(chunk) = session.read_request_body().await.map_err(|e| {
-            log::info!("request {}: body not read: {e}", ctx.request_id);
-            S3Error::new(S3ErrorCode::IncompleteBody)
-        })? {
+        let deadline = tokio::time::Instant::from_std(
+            ctx.upload
+                .deadline
+                .unwrap_or_else(|| Instant::now() + Duration::from_millis(limits.body_timeout_ms)),
+        );
+        // Grown as the body arrives (never reserved ahead from the announced length).
+        let mut body = BytesMut::new();
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+                Err(_) => {
+                    self.runtime.metrics.limit_hit("body_timeout_ms");
+                    log::info!(
+                        "request {}: body not whole within {} ms",
+                        ctx.request_id,
+                        limits.body_timeout_ms
+                    );
+                    return Err(S3Error::new(S3ErrorCode::RequestTimeout));
+                }
+                Ok(Err(e)) => {
+                    log::info!("request {}: body not read: {e}", ctx.request_id);
+                    return Err(S3Error::new(S3ErrorCode::IncompleteBody));
+                }
+                Ok(Ok(None)) => return Ok(body),
+                Ok(Ok(Some(chunk))) => chunk,
+            };
             ctx.upload.received += chunk.len() as u64;
-            if body.len() + chunk.len() > checks.length as usize {
+            if body.len() + chunk.len() > limit {
                 return Err(S3Error::new(S3ErrorCode::IncompleteBody));
             }
             if ctx
@@ -425,8 +548,54 @@ impl S3Proxy {
             }
             body.extend_from_slice(&chunk);
         }
+    }
+
+    /// A DeleteObjects body: its length reserved in the budget, read whole and checked.
+    async fn delete_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        checks: &crate::upload::BodyChecks,
+    ) -> std::result::Result<crate::upload::delete::DeleteRequest, S3Error> {
+        ctx.held.body = Some(self.reserve_body(checks.length, ctx)?);
+        let timeout = Duration::from_millis(ctx.state.config.limits.body_timeout_ms);
+        ctx.upload.deadline = Some(Instant::now() + timeout);
+        if crate::auth::Headers::Map(&session.req_header().headers)
+            .iter()
+            .any(|(n, v)| {
+                n.eq_ignore_ascii_case("expect") && v.trim().eq_ignore_ascii_case("100-continue")
+            })
+        {
+            session
+                .write_continue_response()
+                .await
+                .map_err(|_| S3Error::new(S3ErrorCode::IncompleteBody))?;
+        }
+        let body = self
+            .read_whole_body(session, ctx, checks.length as usize)
+            .await?;
         checks.verify(&body)?;
         crate::upload::delete::parse_request(&body)
+    }
+
+    /// A small signed-chunk body, read whole and verified before the backend request starts; pingora
+    /// then sends what it read (its retry buffer) through `request_body_filter`, decoded again.
+    async fn verify_first(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &ObjectRoute,
+        limit: u64,
+    ) -> std::result::Result<(), S3Error> {
+        let Some(Payload::AwsChunked(plan)) = &route.payload else {
+            return Ok(());
+        };
+        session.as_mut().enable_retry_buffering();
+        let body = self.read_whole_body(session, ctx, limit as usize).await?;
+        let mut decoder = ChunkedDecoder::new(plan.clone());
+        decoder.feed(&body.freeze())?;
+        decoder.end_of_body()?;
+        Ok(())
     }
 
     /// A collected backend answer, rewritten into virtual terms (see `gateway::Rewrite`).
@@ -443,7 +612,9 @@ impl S3Proxy {
         if xml::root_name(&answer).as_deref() == Some("Error") {
             // S3 may answer a CompleteMultipartUpload 200 and put the error in the body.
             let code = xml::parse_error_code(&answer).unwrap_or_default();
-            return failed(ctx, gateway::error_for_backend_code(&code));
+            let code = crate::error::backend_entry_code(&code);
+            ctx.audit.backend_answered(code);
+            return failed(ctx, code);
         }
         match rewrite {
             Some(Rewrite::Initiate { data_source, key }) => {
@@ -539,10 +710,15 @@ impl S3Proxy {
         }
         ctx.audit.answered_with(e.code);
         // A refused request may still carry a body (an upload): do not drain it, close the connection.
+        // A body of length 0 leaves nothing to drain: the connection goes on.
         let req = session.req_header();
-        if req.headers.contains_key("content-length")
-            || req.headers.contains_key("transfer-encoding")
-        {
+        let body_left = req.headers.contains_key("transfer-encoding")
+            || req
+                .headers
+                .get_all("content-length")
+                .iter()
+                .any(|v| v.as_bytes().trim_ascii() != b"0");
+        if body_left && !session.is_body_done() {
             session.set_keepalive(None);
         }
         let body = Bytes::from(xml::error(&e, &ctx.request_id));
@@ -579,6 +755,7 @@ impl ProxyHttp for S3Proxy {
             held: Held::default(),
             pacing: Pacing::default(),
             upload: Upload::default(),
+            batch: Vec::new(),
         }
     }
 
@@ -659,6 +836,14 @@ impl ProxyHttp for S3Proxy {
                     return self.refuse_early(session, ctx, e).await;
                 }
             }
+        }
+        if ctx.state.config.audit_overflow == crate::config::AuditOverflow::Backpressure
+            && self.runtime.audit.is_full()
+        {
+            // Nowhere to record the access: refused until the audit log's consumer catches up.
+            self.runtime.metrics.limit_hit("audit_buffer");
+            let e = S3Error::slow_down("The audit log is not keeping up; retry later.", 1);
+            return self.refuse_early(session, ctx, e).await;
         }
         ctx.cors_origin = session
             .req_header()
@@ -783,12 +968,11 @@ impl ProxyHttp for S3Proxy {
             // The backend's error answer becomes s3p's own, in virtual terms: its headers and body are
             // never relayed (they name the backend's bucket and keys).
             log::debug!("request {}: backend answered {status}", ctx.request_id);
-            let mut e = gateway::error_for_backend_status(status);
-            if let (404, Some(route)) = (status, &ctx.route) {
-                e = S3Error::new(route.not_found);
-            }
-            if !matches!(status, 404 | 412 | 416) {
-                // Not an answer to the client's question (a missing key, a failed precondition) but a
+            let not_found = ctx.route.as_ref().map(|r| r.not_found);
+            let e = crate::error::backend_answer(status, None, not_found);
+            ctx.audit.backend_answered(e.code);
+            if crate::gateway::is_backend_failure(e.code) {
+                // Not an answer to the client's question (a missing key, a bad parts list) but a
                 // backend failing or refusing s3p itself.
                 ctx.backend_failure = Some(FailureKind::Status(status));
             }
@@ -807,12 +991,21 @@ impl ProxyHttp for S3Proxy {
             }
             // Rewritten here and in the body filter, so that pingora reads the backend's body to its
             // end and both connections stay open (clients probe missing keys with HEAD all the time).
-            e.resource = Some(ctx.audit.resource.clone());
-            ctx.audit.answered_with(e.code);
-            let body = Bytes::from(xml::error(&e, &ctx.request_id));
+            // The body is written at the end of the backend's, whose code may pass (chunked: its
+            // length is known only then).
             let mut head = ResponseHeader::build(e.status(), Some(6))?;
             head.insert_header("content-type", "application/xml")?;
-            head.insert_header("content-length", body.len().to_string())?;
+            if ctx.is_head || !crate::error::backend_body_may_decide(status, not_found) {
+                // The answer is known now (a HEAD sends no body; most statuses have one code): its
+                // length too, as for every answer s3p writes.
+                let mut e = e.clone();
+                e.resource = Some(ctx.audit.resource.clone());
+                let body = xml::error(&e, &ctx.request_id);
+                head.insert_header("content-length", body.len().to_string())?;
+                ctx.error_body = Some(Bytes::from(body));
+            } else {
+                ctx.error_body = Some(Bytes::new());
+            }
             if let Some(s) = e.retry_after_s {
                 head.insert_header("retry-after", s.to_string())?;
             }
@@ -820,14 +1013,30 @@ impl ProxyHttp for S3Proxy {
             head.insert_header("x-amz-id-2", &ctx.request_id)?;
             add_cors_headers(&mut head, ctx)?;
             *resp = head;
-            ctx.error_body = Some(body);
             ctx.backend_error = Some((status, BytesMut::new()));
             return Ok(());
         }
         let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
         for name in names {
-            if !gateway::forwarded_response_header(name.as_str()) {
+            if !crate::gateway::forwarded_response_header(name.as_str()) {
                 resp.remove_header(&name);
+            }
+        }
+        // The backend's version id names its objects (on some backends it is an upload id): sealed.
+        let version = resp
+            .headers
+            .get("x-amz-version-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if let Some(v) = version {
+            match ctx.route.as_ref().and_then(|r| r.object.as_ref()) {
+                Some(o) => {
+                    let sealed = ctx.state.versions.seal(&o.data_source, &o.key, &v);
+                    resp.insert_header("x-amz-version-id", sealed)?;
+                }
+                None => {
+                    resp.remove_header("x-amz-version-id");
+                }
             }
         }
         let rewrites = ctx
@@ -857,24 +1066,35 @@ impl ProxyHttp for S3Proxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let Some(error) = &ctx.error_body {
+        if ctx.error_body.is_some() {
             // The backend's error body is read and dropped; s3p's own goes out in its place, whole, at
-            // the end (its length is already in the head). Its code is logged, for operators.
+            // the end. The backend's code is logged, for operators, and passes when allow-listed.
             if let (Some((_, seen)), Some(chunk)) = (&mut ctx.backend_error, body.as_ref()) {
                 let room = 4096usize.saturating_sub(seen.len());
                 seen.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
-            *body = end_of_stream.then(|| error.clone());
+            *body = None;
             if end_of_stream {
-                if let (Some((status, seen)), Some(route)) = (ctx.backend_error.take(), &ctx.route)
-                {
+                let (status, seen) = ctx.backend_error.take().unwrap_or_default();
+                let code = xml::parse_error_code(&seen).unwrap_or_default();
+                if let Some(route) = &ctx.route {
                     log::info!(
-                        "request {}: backend {} answered {status} {}",
+                        "request {}: backend {} answered {status} {code}",
                         ctx.request_id,
                         route.backend.config.name,
-                        xml::parse_error_code(&seen).unwrap_or_default()
                     );
                 }
+                let written = ctx.error_body.take().unwrap_or_default();
+                if !written.is_empty() {
+                    // Decided with the head (its length is in it).
+                    *body = Some(written);
+                    return Ok(None);
+                }
+                let not_found = ctx.route.as_ref().map(|r| r.not_found);
+                let mut e = crate::error::backend_answer(status, Some(&code), not_found);
+                e.resource = Some(ctx.audit.resource.clone());
+                ctx.audit.backend_answered(e.code);
+                *body = Some(Bytes::from(xml::error(&e, &ctx.request_id)));
             }
             return Ok(None);
         }
@@ -928,6 +1148,15 @@ impl ProxyHttp for S3Proxy {
         let len = body.as_ref().map_or(0, Bytes::len);
         ctx.upload.received += len as u64;
         let limits = &ctx.state.config.limits;
+        if ctx.upload.deadline.is_some_and(|d| Instant::now() > d) {
+            // A body the backend reads whole (CompleteMultipartUpload) holds memory there and here.
+            self.runtime.metrics.limit_hit("body_timeout_ms");
+            return Err(Error::because(
+                ErrorType::ReadTimedout,
+                "body not whole within body_timeout_ms",
+                S3Error::new(S3ErrorCode::RequestTimeout),
+            ));
+        }
         if let Some((taken, secs)) = ctx.upload.pacing.below_min_rate(len, limits) {
             self.runtime
                 .metrics
@@ -981,6 +1210,7 @@ impl ProxyHttp for S3Proxy {
                         .map_or("-", |r| r.backend.config.name.as_str()),
                     e.etype().as_str()
                 );
+                ctx.audit.backend_answered(S3ErrorCode::ServiceUnavailable);
                 Some(S3Error::storage_unavailable())
             }
             _ => {
@@ -1026,7 +1256,8 @@ impl ProxyHttp for S3Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        ctx.held = Held::default();
+        // The request keeps its places in the limits until its audit lines are written: with
+        // back-pressure, a stalled audit log then holds new requests off through those limits too.
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
@@ -1055,9 +1286,10 @@ impl ProxyHttp for S3Proxy {
                 .backend_error(&route.backend.config.name, &kind.label());
         }
         let backend_ms = ctx.timing.backend_latency.map(|d| d.as_secs_f64() * 1000.0);
-        self.runtime.audit.write(&AuditRecord {
+        let time = crate::server::audit::now_rfc3339();
+        let request_line = AuditRecord {
             version: crate::server::audit::SCHEMA_VERSION,
-            time: crate::server::audit::now_rfc3339(),
+            time: time.clone(),
             request_id: &ctx.request_id,
             api_key: audit.key_name.as_deref(),
             client: &ctx.client.text,
@@ -1071,7 +1303,56 @@ impl ProxyHttp for S3Proxy {
             bytes_received: ctx.upload.received,
             duration_ms: duration.as_secs_f64() * 1000.0,
             backend_ms,
-        });
+            batch: None,
+        };
+        // One line per object of a DeleteObjects request: which object went, which did not and why.
+        let object_resources: Vec<String> = ctx
+            .batch
+            .iter()
+            .map(|o| format!("/{}/{}", ctx.state.config.bucket, o.key))
+            .collect();
+        let object_lines = ctx
+            .batch
+            .iter()
+            .zip(&object_resources)
+            .map(|(o, resource)| {
+                let mut facts = AuditFacts::new(String::new());
+                facts.verdict = Verdict::Allowed;
+                if let Some(code) = o.error {
+                    if crate::gateway::is_backend_failure(code) && o.data_source.is_some() {
+                        facts.backend_answered(code);
+                    } else {
+                        facts.answered_with(code);
+                    }
+                }
+                AuditRecord {
+                    operation: "DeleteObject",
+                    data_source: o.data_source.as_deref(),
+                    resource,
+                    decision: facts.verdict,
+                    reason: facts.reason,
+
+                    bytes_sent: 0,
+                    bytes_received: 0,
+                    backend_ms: None,
+                    batch: Some(audit.operation),
+                    time: time.clone(),
+                    ..request_line
+                }
+            });
+        let lines: Vec<AuditRecord> = std::iter::once(request_line.clone())
+            .chain(object_lines)
+            .collect();
+        for line in &lines {
+            match ctx.state.config.audit_overflow {
+                crate::config::AuditOverflow::Drop => self.runtime.audit.write(line),
+                crate::config::AuditOverflow::Backpressure => {
+                    self.runtime.audit.write_waiting(line, AUDIT_MAX_WAIT).await
+                }
+            }
+        }
+        drop(lines);
+        ctx.held = Held::default();
         // The audit line is the record of access; this one is for debugging (RUST_LOG=s3p=debug).
         log::debug!(
             "request_id={} client={} key={:?} op={} resource={:?} status={} error={} bytes={} duration_ms={:.3} backend_ms={}{}",

@@ -5,7 +5,7 @@ use crate::auth::KeyStore;
 use crate::backend::Backends;
 use crate::config::Config;
 use crate::listing::token::TokenSealer;
-use crate::upload::multipart::UploadIds;
+use crate::upload::multipart::{UploadIds, VersionIds};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
@@ -17,6 +17,8 @@ pub struct State {
     pub tokens: TokenSealer,
     /// Seals the multipart upload ids clients see (with the same secrets as the tokens).
     pub uploads: UploadIds,
+    /// Seals the backends' version ids (same secrets).
+    pub versions: VersionIds,
 }
 
 impl State {
@@ -46,6 +48,7 @@ impl State {
             backends,
             tokens: TokenSealer::rotated(config.token_secret.expose(), &previous),
             uploads: UploadIds::rotated(config.token_secret.expose(), &previous),
+            versions: VersionIds::rotated(config.token_secret.expose(), &previous),
             config,
         }
     }

@@ -728,7 +728,11 @@ fn sigv2_presigned_urls_cannot_list() {
     let url = sigv2_presigned("/s3p/immuta", "/immuta", "prefix=sales%2F&");
     let r = raw(s.addr(), "GET", &url, &[]);
     assert_eq!(r.status, 403, "{}", r.text());
-    assert!(r.text().contains("Presign with SigV4"), "{}", r.text());
+    assert!(
+        r.text().contains("Sign listings with SigV4"),
+        "{}",
+        r.text()
+    );
     assert!(!r.text().contains("<ListBucketResult"));
 }
 

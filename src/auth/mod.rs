@@ -268,6 +268,14 @@ pub fn is_auth_query_param(name: &str) -> bool {
     )
 }
 
+/// The request is signed with SigV2, in its header or presigned form.
+pub fn is_sigv2(view: &RequestView) -> bool {
+    matches!(
+        presented(view),
+        Ok(Presented::SigV2Header(..) | Presented::SigV2Query)
+    )
+}
+
 pub fn is_sigv2_presigned(view: &RequestView) -> bool {
     sigv2::is_presigned(view.raw_query) && !sigv4::is_presigned(view.raw_query)
 }

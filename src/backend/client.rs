@@ -101,31 +101,34 @@ pub struct CallAnswer {
 }
 
 impl Backend {
-    /// A successful answer read with `parse`; an error status or an unreadable body is s3p's
-    /// InternalError, logged with the backend's code and caused by this backend.
+    /// A successful answer read with `parse`. An error status is answered as the one table of backend
+    /// answers says (`error::backend_answer`), logged with the backend's code and caused by this
+    /// backend; an unreadable body is s3p's InternalError.
     fn read_answer<T>(
         &self,
         what: &str,
         answer: CallAnswer,
         parse: impl FnOnce(&[u8]) -> Result<T, String>,
     ) -> Result<T, S3Error> {
-        let failure =
-            |kind| S3Error::new(S3ErrorCode::InternalError).caused_by(&self.config.name, kind);
         if !(200..300).contains(&answer.status) {
+            let code = crate::xml::parse_error_code(&answer.body).unwrap_or_default();
             log::warn!(
-                "backend {} refused {what}: {} {}",
+                "backend {} refused {what}: {} {code}",
                 self.config.name,
                 answer.status,
-                crate::xml::parse_error_code(&answer.body).unwrap_or_default()
             );
-            return Err(failure(FailureKind::Status(answer.status)));
+            return Err(
+                crate::error::backend_answer(answer.status, Some(&code), None)
+                    .caused_by(&self.config.name, FailureKind::Status(answer.status)),
+            );
         }
         parse(&answer.body).map_err(|e| {
             log::warn!(
                 "backend {} sent an unreadable answer to {what}: {e}",
                 self.config.name
             );
-            failure(FailureKind::Unreadable)
+            S3Error::new(S3ErrorCode::InternalError)
+                .caused_by(&self.config.name, FailureKind::Unreadable)
         })
     }
 }
@@ -274,13 +277,7 @@ impl Backend {
                 self.config.name,
                 ds.name,
             );
-            let error = match status {
-                503 => S3Error::new(S3ErrorCode::SlowDown),
-                _ => S3Error::with_message(
-                    S3ErrorCode::InternalError,
-                    "The data source's storage refused the listing.",
-                ),
-            };
+            let error = crate::error::backend_answer(status, Some(&code), None);
             return Err(error.caused_by(&self.config.name, FailureKind::Status(status)));
         }
         crate::listing::xml::parse_backend_listing(&body).map_err(|e| {

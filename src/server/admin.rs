@@ -42,6 +42,21 @@ impl ServeHttp for AdminApp {
                     .load(std::sync::atomic::Ordering::Relaxed)
                 {
                     text(503, "text/plain", "not ready: shutting down\n".into())
+                } else if self.runtime.audit.losing_lines(AUDIT_LOSS_WINDOW) {
+                    // Serving without a record of access is not ready (`audit_overflow: drop`): the
+                    // balancer sends the traffic elsewhere, and the operator is alarmed.
+                    text(
+                        503,
+                        "text/plain",
+                        "not ready: audit lines are being dropped\n".into(),
+                    )
+                } else if self.runtime.audit.is_full() {
+                    // `audit_overflow: backpressure` refuses new requests while the buffer is full.
+                    text(
+                        503,
+                        "text/plain",
+                        "not ready: the audit log is not keeping up\n".into(),
+                    )
                 } else {
                     text(
                         200,
@@ -56,6 +71,14 @@ impl ServeHttp for AdminApp {
                     "# HELP s3p_audit_lines_dropped_total Audit lines dropped because the audit log's consumer did not keep up.\n# TYPE s3p_audit_lines_dropped_total counter\ns3p_audit_lines_dropped_total {}\n",
                     self.runtime.audit.dropped()
                 ));
+                body.push_str(&format!(
+                    "# HELP s3p_buffered_body_bytes Request body bytes held in memory now (limits.max_buffered_body_bytes).\n# TYPE s3p_buffered_body_bytes gauge\ns3p_buffered_body_bytes {}\n",
+                    self.runtime.concurrency.buffered_body_bytes()
+                ));
+                body.push_str(&format!(
+                    "# HELP s3p_audit_buffer_full 1 while the audit log's buffer is full (requests are refused or lines dropped, see audit_overflow).\n# TYPE s3p_audit_buffer_full gauge\ns3p_audit_buffer_full {}\n",
+                    u8::from(self.runtime.audit.is_full())
+                ));
                 body.push_str(&backend_reachability(&state).await);
                 text(200, "text/plain; version=0.0.4", body)
             }
@@ -63,6 +86,9 @@ impl ServeHttp for AdminApp {
         }
     }
 }
+
+/// How long after the last dropped audit line `/ready` still answers 503.
+const AUDIT_LOSS_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `s3p_backend_up{backend}`: 1 when a TCP connection to the backend opens within a second, probed at
 /// each scrape, every backend at once.

@@ -14,7 +14,7 @@ pub use crate::gateway::Verdict;
 /// version; a removed or re-typed field makes a new one. README "Audit log" documents every field.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AuditRecord<'a> {
     /// [`SCHEMA_VERSION`].
     #[serde(rename = "v")]
@@ -36,6 +36,10 @@ pub struct AuditRecord<'a> {
     pub bytes_received: u64,
     pub duration_ms: f64,
     pub backend_ms: Option<f64>,
+    /// On a line about one object of a multi-object request: that request's operation
+    /// (`DeleteObjects`); the request has its own line too, with the same `request_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<&'a str>,
 }
 
 enum Sink {
@@ -64,13 +68,17 @@ struct Shared {
     sink: Mutex<Sink>,
     /// Lines dropped because the buffer was full (`s3p_audit_lines_dropped_total`).
     dropped: AtomicU64,
+    /// When a line was last dropped: milliseconds since `opened`, plus one (0: never).
+    last_drop_ms: AtomicU64,
+    opened: std::time::Instant,
     limit: usize,
 }
 
 /// The audit log. Lines are buffered in memory and written by one thread every
 /// [`FLUSH_INTERVAL`] in one write each time, so a request costs no syscall and wakes no thread. The
-/// buffer is bounded ([`BUFFER_LIMIT`]): past it, lines are dropped and counted (a log consumer stalled
-/// for that long is an outage of its own, and blocking every request behind it would make it s3p's).
+/// buffer is bounded ([`BUFFER_LIMIT`]); what happens past it is the operator's choice
+/// (`audit_overflow`): lines wait for room while new requests are refused (back-pressure), or lines
+/// are dropped and counted (the proxy keeps serving, `/ready` says lines are lost).
 pub struct AuditLog {
     shared: Arc<Shared>,
 }
@@ -99,6 +107,8 @@ impl AuditLog {
             pending: Mutex::new(Pending { lines: Vec::new() }),
             sink: Mutex::new(sink),
             dropped: AtomicU64::new(0),
+            last_drop_ms: AtomicU64::new(0),
+            opened: std::time::Instant::now(),
             limit,
         });
         // The thread holds only a weak reference: it ends with the log.
@@ -138,25 +148,73 @@ impl AuditLog {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
+    /// Writes a line, or drops and counts it when the buffer is full (`audit_overflow: drop`).
     pub fn write(&self, record: &AuditRecord) {
-        let mut line = Vec::with_capacity(384);
-        if let Err(e) = serde_json::to_writer(&mut line, record) {
-            log::error!("audit record not serialisable: {e}");
-            return;
+        if let Some(line) = line_of(record) {
+            if !self.try_append(&line) {
+                self.count_dropped();
+            }
         }
-        line.push(b'\n');
+    }
+
+    /// Writes a line, waiting for room while the buffer is full (`audit_overflow: backpressure`). A
+    /// consumer stalled past `max_wait` loses the line after all (counted), so that a request never
+    /// hangs for ever.
+    pub async fn write_waiting(&self, record: &AuditRecord<'_>, max_wait: Duration) {
+        let Some(line) = line_of(record) else { return };
+        let deadline = std::time::Instant::now() + max_wait;
+        while !self.try_append(&line) {
+            if std::time::Instant::now() >= deadline {
+                self.count_dropped();
+                return;
+            }
+            tokio::time::sleep(FLUSH_INTERVAL / 5).await;
+        }
+    }
+
+    /// The buffer is full (or within a few lines of it): new requests would have nowhere to be audited.
+    pub fn is_full(&self) -> bool {
+        let pending = self.shared.pending.lock().unwrap();
+        pending.lines.len() + 64 * 1024 > self.shared.limit
+    }
+
+    /// Lines were dropped within the last `window`: the audit log is losing lines now.
+    pub fn losing_lines(&self, window: Duration) -> bool {
+        let last = self.shared.last_drop_ms.load(Ordering::Relaxed);
+        last != 0
+            && self.shared.opened.elapsed().as_millis() as u64 + 1
+                < last + window.as_millis() as u64
+    }
+
+    fn try_append(&self, line: &[u8]) -> bool {
         let mut pending = self.shared.pending.lock().unwrap();
         if pending.lines.len() + line.len() > self.shared.limit {
-            drop(pending);
-            if self.shared.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                log::error!(
-                    "the audit log is not keeping up: lines are being dropped (s3p_audit_lines_dropped_total)"
-                );
-            }
-            return;
+            return false;
         }
-        pending.lines.extend_from_slice(&line);
+        pending.lines.extend_from_slice(line);
+        true
     }
+
+    fn count_dropped(&self) {
+        let now = self.shared.opened.elapsed().as_millis() as u64 + 1;
+        self.shared.last_drop_ms.store(now, Ordering::Relaxed);
+        if self.shared.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+            log::error!(
+                "the audit log is not keeping up: lines are being dropped (s3p_audit_lines_dropped_total)"
+            );
+        }
+    }
+}
+
+/// One record as a JSON line.
+fn line_of(record: &AuditRecord) -> Option<Vec<u8>> {
+    let mut line = Vec::with_capacity(384);
+    if let Err(e) = serde_json::to_writer(&mut line, record) {
+        log::error!("audit record not serialisable: {e}");
+        return None;
+    }
+    line.push(b'\n');
+    Some(line)
 }
 
 impl Shared {
@@ -214,6 +272,7 @@ mod tests {
             bytes_received: 0,
             duration_ms: 1.5,
             backend_ms: Some(1.0),
+            batch: None,
         };
         log.write(&rec);
         log.flush();
@@ -263,6 +322,7 @@ mod tests {
             bytes_received: 0,
             duration_ms: 0.1,
             backend_ms: None,
+            batch: None,
         };
         // The sink is held (a consumer that does not read): writes return at once.
         let held = log.shared.sink.lock().unwrap();
@@ -274,6 +334,7 @@ mod tests {
         drop(held);
         let dropped = log.dropped();
         assert!((990..=999).contains(&dropped), "{dropped}");
+        assert!(log.losing_lines(Duration::from_secs(10)));
         log.flush();
         // The writer thread may still be writing the batch it took while the sink was held.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -286,6 +347,58 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(lines, 1000 - dropped);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn back_pressure_waits_for_room_and_loses_nothing() {
+        let dir = std::env::temp_dir().join(format!("s3p-audit-wait-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let log = AuditLog::with_limit(path.to_str().unwrap(), 600).unwrap();
+        let rec = AuditRecord {
+            version: SCHEMA_VERSION,
+            time: now_rfc3339(),
+            request_id: "R3",
+            api_key: None,
+            client: "127.0.0.1:1",
+            operation: "DeleteObject",
+            data_source: Some("sandbox"),
+            resource: "/immuta/sandbox/k",
+            decision: Verdict::Allowed,
+            reason: None,
+            status: 200,
+            bytes_sent: 0,
+            bytes_received: 0,
+            duration_ms: 0.1,
+            backend_ms: None,
+            batch: Some("DeleteObjects"),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // The consumer stalls for 300 ms: writers wait, none is dropped.
+        let held = log.shared.sink.lock().unwrap();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                rt.block_on(async {
+                    for _ in 0..20 {
+                        log.write_waiting(&rec, Duration::from_secs(10)).await;
+                    }
+                })
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(log.is_full());
+            drop(held);
+        });
+        log.flush();
+        assert_eq!(log.dropped(), 0);
+        assert!(!log.losing_lines(Duration::from_secs(10)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 20);
+        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(v["batch"], "DeleteObjects");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

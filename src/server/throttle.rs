@@ -125,12 +125,27 @@ impl AuthThrottle {
 pub struct ConcurrencyLimits {
     /// Seeded per process, so that no client can choose addresses that collide.
     per_client: Mutex<HashMap<IpAddr, usize, foldhash::fast::RandomState>>,
+    /// Copies in flight per API key (by display name: names are unique), and over every key.
+    copies_per_key: Mutex<HashMap<String, usize>>,
+    copies: AtomicUsize,
+    /// Request body bytes held in memory over every request (`limits.max_buffered_body_bytes`).
+    buffered_body_bytes: AtomicUsize,
 }
 
 /// A request's place in one of the counts; dropping it gives the place back.
 pub enum Slot {
     Key(Arc<AtomicUsize>),
     Client(Arc<ConcurrencyLimits>, IpAddr),
+    Copy(Arc<ConcurrencyLimits>, String),
+    /// Body bytes reserved in the process-wide budget.
+    Body(Arc<ConcurrencyLimits>, usize),
+}
+
+/// Why a copy could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyRefusal {
+    PerKey,
+    PerReplica,
 }
 
 impl Drop for Slot {
@@ -147,6 +162,21 @@ impl Drop for Slot {
                         counts.remove(ip);
                     }
                 }
+            }
+            Slot::Copy(limits, key) => {
+                let mut counts = limits.copies_per_key.lock().unwrap();
+                if let Some(n) = counts.get_mut(key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.remove(key);
+                    }
+                }
+                limits.copies.fetch_sub(1, Ordering::Relaxed);
+            }
+            Slot::Body(limits, bytes) => {
+                limits
+                    .buffered_body_bytes
+                    .fetch_sub(*bytes, Ordering::Relaxed);
             }
         }
     }
@@ -173,6 +203,46 @@ impl ConcurrencyLimits {
         }
         *n += 1;
         Some(Slot::Client(self.clone(), network))
+    }
+
+    /// A place for one more copy of this key: at most `per_key` of its own and `per_replica` in all.
+    pub fn enter_copy(
+        self: &Arc<Self>,
+        key_name: &str,
+        per_key: usize,
+        per_replica: usize,
+    ) -> Result<Slot, CopyRefusal> {
+        let mut counts = self.copies_per_key.lock().unwrap();
+        let n = counts.get(key_name).copied().unwrap_or(0);
+        if n >= per_key {
+            return Err(CopyRefusal::PerKey);
+        }
+        // Under the lock, so that the two counts move together.
+        if self.copies.load(Ordering::Relaxed) >= per_replica {
+            return Err(CopyRefusal::PerReplica);
+        }
+        self.copies.fetch_add(1, Ordering::Relaxed);
+        counts.insert(key_name.to_string(), n + 1);
+        Ok(Slot::Copy(self.clone(), key_name.to_string()))
+    }
+
+    /// Reserves `bytes` of the process-wide budget for request bodies held in memory, or `None` when
+    /// they do not fit in `budget` beside what other requests hold.
+    pub fn reserve_body(self: &Arc<Self>, bytes: usize, budget: usize) -> Option<Slot> {
+        let held = &self.buffered_body_bytes;
+        let mut now = held.load(Ordering::Relaxed);
+        loop {
+            let after = now.checked_add(bytes).filter(|&a| a <= budget)?;
+            match held.compare_exchange_weak(now, after, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Some(Slot::Body(self.clone(), bytes)),
+                Err(actual) => now = actual,
+            }
+        }
+    }
+
+    /// Body bytes held now (`s3p_buffered_body_bytes`).
+    pub fn buffered_body_bytes(&self) -> usize {
+        self.buffered_body_bytes.load(Ordering::Relaxed)
     }
 
     #[cfg(test)]
@@ -304,5 +374,41 @@ mod tests {
         assert_eq!(limits.held(), 0);
         assert_eq!(ka.in_flight.load(Ordering::Relaxed), 0);
         assert!(ConcurrencyLimits::enter_key(&ka, 3).is_some());
+    }
+
+    #[test]
+    fn copies_are_limited_per_key_and_per_replica() {
+        let limits = Arc::new(ConcurrencyLimits::default());
+        let a1 = limits.enter_copy("alice", 2, 3).unwrap();
+        let _a2 = limits.enter_copy("alice", 2, 3).unwrap();
+        assert_eq!(
+            limits.enter_copy("alice", 2, 3).err(),
+            Some(CopyRefusal::PerKey)
+        );
+        let _b1 = limits.enter_copy("bob", 2, 3).unwrap();
+        // Bob has room of his own, the replica has none.
+        assert_eq!(
+            limits.enter_copy("bob", 2, 3).err(),
+            Some(CopyRefusal::PerReplica)
+        );
+        drop(a1);
+        assert!(limits.enter_copy("bob", 2, 3).is_ok());
+        assert_eq!(limits.copies.load(Ordering::Relaxed), 2);
+        assert_eq!(limits.copies_per_key.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn body_bytes_are_budgeted_over_every_request() {
+        let limits = Arc::new(ConcurrencyLimits::default());
+        let a = limits.reserve_body(40, 100).unwrap();
+        let b = limits.reserve_body(60, 100).unwrap();
+        assert!(limits.reserve_body(1, 100).is_none());
+        assert!(limits.reserve_body(usize::MAX, 100).is_none());
+        drop(a);
+        assert_eq!(limits.buffered_body_bytes(), 60);
+        assert!(limits.reserve_body(41, 100).is_none());
+        let c = limits.reserve_body(40, 100).unwrap();
+        drop((b, c));
+        assert_eq!(limits.buffered_body_bytes(), 0);
     }
 }

@@ -8,6 +8,7 @@ use crate::config::{ApiKey, Config};
 use crate::error::{S3Error, S3ErrorCode};
 use crate::namespace;
 use crate::policy;
+use crate::upload::multipart::VersionIds;
 use crate::xml::{self, escape};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -185,17 +186,6 @@ pub fn render_result(entries: &[Deleted], quiet: bool) -> String {
     out
 }
 
-/// The codes of a backend's per-key errors that pass to the client; anything else is InternalError
-/// (a backend's own words never reach the client).
-fn virtual_error(code: &str) -> S3ErrorCode {
-    match code {
-        "AccessDenied" => S3ErrorCode::AccessDenied,
-        "NoSuchKey" => S3ErrorCode::NoSuchKey,
-        "SlowDown" => S3ErrorCode::SlowDown,
-        _ => S3ErrorCode::InternalError,
-    }
-}
-
 fn failed(key: &str, version_id: &Option<String>, code: S3ErrorCode) -> Deleted {
     let e = S3Error::new(code);
     Deleted::Failed {
@@ -206,18 +196,40 @@ fn failed(key: &str, version_id: &Option<String>, code: S3ErrorCode) -> Deleted 
     }
 }
 
+/// What became of one object of a DeleteObjects request (for its audit line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectOutcome {
+    /// The virtual key as the client named it.
+    pub key: String,
+    /// Its data source, when the key names one the caller may write.
+    pub data_source: Option<String>,
+    /// Why it was not deleted.
+    pub error: Option<S3ErrorCode>,
+}
+
+/// s3p's answer to a DeleteObjects request, and the outcome of each object in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    pub body: String,
+    pub outcomes: Vec<ObjectOutcome>,
+}
+
 /// Carries out a DeleteObjects request: authorises each key, sends each group, merges the answers (in
-/// the request's order). Returns the answer body.
+/// the request's order). Version ids are s3p's sealed form both ways (`versions`).
 pub async fn serve(
     source: &(dyn DeleteSource + Sync),
     config: &Config,
+    versions: &VersionIds,
     key: &ApiKey,
     request: &DeleteRequest,
-) -> String {
+) -> Served {
     // (backend, bucket) -> the group.
     let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
     // Per requested object, in order: its answer once known.
     let mut answers: Vec<Option<Deleted>> = vec![None; request.objects.len()];
+    let mut data_sources: Vec<Option<String>> = vec![None; request.objects.len()];
+    // Per requested object: why it was not deleted (for the audit).
+    let mut errors: Vec<Option<S3ErrorCode>> = vec![None; request.objects.len()];
     let mut pending: Vec<(usize, (String, String), String)> = Vec::new();
     for (i, object) in request.objects.iter().enumerate() {
         let routed = namespace::parse_virtual_key(&object.key).and_then(|vkey| {
@@ -225,10 +237,15 @@ pub async fn serve(
             if vkey.key.is_empty() {
                 return Err(S3Error::new(S3ErrorCode::AccessDenied));
             }
-            namespace::to_backend(ds, &vkey)
+            data_sources[i] = Some(ds.name.clone());
+            let version = match &object.version_id {
+                Some(v) => Some(versions.open(&vkey.data_source, &vkey.key, v)?),
+                None => None,
+            };
+            Ok((namespace::to_backend(ds, &vkey)?, version, vkey))
         });
         match routed {
-            Ok(obj) => {
+            Ok((obj, version_id, _)) => {
                 let slot = (obj.backend.clone(), obj.bucket.clone());
                 let group = groups.entry(slot.clone()).or_insert_with(|| Group {
                     backend: obj.backend.clone(),
@@ -237,11 +254,14 @@ pub async fn serve(
                 });
                 group.objects.push(ObjectId {
                     key: obj.key.clone(),
-                    version_id: object.version_id.clone(),
+                    version_id,
                 });
                 pending.push((i, slot, obj.key));
             }
-            Err(e) => answers[i] = Some(failed(&object.key, &object.version_id, e.code)),
+            Err(e) => {
+                errors[i] = Some(e.code);
+                answers[i] = Some(failed(&object.key, &object.version_id, e.code));
+            }
         }
     }
     // One call per group; each backend answer entry is found again by its backend key.
@@ -251,8 +271,22 @@ pub async fn serve(
     }
     for (i, slot, backend_key) in pending {
         let object = &request.objects[i];
+        let sent_version = groups[&slot]
+            .objects
+            .iter()
+            .find(|o| o.key == backend_key)
+            .and_then(|o| o.version_id.clone());
+        let seal = |v: &Option<String>| -> Option<String> {
+            let vkey = namespace::parse_virtual_key(&object.key).ok()?;
+            v.as_ref()
+                .map(|v| versions.seal(&vkey.data_source, &vkey.key, v))
+        };
+        let mut fail = |code: S3ErrorCode| {
+            errors[i] = Some(code);
+            failed(&object.key, &object.version_id, code)
+        };
         let entry = match &results[&slot] {
-            Err(e) => failed(&object.key, &object.version_id, e.code),
+            Err(e) => fail(e.code),
             Ok(entries) => {
                 let found = entries.iter().find(|d| match d {
                     Deleted::Ok {
@@ -261,8 +295,8 @@ pub async fn serve(
                     | Deleted::Failed {
                         key, version_id, ..
                     } => {
-                        *key == backend_key
-                            && (object.version_id.is_none() || *version_id == object.version_id)
+                        same_key(key, &backend_key)
+                            && (sent_version.is_none() || *version_id == sent_version)
                     }
                 });
                 match found {
@@ -273,22 +307,44 @@ pub async fn serve(
                         ..
                     }) => Deleted::Ok {
                         key: object.key.clone(),
-                        version_id: version_id.clone().or_else(|| object.version_id.clone()),
+                        version_id: seal(version_id).or_else(|| object.version_id.clone()),
                         delete_marker: delete_marker.clone(),
-                        delete_marker_version_id: delete_marker_version_id.clone(),
+                        delete_marker_version_id: seal(delete_marker_version_id),
                     },
                     Some(Deleted::Failed { code, .. }) => {
-                        failed(&object.key, &object.version_id, virtual_error(code))
+                        fail(crate::error::backend_entry_code(code))
                     }
                     // The backend did not mention it: not known to be deleted.
-                    None => failed(&object.key, &object.version_id, S3ErrorCode::InternalError),
+                    None => fail(S3ErrorCode::InternalError),
                 }
             }
         };
         answers[i] = Some(entry);
     }
     let entries: Vec<Deleted> = answers.into_iter().flatten().collect();
-    render_result(&entries, request.quiet)
+    let outcomes = request
+        .objects
+        .iter()
+        .zip(data_sources)
+        .zip(errors)
+        .map(|((object, data_source), error)| ObjectOutcome {
+            key: object.key.clone(),
+            data_source,
+            error,
+        })
+        .collect();
+    Served {
+        body: render_result(&entries, request.quiet),
+        outcomes,
+    }
+}
+
+/// A key as the backend reported it is the key sent: the same text, or the same once line ends are
+/// normalised. An XML reader turns a raw CR into LF (XML 1.0, 2.11), and backends write CR in keys
+/// raw, so a key with a CR comes back as LF.
+fn same_key(reported: &str, sent: &str) -> bool {
+    reported == sent
+        || (sent.contains('\r') && reported == sent.replace("\r\n", "\n").replace('\r', "\n"))
 }
 
 #[cfg(test)]

@@ -96,7 +96,8 @@ fn backend_bodies_round_trip() {
 }
 
 /// Records the groups it is sent; deletes everything except keys ending in `!`, and fails whole
-/// groups on backend `c`.
+/// groups on backend `c`. Like a backend read back through an XML reader, it reports a key's CR as LF,
+/// and it names the version it deleted (`v-<key>` when none was asked).
 struct Recording(Mutex<Vec<Group>>);
 
 #[async_trait]
@@ -119,8 +120,12 @@ impl DeleteSource for Recording {
                     }
                 } else {
                     Deleted::Ok {
-                        key: o.key.clone(),
-                        version_id: o.version_id.clone(),
+                        key: o.key.replace('\r', "\n"),
+                        version_id: Some(
+                            o.version_id
+                                .clone()
+                                .unwrap_or_else(|| format!("v-{}", o.key)),
+                        ),
                         delete_marker: None,
                         delete_marker_version_id: None,
                     }
@@ -143,6 +148,7 @@ fn each_key_is_authorised_and_groups_go_once_per_backend_bucket() {
         "far/f",
         "sandbox/",
         "sandbox/../sales/x",
+        "sandbox/cr\rkey",
     ];
     let request = DeleteRequest {
         quiet: false,
@@ -155,14 +161,16 @@ fn each_key_is_authorised_and_groups_go_once_per_backend_bucket() {
             .collect(),
     };
     let source = Recording(Mutex::new(Vec::new()));
-    let answer = futures_lite_block_on(serve(&source, &config, key, &request));
+    let versions = VersionIds::rotated("a token secret, long enough", &[]);
+    let served = futures_lite_block_on(serve(&source, &config, &versions, key, &request));
+    let answer = served.body;
     let groups = source.0.into_inner().unwrap();
     // sandbox and more share bucket-b on backend b: one call; far (backend c) another.
     assert_eq!(groups.len(), 2);
     let b = groups.iter().find(|g| g.backend == "b").unwrap();
     assert_eq!(b.bucket, "bucket-b");
     let sent: Vec<&str> = b.objects.iter().map(|o| o.key.as_str()).collect();
-    assert_eq!(sent, ["box/a", "more/c", "box/d!"]);
+    assert_eq!(sent, ["box/a", "more/c", "box/d!", "box/cr\rkey"]);
     let (_, records) = xml::records(answer.as_bytes()).unwrap();
     let got: Vec<(String, String, Option<String>)> = records
         .iter()
@@ -183,6 +191,8 @@ fn each_key_is_authorised_and_groups_go_once_per_backend_bucket() {
         ("Error", "far/f", Some("ServiceUnavailable")),
         ("Error", "sandbox/", Some("AccessDenied")),
         ("Error", "sandbox/../sales/x", Some("InvalidArgument")),
+        // Reported back as `box/cr\nkey`: still found, and deleted.
+        ("Deleted", "sandbox/cr\rkey", None),
     ]
     .iter()
     .map(|(n, k, c)| (n.to_string(), k.to_string(), c.map(str::to_string)))
@@ -192,16 +202,38 @@ fn each_key_is_authorised_and_groups_go_once_per_backend_bucket() {
         !answer.contains("bucket-b") && !answer.contains("<Key>box/"),
         "{answer}"
     );
+    // The backend's version ids reach the client sealed for their object, and open again.
+    assert!(!answer.contains("v-box"), "{answer}");
+    let sealed = records[0].field("VersionId").unwrap();
+    assert_eq!(versions.open("sandbox", "a", sealed).unwrap(), "v-box/a");
+    // One outcome per object, for the audit, in the request's order.
+    let outcomes: Vec<(&str, Option<&str>, Option<S3ErrorCode>)> = served
+        .outcomes
+        .iter()
+        .map(|o| (o.key.as_str(), o.data_source.as_deref(), o.error))
+        .collect();
+    assert_eq!(outcomes.len(), keys.len());
+    assert_eq!(outcomes[0], ("sandbox/a", Some("sandbox"), None));
+    assert_eq!(
+        outcomes[1],
+        ("sales/b", None, Some(S3ErrorCode::AccessDenied))
+    );
+    assert_eq!(
+        outcomes[5],
+        ("far/f", Some("far"), Some(S3ErrorCode::ServiceUnavailable))
+    );
     // Quiet: only the errors.
     let quiet = futures_lite_block_on(serve(
         &source_again(),
         &config,
+        &versions,
         key,
         &DeleteRequest {
             quiet: true,
             ..request
         },
-    ));
+    ))
+    .body;
     assert!(!quiet.contains("<Deleted>") && quiet.contains("<Error>"));
 }
 

@@ -47,6 +47,45 @@ impl UploadIds {
     }
 }
 
+/// The version ids clients see: the backend's, sealed and bound to the data source and the object key
+/// like upload ids (on some backends the two are the same string, and either names the backend's
+/// objects). `null`, S3's version of an unversioned object, passes as it is.
+pub struct VersionIds(Sealer);
+
+impl VersionIds {
+    pub fn rotated(current: &str, previous: &[&str]) -> VersionIds {
+        VersionIds(Sealer::rotated("version id", current, previous))
+    }
+
+    pub fn seal(&self, data_source: &str, key: &str, backend_version_id: &str) -> String {
+        if backend_version_id == "null" {
+            return backend_version_id.to_string();
+        }
+        self.0.seal(
+            &UploadIds::binding(data_source, key),
+            backend_version_id.as_bytes(),
+        )
+    }
+
+    /// The backend's version id; InvalidArgument (as S3 answers a malformed one) for anything not
+    /// sealed by s3p for this object.
+    pub fn open(&self, data_source: &str, key: &str, version_id: &str) -> Result<String, S3Error> {
+        if version_id == "null" {
+            return Ok(version_id.to_string());
+        }
+        self.0
+            .open(
+                version_id,
+                &UploadIds::binding(data_source, key),
+                MAX_UPLOAD_ID_LEN,
+            )
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| {
+                S3Error::invalid_argument("Invalid version id specified", "versionId", version_id)
+            })
+    }
+}
+
 /// `InitiateMultipartUploadResult` in virtual terms.
 pub fn initiate_result(bucket: &str, virtual_key: &str, upload_id: &str) -> String {
     format!(
@@ -194,6 +233,33 @@ mod tests {
         // The binding is length-prefixed: moving a character from key to data source changes it.
         let a = ids.seal("ab", "c", "x");
         assert!(ids.open("a", "bc", &a).is_err());
+    }
+
+    #[test]
+    fn version_ids_are_sealed_apart_from_upload_ids_and_bound_to_their_object() {
+        let secret = "a token secret, long enough";
+        let versions = VersionIds::rotated(secret, &[]);
+        let uploads = UploadIds::rotated(secret, &[]);
+        // Garage's version ids are its upload ids: the two sealed forms must not be interchangeable.
+        let v = versions.seal("sandbox", "k", "backend-id-123");
+        let u = uploads.seal("sandbox", "k", "backend-id-123");
+        assert!(!v.contains("backend"));
+        assert_ne!(v, u);
+        assert_eq!(versions.open("sandbox", "k", &v).unwrap(), "backend-id-123");
+        assert!(uploads.open("sandbox", "k", &v).is_err());
+        assert!(versions.open("sandbox", "k", &u).is_err());
+        for (ds, key, id) in [
+            ("other", "k", v.as_str()),
+            ("sandbox", "k2", v.as_str()),
+            ("sandbox", "k", "backend-id-123"),
+            ("sandbox", "k", ""),
+        ] {
+            let e = versions.open(ds, key, id).unwrap_err();
+            assert_eq!(e.code, S3ErrorCode::InvalidArgument, "{ds} {key} {id}");
+        }
+        // S3's `null` version passes both ways.
+        assert_eq!(versions.seal("sandbox", "k", "null"), "null");
+        assert_eq!(versions.open("sandbox", "k", "null").unwrap(), "null");
     }
 
     #[test]

@@ -34,7 +34,8 @@ impl UploadsParams {
         }
         let max_uploads = match query.get("max-uploads") {
             None => 1000,
-            Some(v) => v.parse::<usize>().map(|n| n.min(1000)).map_err(|_| {
+            // Clamped to 1..=1000 as S3 does: 0 would answer "truncated" with no marker to go on from.
+            Some(v) => v.parse::<usize>().map(|n| n.clamp(1, 1000)).map_err(|_| {
                 S3Error::invalid_argument("max-uploads must be an integer.", "max-uploads", v)
             })?,
         };
@@ -140,11 +141,7 @@ pub async fn serve(
     key: &ApiKey,
     params: &UploadsParams,
 ) -> Result<String, S3Error> {
-    let mut data_sources: Vec<&DataSource> = config
-        .data_sources
-        .values()
-        .filter(|ds| ds.writable && key.data_sources.grants_write(&ds.name))
-        .collect();
+    let mut data_sources: Vec<&DataSource> = crate::policy::writable_data_sources(config, key);
     data_sources.sort_by(|a, b| format!("{}/", a.name).cmp(&format!("{}/", b.name)));
     let marker = params.key_marker.as_deref().unwrap_or("");
     let mut listed: Vec<Listed> = Vec::new();
