@@ -112,7 +112,8 @@ pub enum BodyHold {
     Counted(u64),
     /// Read whole (at most this many bytes) and verified before the backend request starts: a small
     /// signed-chunk body, whose last byte could not otherwise be kept back (a zero-length body has none,
-    /// so its backend request would complete before its chunk signature is checked).
+    /// so its backend request would complete before its chunk signature is checked), or a short
+    /// CompleteMultipartUpload body (which must name a part).
     VerifiedFirst(u64),
 }
 
@@ -673,7 +674,14 @@ fn write_route(
                 return Err(S3Error::new(S3ErrorCode::EntityTooLarge)
                     .detail("MaxSizeAllowed", MAX_COMPLETE_BODY.to_string()));
             }
-            body_hold = BodyHold::Counted(body.backend_length().unwrap_or(MAX_COMPLETE_BODY));
+            // A short body (every empty parts list is one) is read and checked before the backend
+            // sees it; a long one streams, counted.
+            let length = body.backend_length().unwrap_or(MAX_COMPLETE_BODY);
+            body_hold = if length <= MAX_VERIFIED_FIRST_BODY && !body.is_chunked_for_backend() {
+                BodyHold::VerifiedFirst(length)
+            } else {
+                BodyHold::Counted(length)
+            };
             payload = Some(body);
             let host = view.header("host").unwrap_or("");
             rewrite = Rewrite::Complete {

@@ -935,6 +935,15 @@ fn complete_bodies_are_capped_and_counted_and_locations_use_the_decided_scheme()
     };
     assert!(location(&d).starts_with("http://"));
     assert!(location(&complete(10, "https")).starts_with("https://"));
+    // A short body (an empty parts list is one) is read and checked before the backend sees it.
+    assert_eq!(
+        forwarded(&complete(10, "http")).body_hold,
+        BodyHold::VerifiedFirst(10)
+    );
+    assert_eq!(
+        forwarded(&complete(MAX_VERIFIED_FIRST_BODY + 1, "http")).body_hold,
+        BodyHold::Counted(MAX_VERIFIED_FIRST_BODY + 1)
+    );
     assert_eq!(
         got(&complete(MAX_COMPLETE_BODY + 1, "http")),
         Got::Refuse("EntityTooLarge")

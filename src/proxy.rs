@@ -578,7 +578,7 @@ impl S3Proxy {
         crate::upload::delete::parse_request(&body)
     }
 
-    /// A small signed-chunk body, read whole and verified before the backend request starts; pingora
+    /// A small body read whole and verified before the backend request starts (see `BodyHold`); pingora
     /// then sends what it read (its retry buffer) through `request_body_filter`, decoded again.
     async fn verify_first(
         &self,
@@ -587,14 +587,23 @@ impl S3Proxy {
         route: &ObjectRoute,
         limit: u64,
     ) -> std::result::Result<(), S3Error> {
-        let Some(Payload::AwsChunked(plan)) = &route.payload else {
-            return Ok(());
-        };
         session.as_mut().enable_retry_buffering();
-        let body = self.read_whole_body(session, ctx, limit as usize).await?;
-        let mut decoder = ChunkedDecoder::new(plan.clone());
-        decoder.feed(&body.freeze())?;
-        decoder.end_of_body()?;
+        let body = self
+            .read_whole_body(session, ctx, limit as usize)
+            .await?
+            .freeze();
+        let body = match &route.payload {
+            Some(Payload::AwsChunked(plan)) => {
+                let mut decoder = ChunkedDecoder::new(plan.clone());
+                let decoded = decoder.feed(&body)?;
+                decoder.end_of_body()?;
+                decoded
+            }
+            _ => body,
+        };
+        if matches!(route.rewrite, Rewrite::Complete { .. }) {
+            multipart::check_complete_body(&body)?;
+        }
         Ok(())
     }
 
@@ -672,6 +681,16 @@ impl S3Proxy {
                 multipart::complete_result(location, &st.config.bucket, key, &etag, &checksums)
             }
             _ => failed(ctx, S3ErrorCode::InternalError),
+        }
+    }
+
+    /// Writes one audit line as `audit_overflow` says: dropped when the buffer is full, or waited for.
+    async fn audit(&self, st: &State, line: &AuditRecord<'_>) {
+        match st.config.audit_overflow {
+            crate::config::AuditOverflow::Drop => self.runtime.audit.write(line),
+            crate::config::AuditOverflow::Backpressure => {
+                self.runtime.audit.write_waiting(line, AUDIT_MAX_WAIT).await
+            }
         }
     }
 
@@ -1286,10 +1305,9 @@ impl ProxyHttp for S3Proxy {
                 .backend_error(&route.backend.config.name, &kind.label());
         }
         let backend_ms = ctx.timing.backend_latency.map(|d| d.as_secs_f64() * 1000.0);
-        let time = crate::server::audit::now_rfc3339();
         let request_line = AuditRecord {
             version: crate::server::audit::SCHEMA_VERSION,
-            time: time.clone(),
+            time: crate::server::audit::now_rfc3339(),
             request_id: &ctx.request_id,
             api_key: audit.key_name.as_deref(),
             client: &ctx.client.text,
@@ -1305,53 +1323,34 @@ impl ProxyHttp for S3Proxy {
             backend_ms,
             batch: None,
         };
+        self.audit(&ctx.state, &request_line).await;
         // One line per object of a DeleteObjects request: which object went, which did not and why.
-        let object_resources: Vec<String> = ctx
-            .batch
-            .iter()
-            .map(|o| format!("/{}/{}", ctx.state.config.bucket, o.key))
-            .collect();
-        let object_lines = ctx
-            .batch
-            .iter()
-            .zip(&object_resources)
-            .map(|(o, resource)| {
-                let mut facts = AuditFacts::new(String::new());
-                facts.verdict = Verdict::Allowed;
-                if let Some(code) = o.error {
-                    if crate::gateway::is_backend_failure(code) && o.data_source.is_some() {
-                        facts.backend_answered(code);
-                    } else {
-                        facts.answered_with(code);
-                    }
-                }
-                AuditRecord {
-                    operation: "DeleteObject",
-                    data_source: o.data_source.as_deref(),
-                    resource,
-                    decision: facts.verdict,
-                    reason: facts.reason,
-
-                    bytes_sent: 0,
-                    bytes_received: 0,
-                    backend_ms: None,
-                    batch: Some(audit.operation),
-                    time: time.clone(),
-                    ..request_line
-                }
-            });
-        let lines: Vec<AuditRecord> = std::iter::once(request_line.clone())
-            .chain(object_lines)
-            .collect();
-        for line in &lines {
-            match ctx.state.config.audit_overflow {
-                crate::config::AuditOverflow::Drop => self.runtime.audit.write(line),
-                crate::config::AuditOverflow::Backpressure => {
-                    self.runtime.audit.write_waiting(line, AUDIT_MAX_WAIT).await
+        for o in &ctx.batch {
+            let resource = format!("/{}/{}", ctx.state.config.bucket, o.key);
+            let mut facts = AuditFacts::new(String::new());
+            facts.verdict = Verdict::Allowed;
+            if let Some(code) = o.error {
+                if crate::gateway::is_backend_failure(code) && o.data_source.is_some() {
+                    facts.backend_answered(code);
+                } else {
+                    facts.answered_with(code);
                 }
             }
+            let line = AuditRecord {
+                operation: "DeleteObject",
+                data_source: o.data_source.as_deref(),
+                resource: &resource,
+                decision: facts.verdict,
+                reason: facts.reason,
+                bytes_sent: 0,
+                bytes_received: 0,
+                backend_ms: None,
+                batch: Some(audit.operation),
+                time: request_line.time.clone(),
+                ..request_line
+            };
+            self.audit(&ctx.state, &line).await;
         }
-        drop(lines);
         ctx.held = Held::default();
         // The audit line is the record of access; this one is for debugging (RUST_LOG=s3p=debug).
         log::debug!(

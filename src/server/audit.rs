@@ -64,6 +64,8 @@ struct Pending {
 
 struct Shared {
     pending: Mutex<Pending>,
+    /// The pending bytes, readable without the lock (`is_full` is asked on every request).
+    pending_len: std::sync::atomic::AtomicUsize,
     /// Held by whoever writes to the sink (the writer thread, a flush, a reopen).
     sink: Mutex<Sink>,
     /// Lines dropped because the buffer was full (`s3p_audit_lines_dropped_total`).
@@ -105,6 +107,7 @@ impl AuditLog {
         };
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending { lines: Vec::new() }),
+            pending_len: std::sync::atomic::AtomicUsize::new(0),
             sink: Mutex::new(sink),
             dropped: AtomicU64::new(0),
             last_drop_ms: AtomicU64::new(0),
@@ -174,8 +177,7 @@ impl AuditLog {
 
     /// The buffer is full (or within a few lines of it): new requests would have nowhere to be audited.
     pub fn is_full(&self) -> bool {
-        let pending = self.shared.pending.lock().unwrap();
-        pending.lines.len() + 64 * 1024 > self.shared.limit
+        self.shared.pending_len.load(Ordering::Relaxed) + 64 * 1024 > self.shared.limit
     }
 
     /// Lines were dropped within the last `window`: the audit log is losing lines now.
@@ -192,6 +194,9 @@ impl AuditLog {
             return false;
         }
         pending.lines.extend_from_slice(line);
+        self.shared
+            .pending_len
+            .store(pending.lines.len(), Ordering::Relaxed);
         true
     }
 
@@ -227,6 +232,7 @@ impl Shared {
                 return spare;
             }
             std::mem::swap(&mut pending.lines, &mut spare);
+            self.pending_len.store(0, Ordering::Relaxed);
         }
         // Whole lines in one write: concurrent writers never interleave, and the file sees only whole
         // lines (a write that fails part-way loses the batch, logged).

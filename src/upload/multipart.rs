@@ -96,6 +96,17 @@ pub fn initiate_result(bucket: &str, virtual_key: &str, upload_id: &str) -> Stri
     )
 }
 
+/// A CompleteMultipartUpload body must name at least one part, as S3 requires (400 MalformedXML):
+/// some backends (Garage) answer an empty list otherwise, and clients act on the code.
+pub fn check_complete_body(body: &[u8]) -> Result<(), S3Error> {
+    let malformed = || S3Error::new(S3ErrorCode::MalformedXML);
+    let (root, records) = crate::xml::records(body).map_err(|_| malformed())?;
+    if root != "CompleteMultipartUpload" || !records.iter().any(|r| r.name == "Part") {
+        return Err(malformed());
+    }
+    Ok(())
+}
+
 /// `CompleteMultipartUploadResult` in virtual terms. `location` is the virtual object's URL.
 pub fn complete_result(
     location: &str,
@@ -233,6 +244,28 @@ mod tests {
         // The binding is length-prefixed: moving a character from key to data source changes it.
         let a = ids.seal("ab", "c", "x");
         assert!(ids.open("a", "bc", &a).is_err());
+    }
+
+    #[test]
+    fn complete_bodies_name_at_least_one_part() {
+        let ok = br#"<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Part><ETag>"a"</ETag><PartNumber>1</PartNumber></Part></CompleteMultipartUpload>"#;
+        assert!(check_complete_body(ok).is_ok());
+        for bad in [
+            &b"<CompleteMultipartUpload></CompleteMultipartUpload>"[..],
+            b"<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"/>",
+            b"<Other><Part><PartNumber>1</PartNumber></Part></Other>",
+            b"<CompleteMultipartUpload><Part>",
+            b"",
+            b"not xml",
+        ] {
+            let e = check_complete_body(bad).unwrap_err();
+            assert_eq!(
+                e.code,
+                S3ErrorCode::MalformedXML,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
