@@ -116,9 +116,102 @@ pub fn client_network(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Who is calling, as limits and the audit see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Client {
+    /// The client's address (after `trusted_proxies`).
+    pub ip: Option<IpAddr>,
+    /// `ip:port` of a direct client; the forwarded address behind a trusted proxy.
+    pub text: String,
+}
+
+/// The client of a connection from `peer` with these `X-Forwarded-For` values.
+pub fn client_of<'a>(
+    peer: Option<std::net::SocketAddr>,
+    forwarded_for: impl DoubleEndedIterator<Item = &'a str>,
+    trusted: &[Cidr],
+) -> Client {
+    let ip = peer.map(|p| {
+        if trusted.is_empty() {
+            p.ip()
+        } else {
+            client_address(p.ip(), forwarded_for, trusted)
+        }
+    });
+    let text = match (peer, ip) {
+        (Some(p), Some(ip)) if p.ip() == ip => p.to_string(),
+        (_, Some(ip)) => ip.to_string(),
+        _ => String::new(),
+    };
+    Client { ip, text }
+}
+
+/// How the client reached s3p: over TLS, or as a trusted proxy says with `X-Forwarded-Proto` (from
+/// anyone else, the header is not believed).
+pub fn scheme(
+    tls: bool,
+    peer: Option<IpAddr>,
+    forwarded_proto: Option<&str>,
+    trusted: &[Cidr],
+) -> &'static str {
+    let forwarded_https = peer.is_some_and(|ip| is_trusted(trusted, ip))
+        && forwarded_proto.is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    if tls || forwarded_https {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scheme_is_believed_only_from_trusted_proxies() {
+        let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
+        #[rustfmt::skip]
+        let table = [
+            (false, "10.1.2.3", Some("https"), "https"),
+            (false, "10.1.2.3", Some("HTTPS "), "https"),
+            (false, "10.1.2.3", Some("http"), "http"),
+            (false, "10.1.2.3", None, "http"),
+            (false, "192.0.2.1", Some("https"), "http"),
+            (true, "192.0.2.1", None, "https"),
+            (true, "192.0.2.1", Some("http"), "https"),
+        ];
+        for (tls, peer, proto, want) in table {
+            assert_eq!(
+                scheme(tls, Some(ip(peer)), proto, &trusted),
+                want,
+                "{tls} {peer} {proto:?}"
+            );
+        }
+        assert_eq!(scheme(false, None, Some("https"), &trusted), "http");
+    }
+
+    #[test]
+    fn the_client_is_the_peer_or_what_a_trusted_proxy_forwards() {
+        let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
+        let peer: std::net::SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        let c = client_of(Some(peer), ["198.51.100.7"].into_iter(), &trusted);
+        assert_eq!(
+            (c.ip, c.text.as_str()),
+            (Some(ip("198.51.100.7")), "198.51.100.7")
+        );
+        let direct: std::net::SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let c = client_of(Some(direct), ["198.51.100.7"].into_iter(), &trusted);
+        assert_eq!(
+            (c.ip, c.text.as_str()),
+            (Some(ip("192.0.2.1")), "192.0.2.1:5000")
+        );
+        let c = client_of(Some(direct), std::iter::empty(), &[]);
+        assert_eq!(c.text, "192.0.2.1:5000");
+        assert_eq!(
+            client_of(None, std::iter::empty(), &trusted),
+            Client::default()
+        );
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -295,6 +295,35 @@ impl S3Error {
         S3Error::with_message(S3ErrorCode::SlowDown, message).retry_after(retry_after_s)
     }
 
+    /// Fewer body bytes than announced, or a body that broke off.
+    pub fn incomplete_body() -> Self {
+        S3Error::new(S3ErrorCode::IncompleteBody)
+    }
+
+    /// A body that did not arrive within its deadline or at the minimum rate.
+    pub fn request_timeout() -> Self {
+        S3Error::new(S3ErrorCode::RequestTimeout)
+    }
+
+    /// s3p itself failed.
+    pub fn internal() -> Self {
+        S3Error::new(S3ErrorCode::InternalError)
+    }
+
+    /// The server is shutting down (draining).
+    pub fn shutting_down() -> Self {
+        S3Error::with_message(
+            S3ErrorCode::ServiceUnavailable,
+            "The server is shutting down.",
+        )
+    }
+
+    /// The request head is larger than `max_header_bytes`.
+    pub fn header_too_large(max: usize) -> Self {
+        S3Error::new(S3ErrorCode::RequestHeaderSectionTooLarge)
+            .detail("MaxSizeAllowed", max.to_string())
+    }
+
     pub fn not_implemented(what: impl Into<String>) -> Self {
         S3Error::with_message(S3ErrorCode::NotImplemented, what)
     }

@@ -6,15 +6,24 @@
 //! the pure core, like `proxy.rs`.
 
 pub mod admin;
+pub mod admission;
 pub mod audit;
+pub mod body;
 pub mod connections;
+pub mod ctx;
 pub mod logging;
 pub mod metrics;
+pub mod own_calls;
+pub mod pacing;
+pub mod report;
 pub mod resolve;
+pub mod respond;
 pub mod settings;
 pub mod signals;
+pub mod stamp;
 pub mod throttle;
 pub mod tls;
+pub mod upstream;
 
 use metrics::Metrics;
 use std::sync::Arc;

@@ -53,3 +53,14 @@ pub fn backend_peer(backend: &Backend, sni: String, limits: &Limits) -> HttpPeer
     peer.options.ca = backend.ca.clone();
     peer
 }
+
+/// The size of a request's head as s3p counts it against `limits.max_header_bytes`: the target and
+/// every header line.
+pub fn head_bytes(req: &pingora::http::RequestHeader) -> usize {
+    req.raw_path().len()
+        + req
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+}

@@ -120,13 +120,21 @@ impl AuthThrottle {
 
 /// Requests in flight per API key and per client network, so that one key or one address cannot hold
 /// every slot of `max_concurrent_requests` (stalled downloads, slow listings) and starve everyone else.
-/// A key's count lives with the key ([`ApiKey::in_flight`]); client networks are counted here.
+///
+/// One per process (in the `Runtime`, which outlives reloads), so counts survive a reload: requests
+/// begun before it still count against their key and client, under the reloaded limits. (When a key's
+/// count lived with the key in the configuration, a reload started every key at zero.)
 #[derive(Default)]
 pub struct ConcurrencyLimits {
+    /// Requests in flight per API key, by a hash of its id: ids are unique, display names are not (two
+    /// keys sharing a name must not share a count), and the map holds no credential (a key without a
+    /// secret is its id). Only configured keys are counted, so it holds at most those (and, for a
+    /// while after a reload, removed ones with requests still in flight).
+    per_key: Mutex<HashMap<KeyId, usize>>,
     /// Seeded per process, so that no client can choose addresses that collide.
     per_client: Mutex<HashMap<IpAddr, usize, foldhash::fast::RandomState>>,
-    /// Copies in flight per API key (by display name: names are unique), and over every key.
-    copies_per_key: Mutex<HashMap<String, usize>>,
+    /// Copies in flight per API key (by the same id hash), and over every key.
+    copies_per_key: Mutex<HashMap<KeyId, usize>>,
     copies: AtomicUsize,
     /// Request body bytes held in memory over every request (`limits.max_buffered_body_bytes`).
     buffered_body_bytes: AtomicUsize,
@@ -134,11 +142,21 @@ pub struct ConcurrencyLimits {
 
 /// A request's place in one of the counts; dropping it gives the place back.
 pub enum Slot {
-    Key(Arc<AtomicUsize>),
+    Key(Arc<ConcurrencyLimits>, KeyId),
     Client(Arc<ConcurrencyLimits>, IpAddr),
-    Copy(Arc<ConcurrencyLimits>, String),
+    Copy(Arc<ConcurrencyLimits>, KeyId),
     /// Body bytes reserved in the process-wide budget.
     Body(Arc<ConcurrencyLimits>, usize),
+}
+
+/// An API key as the in-flight counts know it: a hash of its id, keyed per process (so that no client
+/// can choose ids that collide), cheap enough for every request (no allocation, no SHA-256).
+pub type KeyId = u64;
+
+fn key_id(key: &ApiKey) -> KeyId {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<foldhash::quality::RandomState> = std::sync::OnceLock::new();
+    SEED.get_or_init(Default::default).hash_one(key.id.expose())
 }
 
 /// Why a copy could not start.
@@ -151,8 +169,14 @@ pub enum CopyRefusal {
 impl Drop for Slot {
     fn drop(&mut self) {
         match self {
-            Slot::Key(count) => {
-                count.fetch_sub(1, Ordering::Relaxed);
+            Slot::Key(limits, key) => {
+                let mut counts = limits.per_key.lock().unwrap();
+                if let Some(n) = counts.get_mut(key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.remove(key);
+                    }
+                }
             }
             Slot::Client(limits, ip) => {
                 let mut counts = limits.per_client.lock().unwrap();
@@ -184,13 +208,15 @@ impl Drop for Slot {
 
 impl ConcurrencyLimits {
     /// A place for one more request of this key, or `None` when it has `limit` in flight.
-    pub fn enter_key(key: &ApiKey, limit: usize) -> Option<Slot> {
-        let count = &key.in_flight;
-        if count.fetch_add(1, Ordering::Relaxed) >= limit {
-            count.fetch_sub(1, Ordering::Relaxed);
+    pub fn enter_key(self: &Arc<Self>, key: &ApiKey, limit: usize) -> Option<Slot> {
+        let id = key_id(key);
+        let mut counts = self.per_key.lock().unwrap();
+        let n = counts.get(&id).copied().unwrap_or(0);
+        if n >= limit {
             return None;
         }
-        Some(Slot::Key(count.clone()))
+        counts.insert(id, n + 1);
+        Some(Slot::Key(self.clone(), id))
     }
 
     /// A place for one more request from this client's network, or `None` when it has `limit` in flight.
@@ -208,12 +234,13 @@ impl ConcurrencyLimits {
     /// A place for one more copy of this key: at most `per_key` of its own and `per_replica` in all.
     pub fn enter_copy(
         self: &Arc<Self>,
-        key_name: &str,
+        key: &ApiKey,
         per_key: usize,
         per_replica: usize,
     ) -> Result<Slot, CopyRefusal> {
+        let id = key_id(key);
         let mut counts = self.copies_per_key.lock().unwrap();
-        let n = counts.get(key_name).copied().unwrap_or(0);
+        let n = counts.get(&id).copied().unwrap_or(0);
         if n >= per_key {
             return Err(CopyRefusal::PerKey);
         }
@@ -222,8 +249,8 @@ impl ConcurrencyLimits {
             return Err(CopyRefusal::PerReplica);
         }
         self.copies.fetch_add(1, Ordering::Relaxed);
-        counts.insert(key_name.to_string(), n + 1);
-        Ok(Slot::Copy(self.clone(), key_name.to_string()))
+        counts.insert(id, n + 1);
+        Ok(Slot::Copy(self.clone(), id))
     }
 
     /// Reserves `bytes` of the process-wide budget for request bodies held in memory, or `None` when
@@ -333,31 +360,29 @@ mod tests {
         assert!(t.len() <= 1_000, "{}", t.len());
     }
 
+    fn key(id: &str, name: &str) -> ApiKey {
+        ApiKey {
+            id: crate::config::Secret::new(id),
+            secrets: Vec::new(),
+            name: name.into(),
+            legacy_header: true,
+            enabled: true,
+            expires_at: None,
+            data_sources: crate::config::Entitlement::read_all(),
+        }
+    }
+
     #[test]
     fn concurrency_slots_are_per_holder_and_given_back() {
         let limits = Arc::new(ConcurrencyLimits::default());
-        let key = |name: &str| {
-            Arc::new(ApiKey {
-                id: crate::config::Secret::new(name),
-                secrets: Vec::new(),
-                name: name.into(),
-                legacy_header: true,
-                enabled: true,
-                expires_at: None,
-                data_sources: crate::config::Entitlement::read_all(),
-                in_flight: Default::default(),
-            })
-        };
-        let (ka, kb) = (key("a"), key("b"));
-        let a: Vec<Slot> = (0..3)
-            .map(|_| ConcurrencyLimits::enter_key(&ka, 3).unwrap())
-            .collect();
+        let (ka, kb) = (key("a", "a"), key("b", "b"));
+        let a: Vec<Slot> = (0..3).map(|_| limits.enter_key(&ka, 3).unwrap()).collect();
         assert!(
-            ConcurrencyLimits::enter_key(&ka, 3).is_none(),
+            limits.enter_key(&ka, 3).is_none(),
             "a fourth request of key a"
         );
         assert!(
-            ConcurrencyLimits::enter_key(&kb, 3).is_some(),
+            limits.enter_key(&kb, 3).is_some(),
             "another key is not affected"
         );
         let c1 = limits
@@ -372,27 +397,58 @@ mod tests {
         drop(a);
         drop(c1);
         assert_eq!(limits.held(), 0);
-        assert_eq!(ka.in_flight.load(Ordering::Relaxed), 0);
-        assert!(ConcurrencyLimits::enter_key(&ka, 3).is_some());
+        assert!(limits.per_key.lock().unwrap().is_empty());
+        assert!(limits.enter_key(&ka, 3).is_some());
+    }
+
+    #[test]
+    fn key_counts_are_per_key_and_given_back_on_drop() {
+        let limits = Arc::new(ConcurrencyLimits::default());
+        // Two keys with one display name (names are not checked unique) count apart: by id.
+        let (alice, namesake) = (key("AKalice", "Alice"), key("AKother", "Alice"));
+        let first = limits.enter_key(&alice, 2).unwrap();
+        let second = limits.enter_key(&alice, 2).unwrap();
+        assert!(
+            limits.enter_key(&alice, 2).is_none(),
+            "alice is at her limit"
+        );
+        let other = limits.enter_key(&namesake, 2).unwrap();
+        // The same key loaded again (a reload builds a new `ApiKey`, here renamed) shares the count.
+        assert!(limits.enter_key(&key("AKalice", "Alice B."), 2).is_none());
+        // A reloaded, higher limit applies to the requests already in flight.
+        let third = limits.enter_key(&alice, 3).unwrap();
+
+        drop(first);
+        let again = limits
+            .enter_key(&alice, 3)
+            .expect("a dropped slot is given back");
+        drop((second, third, again, other));
+        assert!(
+            limits.per_key.lock().unwrap().is_empty(),
+            "counts at zero are removed"
+        );
+        assert!(limits.enter_key(&namesake, 1).is_some());
     }
 
     #[test]
     fn copies_are_limited_per_key_and_per_replica() {
         let limits = Arc::new(ConcurrencyLimits::default());
-        let a1 = limits.enter_copy("alice", 2, 3).unwrap();
-        let _a2 = limits.enter_copy("alice", 2, 3).unwrap();
+        // Two keys sharing a display name still count apart: by id.
+        let (alice, bob) = (key("AKalice", "Same"), key("AKbob", "Same"));
+        let a1 = limits.enter_copy(&alice, 2, 3).unwrap();
+        let _a2 = limits.enter_copy(&alice, 2, 3).unwrap();
         assert_eq!(
-            limits.enter_copy("alice", 2, 3).err(),
+            limits.enter_copy(&alice, 2, 3).err(),
             Some(CopyRefusal::PerKey)
         );
-        let _b1 = limits.enter_copy("bob", 2, 3).unwrap();
+        let _b1 = limits.enter_copy(&bob, 2, 3).unwrap();
         // Bob has room of his own, the replica has none.
         assert_eq!(
-            limits.enter_copy("bob", 2, 3).err(),
+            limits.enter_copy(&bob, 2, 3).err(),
             Some(CopyRefusal::PerReplica)
         );
         drop(a1);
-        assert!(limits.enter_copy("bob", 2, 3).is_ok());
+        assert!(limits.enter_copy(&bob, 2, 3).is_ok());
         assert_eq!(limits.copies.load(Ordering::Relaxed), 2);
         assert_eq!(limits.copies_per_key.lock().unwrap().len(), 2);
     }

@@ -7,6 +7,7 @@
 //! - aws-chunked (`STREAMING-...`): decoded by s3p, which checks chunk signatures and the trailing
 //!   checksum itself (see [`chunked`]); the backend gets the plain body with its decoded length.
 
+pub mod answers;
 pub mod checksum;
 pub mod chunked;
 pub mod delete;
@@ -295,7 +296,6 @@ mod tests {
             enabled: true,
             expires_at: None,
             data_sources: crate::config::Entitlement::default(),
-            in_flight: Default::default(),
         };
         let hash = "a".repeat(64);
         let headers = vec![("content-length".to_string(), "3".to_string())];

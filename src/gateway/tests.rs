@@ -2,10 +2,13 @@
 //! the entitlement. No sockets: the state is built from YAML (backends at loopback literals, never
 //! called), requests are signed with aws-sigv4 by the signature tests' own signer.
 
+use super::write::verified_first;
 use super::*;
 use crate::auth::sigv4::tests::{sign_with_aws_sigv4, Body, Signing};
 use crate::auth::test_keys::t0;
 use crate::config::Config;
+use crate::upload::Payload;
+use std::borrow::Cow;
 
 const YAML: &str = r#"
 token_secret: 0123456789abcdef0123456789abcdef
@@ -104,7 +107,14 @@ fn got(d: &Decision) -> Got {
         Outcome::List(p) => Got::List(p.prefix.clone()),
         Outcome::Forward(r) => Got::Forward(r.path_and_query.clone()),
         Outcome::Refuse(e) => Got::Refuse(e.code.as_str()),
-        Outcome::DeleteObjects(_) => Got::Answer(200),
+        Outcome::NeedsBody(NeedsBody {
+            then: AfterBody::DeleteObjects(_),
+            ..
+        }) => Got::Answer(200),
+        Outcome::NeedsBody(NeedsBody {
+            then: AfterBody::Forward(r),
+            ..
+        }) => Got::Forward(r.path_and_query.clone()),
         Outcome::ListUploads(_) => Got::List("uploads".into()),
     }
 }
@@ -484,9 +494,14 @@ fn legacy_with(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     h
 }
 
+/// The route of a forward, whether its body is verified first or not.
 fn forwarded(d: &Decision) -> &ObjectRoute {
     match &d.outcome {
         Outcome::Forward(r) => r,
+        Outcome::NeedsBody(NeedsBody {
+            then: AfterBody::Forward(r),
+            ..
+        }) => r,
         _ => panic!("not forwarded: {:?}", got(d)),
     }
 }
@@ -768,7 +783,11 @@ fn delete_objects_bodies_are_bounded_and_need_an_integrity_header() {
     let md5 = ("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg==");
     assert!(matches!(
         post(&[("content-length", "2000"), md5]).outcome,
-        Outcome::DeleteObjects(_)
+        Outcome::NeedsBody(NeedsBody {
+            then: AfterBody::DeleteObjects(_),
+            limit: 2000,
+            ..
+        })
     ));
     // More than 2 MiB is not a DeleteObjects body: refused before a byte of it is read.
     assert_eq!(
@@ -798,7 +817,11 @@ fn delete_objects_of_a_key_that_may_write_nothing_is_refused_before_its_body() {
     assert_eq!(final_verdict(&d), Verdict::Denied);
     // A key that may write somewhere has its body read (each key then authorised on its own).
     let d = decide_with(&st, "POST", "/s3p/immuta?delete", &headers("LEGACYKEY"));
-    assert!(matches!(d.outcome, Outcome::DeleteObjects(ref c) if c.length == 2_000_000));
+    assert!(matches!(
+        d.outcome,
+        Outcome::NeedsBody(NeedsBody { limit: 2_000_000, then: AfterBody::DeleteObjects(ref c), .. })
+            if c.length == 2_000_000
+    ));
 }
 
 #[test]
