@@ -21,11 +21,14 @@ pub enum Operation {
     /// GetObjectTagging and GetObjectAttributes: forwarded like a GET.
     GetObjectTagging(VirtualKey),
     GetObjectAttributes(VirtualKey),
-    /// PutObject, or CopyObject when the request names a copy source (the gateway tells them apart).
     PutObject(VirtualKey),
+    /// A PUT naming a copy source (`x-amz-copy-source`, see [`Operation::with_copy_source`]).
+    CopyObject(VirtualKey),
     DeleteObject(VirtualKey),
     CreateMultipartUpload(VirtualKey),
     UploadPart(VirtualKey, Part),
+    /// A part PUT naming a copy source.
+    UploadPartCopy(VirtualKey, Part),
     CompleteMultipartUpload(VirtualKey, String),
     AbortMultipartUpload(VirtualKey, String),
     /// The parts of an upload (needs write on the data source, like the upload itself).
@@ -63,14 +66,27 @@ impl Operation {
             Operation::GetObjectTagging(_) => "GetObjectTagging",
             Operation::GetObjectAttributes(_) => "GetObjectAttributes",
             Operation::PutObject(_) => "PutObject",
+            Operation::CopyObject(_) => "CopyObject",
             Operation::DeleteObject(_) => "DeleteObject",
             Operation::CreateMultipartUpload(_) => "CreateMultipartUpload",
             Operation::UploadPart(..) => "UploadPart",
+            Operation::UploadPartCopy(..) => "UploadPartCopy",
             Operation::CompleteMultipartUpload(..) => "CompleteMultipartUpload",
             Operation::AbortMultipartUpload(..) => "AbortMultipartUpload",
             Operation::ListParts(..) => "ListParts",
             Operation::DeleteObjects => "DeleteObjects",
             Operation::ListMultipartUploads(_) => "ListMultipartUploads",
+        }
+    }
+
+    /// The operation carried out when the request names a copy source (`x-amz-copy-source`, a header,
+    /// which routing by path and query does not see): a PUT copies; every other operation takes no
+    /// copy source and is given back (`Err`) to be refused under its own name.
+    pub fn with_copy_source(self) -> Result<Operation, Operation> {
+        match self {
+            Operation::PutObject(k) => Ok(Operation::CopyObject(k)),
+            Operation::UploadPart(k, part) => Ok(Operation::UploadPartCopy(k, part)),
+            other => Err(other),
         }
     }
 
@@ -90,6 +106,8 @@ impl Operation {
     pub fn written_object(&self) -> Option<&VirtualKey> {
         match self {
             Operation::PutObject(k)
+            | Operation::CopyObject(k)
+            | Operation::UploadPartCopy(k, _)
             | Operation::DeleteObject(k)
             | Operation::CreateMultipartUpload(k)
             | Operation::UploadPart(k, _)
@@ -316,6 +334,45 @@ pub fn forwarded_object_param(name: &str) -> bool {
             | "partNumber"
             | "versionId"
     )
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    #[test]
+    fn only_puts_take_a_copy_source() {
+        let k = || VirtualKey {
+            data_source: "sandbox".into(),
+            key: "a".into(),
+        };
+        let part = || Part {
+            upload_id: "u".into(),
+            number: 1,
+        };
+        let copy = Operation::PutObject(k()).with_copy_source().unwrap();
+        assert_eq!(
+            (copy.name(), copy.written_object()),
+            ("CopyObject", Some(&k()))
+        );
+        let copy = Operation::UploadPart(k(), part())
+            .with_copy_source()
+            .unwrap();
+        assert_eq!(copy.name(), "UploadPartCopy");
+        for op in [
+            Operation::DeleteObject(k()),
+            Operation::CreateMultipartUpload(k()),
+            Operation::GetObject(k()),
+            Operation::CompleteMultipartUpload(k(), "u".into()),
+        ] {
+            let name = op.name();
+            let given_back = op
+                .with_copy_source()
+                .map(|o| o.name())
+                .map_err(|o| o.name());
+            assert_eq!(given_back, Err(name));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -181,6 +181,24 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         Ok(op) => op,
         Err(e) => return d.refuse(e),
     };
+    // A copy source makes a PUT a copy; on anything else it is refused, audited as what was asked.
+    let op = match op {
+        op if view.header("x-amz-copy-source").is_none() => op,
+        op => match op.with_copy_source() {
+            Ok(copy) => copy,
+            Err(op) => {
+                d.audit.operation = op.name();
+                if let Some(vkey) = op.written_object().or(op.read_object()) {
+                    d.audit.data_source = Some(vkey.data_source.clone());
+                }
+                return d.refuse(S3Error::invalid_argument(
+                    "x-amz-copy-source is only for CopyObject and UploadPartCopy.",
+                    "x-amz-copy-source",
+                    "",
+                ));
+            }
+        },
+    };
     d.audit.operation = op.name();
     if op.read_object().is_none() && op.written_object().is_none() {
         // Bucket-level operations need only a valid key; objects also need the entitlement (below).
@@ -268,20 +286,6 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
                 return d.refuse(S3Error::new(S3ErrorCode::MethodNotAllowed));
             };
             d.audit.data_source = Some(vkey.data_source.clone());
-            if view.header("x-amz-copy-source").is_some() {
-                // Audited as the operation carried out: only PutObject and UploadPart copy.
-                match write {
-                    Operation::UploadPart(..) => d.audit.operation = "UploadPartCopy",
-                    Operation::PutObject(_) => d.audit.operation = "CopyObject",
-                    _ => {
-                        return d.refuse(S3Error::invalid_argument(
-                            "x-amz-copy-source is only for CopyObject and UploadPartCopy.",
-                            "x-amz-copy-source",
-                            "",
-                        ))
-                    }
-                }
-            }
             match write_route(st, &key, &write, view, &query, req.scheme) {
                 Ok(route) => {
                     d.audit.verdict = Verdict::Allowed;

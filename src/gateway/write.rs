@@ -51,7 +51,7 @@ pub(super) fn write_route(
     // stored by some backends and then outgrow what listings carry.
     if matches!(
         op,
-        Operation::PutObject(_) | Operation::CreateMultipartUpload(_)
+        Operation::PutObject(_) | Operation::CopyObject(_) | Operation::CreateMultipartUpload(_)
     ) && vkey.data_source.len() + 1 + vkey.key.len() > MAX_KEY_BYTES
     {
         return Err(S3Error::new(S3ErrorCode::KeyTooLongError)
@@ -88,14 +88,14 @@ pub(super) fn write_route(
     let mut copy = false;
     let mut body_hold = BodyHold::None;
     match op {
-        Operation::PutObject(_) | Operation::UploadPart(..) if copy_source.is_some() => {
-            if let Operation::UploadPart(_, part) = op {
+        Operation::CopyObject(_) | Operation::UploadPartCopy(..) => {
+            if let Operation::UploadPartCopy(_, part) = op {
                 params.push(("partNumber", part.number.to_string()));
                 params.push(("uploadId", open_upload(&part.upload_id)?));
             }
             refuse_body(view)?;
             rewrite = Rewrite::Copy {
-                part: matches!(op, Operation::UploadPart(..)),
+                part: matches!(op, Operation::UploadPartCopy(..)),
             };
             let source = copy_source.unwrap_or_default();
             copy = true;
@@ -219,8 +219,7 @@ pub(super) fn write_route(
             | Operation::CompleteMultipartUpload(..)
             | Operation::AbortMultipartUpload(..)
             | Operation::ListParts(..)
-    ) && copy_source.is_none()
-    {
+    ) {
         route.not_found = S3ErrorCode::NoSuchUpload;
     }
     Ok(route)
