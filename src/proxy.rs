@@ -484,10 +484,13 @@ impl ProxyHttp for S3Proxy {
             return Ok(None);
         };
         let limits = &ctx.state.config.limits;
-        if !ctx
-            .pacing
-            .keeps_up(chunk.len(), limits, &self.runtime.metrics, &ctx.request_id)
-        {
+        if !ctx.pacing.keeps_up(
+            chunk.len(),
+            limits,
+            &self.runtime.metrics,
+            &ctx.request_id,
+            "response",
+        ) {
             return Err(Error::explain(
                 ErrorType::WriteTimedout,
                 "client below the minimum read rate",
@@ -522,7 +525,7 @@ impl ProxyHttp for S3Proxy {
         if !ctx
             .upload
             .pacing
-            .keeps_up(len, limits, metrics, &ctx.request_id)
+            .keeps_up(len, limits, metrics, &ctx.request_id, "upload")
         {
             let e = S3Error::request_timeout();
             return Err(refusal(

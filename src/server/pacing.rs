@@ -20,21 +20,23 @@ impl Pacing {
         self.below_min_rate_at(Instant::now(), len, limits)
     }
 
-    /// Counts a chunk of `len` bytes about to move (either way): whether the client keeps up with the
-    /// minimum rate. One that does not is counted in `s3p_limit_hits_total` and logged.
+    /// Counts a chunk of `len` bytes about to move (`what`: an `upload` or a `response`): whether the
+    /// client keeps up with the minimum rate. One that does not is counted in `s3p_limit_hits_total`
+    /// and logged.
     pub fn keeps_up(
         &mut self,
         len: usize,
         limits: &Limits,
         metrics: &super::metrics::Metrics,
         request_id: &str,
+        what: &str,
     ) -> bool {
         let Some((taken, secs)) = self.below_min_rate(len, limits) else {
             return true;
         };
         metrics.limit_hit("min_client_rate_bytes_per_s");
         log::info!(
-            "request {request_id}: the client moved {taken} bytes in {secs:.1} s, less than {} bytes/s: cut",
+            "request {request_id}: the client moved {taken} bytes in {secs:.1} s, less than {} bytes/s: {what} cut",
             limits.min_client_rate_bytes_per_s
         );
         false
