@@ -148,14 +148,16 @@ pub fn client_of<'a>(
 
 /// How the client reached s3p: over TLS, or as a trusted proxy says with `X-Forwarded-Proto` (from
 /// anyone else, the header is not believed).
-pub fn scheme(
+/// (`forwarded_proto` is read only for a trusted peer: most requests never look the header up.)
+pub fn scheme<'a>(
     tls: bool,
     peer: Option<IpAddr>,
-    forwarded_proto: Option<&str>,
+    forwarded_proto: impl FnOnce() -> Option<&'a str>,
     trusted: &[Cidr],
 ) -> &'static str {
-    let forwarded_https = peer.is_some_and(|ip| is_trusted(trusted, ip))
-        && forwarded_proto.is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    let forwarded_https = !tls
+        && peer.is_some_and(|ip| is_trusted(trusted, ip))
+        && forwarded_proto().is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
     if tls || forwarded_https {
         "https"
     } else {
@@ -182,12 +184,12 @@ mod tests {
         ];
         for (tls, peer, proto, want) in table {
             assert_eq!(
-                scheme(tls, Some(ip(peer)), proto, &trusted),
+                scheme(tls, Some(ip(peer)), || proto, &trusted),
                 want,
                 "{tls} {peer} {proto:?}"
             );
         }
-        assert_eq!(scheme(false, None, Some("https"), &trusted), "http");
+        assert_eq!(scheme(false, None, || Some("https"), &trusted), "http");
     }
 
     #[test]

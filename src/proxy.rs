@@ -101,7 +101,7 @@ impl S3Proxy {
         let scheme = crate::client_addr::scheme(
             tls,
             peer,
-            header_values(req, "x-forwarded-proto").next(),
+            || header_values(req, "x-forwarded-proto").next(),
             &st.config.trusted_proxies,
         );
         crate::gateway::decide(

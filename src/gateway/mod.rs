@@ -182,8 +182,9 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         Err(e) => return d.refuse(e),
     };
     // A copy source makes a PUT a copy; on anything else it is refused, audited as what was asked.
+    // (Only writes look the header up: reads never forward it.)
     let op = match op {
-        op if view.header("x-amz-copy-source").is_none() => op,
+        op if op.written_object().is_none() || view.header("x-amz-copy-source").is_none() => op,
         op => match op.with_copy_source() {
             Ok(copy) => copy,
             Err(op) => {

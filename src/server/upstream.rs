@@ -76,14 +76,18 @@ pub fn pass_headers(
     versions: &VersionIds,
 ) -> pingora::Result<()> {
     let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
+    let mut has_version = false;
     for name in names {
         if !crate::gateway::forwarded_response_header(name.as_str()) {
             resp.remove_header(&name);
+        } else if name == "x-amz-version-id" {
+            has_version = true;
         }
     }
-    let version = resp
-        .headers
-        .get("x-amz-version-id")
+    // Looked up only when the backend sent one (most answers carry none).
+    let version = has_version
+        .then(|| resp.headers.get("x-amz-version-id"))
+        .flatten()
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if let Some(v) = version {
