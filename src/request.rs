@@ -4,8 +4,8 @@
 use crate::error::{S3Error, S3ErrorCode};
 use crate::listing::params::ListParams;
 use crate::namespace::{decode_once, parse_virtual_key, VirtualKey};
-use crate::wire::strip_base_path;
 pub use crate::wire::Query;
+use crate::wire::RequestPath;
 
 /// What the client asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +82,8 @@ impl Operation {
     /// The operation carried out when the request names a copy source (`x-amz-copy-source`, a header,
     /// which routing by path and query does not see): a PUT copies; every other operation takes no
     /// copy source and is given back (`Err`) to be refused under its own name.
+    // The `Err` is the caller's own operation handed back by move, not an error that travels up: no box.
+    #[allow(clippy::result_large_err)]
     pub fn with_copy_source(self) -> Result<Operation, Operation> {
         match self {
             Operation::PutObject(k) => Ok(Operation::CopyObject(k)),
@@ -168,10 +170,26 @@ pub struct Mount<'a> {
     pub bucket: &'a str,
 }
 
-/// The virtual resource a request names, for error messages (`/immuta/<ds>/<key>`).
+impl<'a> Mount<'a> {
+    /// A request's path (as sent) read against the base path, once for every reader.
+    pub fn path<'p>(&self, raw_path: &'p str) -> RequestPath<'p>
+    where
+        'a: 'p,
+    {
+        RequestPath::new(self.base_path, raw_path)
+    }
+}
+
+/// The virtual resource a request names, for error messages (`/immuta/<ds>/<key>`), from its path as sent
+/// (a request refused before it is decided; `gateway::decide` reads the path once, [`resource_at`]).
 pub fn resource_of(mount: &Mount, raw_path: &str, host_bucket: Option<&str>) -> String {
+    resource_at(&mount.path(raw_path), host_bucket)
+}
+
+/// The virtual resource a request names, for error messages (`/immuta/<ds>/<key>`).
+pub fn resource_at(path: &RequestPath, host_bucket: Option<&str>) -> String {
     // A path outside the base path is named as sent (its answer is NoSuchBucket).
-    let rest = strip_base_path(mount.base_path, raw_path).unwrap_or(raw_path);
+    let rest = path.below_base_or_raw();
     let rest = decode_once(rest).unwrap_or_else(|_| rest.to_string());
     match host_bucket {
         Some(b) => format!("/{b}{}", if rest.is_empty() { "/" } else { rest.as_str() }),
@@ -197,16 +215,17 @@ pub fn host_bucket(host: Option<&str>, suffixes: &[String]) -> Option<String> {
     })
 }
 
-/// Routes a request (path as sent, still encoded) to an operation. `host_bucket` is the bucket named by a
-/// virtual-hosted request's Host header. Errors are S3 errors in virtual terms.
+/// Routes a request (its path read against the base path, [`Mount::path`], still encoded) to an operation.
+/// `host_bucket` is the bucket named by a virtual-hosted request's Host header. Errors are S3 errors in
+/// virtual terms.
 pub fn route(
     mount: &Mount,
     method: &str,
-    raw_path: &str,
+    path: &RequestPath,
     query: &Query,
     host_bucket: Option<&str>,
 ) -> Result<Operation, S3Error> {
-    let Some(rest) = strip_base_path(mount.base_path, raw_path) else {
+    let Some(rest) = path.below_base else {
         return Err(S3Error::new(S3ErrorCode::NoSuchBucket));
     };
     let rest = rest.strip_prefix('/').unwrap_or(rest);
@@ -385,7 +404,7 @@ mod tests {
     };
 
     fn op(method: &str, path: &str, q: &str) -> Result<Operation, S3Error> {
-        route(&M, method, path, &Query::parse(q).unwrap(), None)
+        route(&M, method, &M.path(path), &Query::parse(q).unwrap(), None)
     }
 
     fn key(ds: &str, k: &str) -> VirtualKey {
@@ -448,11 +467,18 @@ mod tests {
             bucket: "immuta",
         };
         assert_eq!(
-            route(&root, "GET", "/immuta/sales/k", &Query::default(), None).unwrap(),
+            route(
+                &root,
+                "GET",
+                &root.path("/immuta/sales/k"),
+                &Query::default(),
+                None
+            )
+            .unwrap(),
             Operation::GetObject(key("sales", "k"))
         );
         assert_eq!(
-            route(&root, "GET", "/", &Query::default(), None).unwrap(),
+            route(&root, "GET", &root.path("/"), &Query::default(), None).unwrap(),
             Operation::ListBuckets
         );
     }
@@ -644,7 +670,7 @@ mod tests {
             );
         }
         let q = Query::default();
-        let vh = |path: &str, bucket: &str| route(&M, "GET", path, &q, Some(bucket));
+        let vh = |path: &str, bucket: &str| route(&M, "GET", &M.path(path), &q, Some(bucket));
         assert_eq!(
             vh("/s3p/sales/a%20b", "immuta").unwrap(),
             Operation::GetObject(key("sales", "a b"))
@@ -666,11 +692,11 @@ mod tests {
             bucket: "immuta",
         };
         assert_eq!(
-            route(&root, "GET", "/sales/k", &q, Some("immuta")).unwrap(),
+            route(&root, "GET", &root.path("/sales/k"), &q, Some("immuta")).unwrap(),
             Operation::GetObject(key("sales", "k"))
         );
         assert_eq!(
-            route(&root, "GET", "/sales/../x", &q, Some("immuta"))
+            route(&root, "GET", &root.path("/sales/../x"), &q, Some("immuta"))
                 .unwrap_err()
                 .code,
             S3ErrorCode::InvalidArgument

@@ -1,6 +1,7 @@
-//! Reading what is on the wire, once, the same way for every reader: the query string and the base path.
-//! The signature check and the code that acts on a request both use these, so they can never read one
-//! URL two ways. A leaf module: it imports nothing of s3p's but the error type.
+//! Reading what is on the wire, once, the same way for every reader: the request as sent
+//! ([`RequestView`]), the query string and the base path ([`RequestPath`]). The signature check and the
+//! code that acts on a request both use these, so they can never read one URL two ways. A leaf module: it
+//! imports nothing of s3p's but the error type.
 
 use crate::error::{S3Error, S3ErrorCode};
 use percent_encoding::{percent_decode, AsciiSet, NON_ALPHANUMERIC};
@@ -154,6 +155,126 @@ pub fn strip_base_path<'p>(base: &str, raw_path: &'p str) -> Option<&'p str> {
     (base.is_empty() || rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
+/// A request's path read against the base path once, for every reader: routing, the resource the audit
+/// names, SigV2's resources and SigV4's base-path tolerance take the part below the base; SigV4 signs
+/// the path as sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestPath<'a> {
+    /// The base path it was read against (`/s3p`; empty when the API is mounted at the root).
+    pub base: &'a str,
+    /// As sent on the wire, still percent-encoded, without the query (what SigV4 signs).
+    pub raw: &'a str,
+    /// [`strip_base_path`] of `raw`: `/immuta/k`, `` for the base itself, `None` when not under it.
+    pub below_base: Option<&'a str>,
+}
+
+impl<'a> RequestPath<'a> {
+    pub fn new(base: &'a str, raw: &'a str) -> RequestPath<'a> {
+        RequestPath {
+            base,
+            raw,
+            below_base: strip_base_path(base, raw),
+        }
+    }
+
+    /// The part below the base path, or the path as sent when it is not under it (a resource outside
+    /// the base path is named as sent).
+    pub fn below_base_or_raw(&self) -> &'a str {
+        self.below_base.unwrap_or(self.raw)
+    }
+}
+
+/// The parts of an HTTP request that signatures cover, exactly as the client sent them.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// `GET`, `HEAD`, ...
+    pub method: &'a str,
+    /// The request path as sent on the wire, still percent-encoded, without the query (`/s3p/immuta/a%20b`).
+    pub raw_path: &'a str,
+    /// The raw query string without the leading `?` (empty when absent).
+    pub raw_query: &'a str,
+    pub headers: Headers<'a>,
+}
+
+/// The request's headers, borrowed as they are: the request's own header map (no copy per request), or
+/// pairs (tests, and the rare view that rewrites a header). Names are lowercase; a name may appear more
+/// than once. Values that are not UTF-8 are invisible here: `gateway::decide` refuses such requests first.
+#[derive(Debug, Clone, Copy)]
+pub enum Headers<'a> {
+    Map(&'a http::HeaderMap),
+    Pairs(&'a [(String, String)]),
+}
+
+impl<'a> Headers<'a> {
+    /// The name of the first header whose value is not UTF-8 (such values are invisible to `iter`).
+    pub fn first_not_utf8(self) -> Option<&'a str> {
+        match self {
+            Headers::Map(map) => map
+                .iter()
+                .find(|(_, v)| std::str::from_utf8(v.as_bytes()).is_err())
+                .map(|(n, _)| n.as_str()),
+            Headers::Pairs(_) => None,
+        }
+    }
+
+    pub fn iter(self) -> HeaderIter<'a> {
+        match self {
+            Headers::Map(map) => HeaderIter::Map(map.iter()),
+            Headers::Pairs(pairs) => HeaderIter::Pairs(pairs.iter()),
+        }
+    }
+}
+
+/// Iterates `(name, value)` of [`Headers`] without allocating.
+pub enum HeaderIter<'a> {
+    Map(http::header::Iter<'a, http::HeaderValue>),
+    Pairs(std::slice::Iter<'a, (String, String)>),
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            HeaderIter::Map(it) => loop {
+                let (name, value) = it.next()?;
+                if let Ok(value) = std::str::from_utf8(value.as_bytes()) {
+                    return Some((name.as_str(), value));
+                }
+            },
+            HeaderIter::Pairs(it) => it.next().map(|(n, v)| (n.as_str(), v.as_str())),
+        }
+    }
+}
+
+impl<'a> RequestView<'a> {
+    /// All values of a header (names compared case-insensitively).
+    pub fn header_values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
+    where
+        'a: 'n,
+    {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        match self.headers {
+            // The map's own lookup (a hash), instead of a scan.
+            Headers::Map(map) => map
+                .get(name)
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()),
+            Headers::Pairs(_) => self
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v),
+        }
+    }
+}
+
 /// `.` and `..`, also as some servers read them: with a `;parameter` suffix (Java servlet path
 /// parameters). Segments are split on `\\` as well as `/` by the caller, for backends on Windows.
 pub fn is_dot_segment(seg: &str) -> bool {
@@ -181,6 +302,13 @@ mod tests {
         ];
         for (base, path, want) in table {
             assert_eq!(strip_base_path(base, path), want, "{base} {path}");
+            let read = RequestPath::new(base, path);
+            assert_eq!((read.raw, read.below_base), (path, want), "{base} {path}");
+            assert_eq!(
+                read.below_base_or_raw(),
+                want.unwrap_or(path),
+                "{base} {path}"
+            );
         }
     }
 

@@ -1,101 +1,17 @@
 //! Who is calling: credentials found in a request -> a verified API key, or an S3 error. Pure: no I/O.
 //!
 //! The signature schemes live in their own modules (`sigv4`, `sigv2`); this module decides which scheme a
-//! request uses, refuses requests that carry two, and resolves the key's entitlements.
+//! request uses, refuses requests that carry two, and resolves the key's entitlements. What it learned is
+//! handed on ([`Authenticated`]): the readers after it (the listing refusals by scheme, the framing of an
+//! upload's body, the chunk signatures of aws-chunked bodies) never read the credentials again.
 
 pub mod sigv2;
 pub mod sigv4;
 
-/// The parts of an HTTP request that signatures cover, exactly as the client sent them.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestView<'a> {
-    /// `GET`, `HEAD`, ...
-    pub method: &'a str,
-    /// The request path as sent on the wire, still percent-encoded, without the query (`/s3p/immuta/a%20b`).
-    pub raw_path: &'a str,
-    /// The raw query string without the leading `?` (empty when absent).
-    pub raw_query: &'a str,
-    pub headers: Headers<'a>,
-}
-
-/// The request's headers, borrowed as they are: the request's own header map (no copy per request), or
-/// pairs (tests, and the rare view that rewrites a header). Names are lowercase; a name may appear more
-/// than once. Values that are not UTF-8 are invisible here: `gateway::decide` refuses such requests first.
-#[derive(Debug, Clone, Copy)]
-pub enum Headers<'a> {
-    Map(&'a http::HeaderMap),
-    Pairs(&'a [(String, String)]),
-}
-
-impl<'a> Headers<'a> {
-    /// The name of the first header whose value is not UTF-8 (such values are invisible to `iter`).
-    pub fn first_not_utf8(self) -> Option<&'a str> {
-        match self {
-            Headers::Map(map) => map
-                .iter()
-                .find(|(_, v)| std::str::from_utf8(v.as_bytes()).is_err())
-                .map(|(n, _)| n.as_str()),
-            Headers::Pairs(_) => None,
-        }
-    }
-
-    pub fn iter(self) -> HeaderIter<'a> {
-        match self {
-            Headers::Map(map) => HeaderIter::Map(map.iter()),
-            Headers::Pairs(pairs) => HeaderIter::Pairs(pairs.iter()),
-        }
-    }
-}
-
-/// Iterates `(name, value)` of [`Headers`] without allocating.
-pub enum HeaderIter<'a> {
-    Map(http::header::Iter<'a, http::HeaderValue>),
-    Pairs(std::slice::Iter<'a, (String, String)>),
-}
-
-impl<'a> Iterator for HeaderIter<'a> {
-    type Item = (&'a str, &'a str);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            HeaderIter::Map(it) => loop {
-                let (name, value) = it.next()?;
-                if let Ok(value) = std::str::from_utf8(value.as_bytes()) {
-                    return Some((name.as_str(), value));
-                }
-            },
-            HeaderIter::Pairs(it) => it.next().map(|(n, v)| (n.as_str(), v.as_str())),
-        }
-    }
-}
-
-impl<'a> RequestView<'a> {
-    /// All values of a header (names compared case-insensitively).
-    pub fn header_values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
-    where
-        'a: 'n,
-    {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    }
-
-    /// The first value of a header.
-    pub fn header(&self, name: &str) -> Option<&'a str> {
-        match self.headers {
-            // The map's own lookup (a hash), instead of a scan.
-            Headers::Map(map) => map
-                .get(name)
-                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()),
-            Headers::Pairs(_) => self
-                .headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v),
-        }
-    }
-}
+/// The request as sent lives in `wire` (every reader's view of the wire); named here too, where the
+/// signature code has always found it.
+pub use crate::wire::{HeaderIter, Headers, RequestView};
+pub use sigv4::ChunkSeed;
 
 /// What the key store knows about an access key id, as the signature verifiers need it.
 #[derive(Clone, PartialEq, Eq)]
@@ -132,7 +48,7 @@ impl SecretLookup {
 
 use crate::config::{ApiKey, Config};
 use crate::error::{S3Error, S3ErrorCode};
-use crate::wire::{strip_base_path, RawQuery};
+use crate::wire::{RawQuery, RequestPath};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -189,8 +105,47 @@ impl KeyStore {
     }
 }
 
+/// How a request was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Immuta's `Authorization: AWS <key>:immuta`: names the key, signs nothing.
+    Legacy,
+    /// `Authorization: AWS4-HMAC-SHA256 ...`.
+    SigV4Header,
+    /// A SigV4 presigned URL (`X-Amz-Signature` in the query).
+    SigV4Presigned,
+    /// `Authorization: AWS <key>:<signature>`.
+    SigV2Header,
+    /// A SigV2 presigned URL (`Signature` in the query).
+    SigV2Presigned,
+}
+
+impl Scheme {
+    /// SigV2, in either form: it signs none of a listing's parameters.
+    pub fn is_sigv2(self) -> bool {
+        matches!(self, Scheme::SigV2Header | Scheme::SigV2Presigned)
+    }
+}
+
+/// What [`authenticate`] learned about a request, for the readers after it.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The key whose signature (or legacy header) verified.
+    pub key: Arc<ApiKey>,
+    pub scheme: Scheme,
+    /// The payload hash the request declares: a SigV4 presigned URL's `X-Amz-Content-Sha256`
+    /// parameter, else the `x-amz-content-sha256` header (trimmed); `None` when it declares none (a
+    /// presigned URL is then signed as `UNSIGNED-PAYLOAD`). For SigV4 it is the hash the verified
+    /// signature covers, as the verifier read it; SigV2 signs the header among its `x-amz-*` ones; the
+    /// legacy header signs nothing, but the header still says how the body is framed.
+    pub signed_payload: Option<String>,
+    /// The seed of an aws-chunked body's chunk-signature chain: only for the SigV4 header form dated by
+    /// `x-amz-date` (the only requests that may send signed chunks), from the one secret that verified.
+    pub chunk_seed: Option<ChunkSeed>,
+}
+
 /// How a request presents its credentials.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Presented<'a> {
     Nothing,
     /// `AWS <key>:immuta`.
@@ -249,7 +204,6 @@ fn presented<'a>(view: &RequestView<'a>) -> Result<Presented<'a>, S3Error> {
     .detail("ArgumentName", "Authorization"))
 }
 
-/// Whether the request is authenticated by a SigV2 presigned URL (`Signature` in the query).
 /// Query parameters that carry a request's authentication (SigV4 and SigV2 presigned URLs).
 pub fn is_auth_query_param(name: &str) -> bool {
     matches!(
@@ -266,18 +220,6 @@ pub fn is_auth_query_param(name: &str) -> bool {
             | "Signature"
             | "Expires"
     )
-}
-
-/// The request is signed with SigV2, in its header or presigned form.
-pub fn is_sigv2(view: &RequestView) -> bool {
-    matches!(
-        presented(view),
-        Ok(Presented::SigV2Header(..) | Presented::SigV2Query)
-    )
-}
-
-pub fn is_sigv2_presigned(view: &RequestView) -> bool {
-    sigv2::is_presigned(view.raw_query) && !sigv4::is_presigned(view.raw_query)
 }
 
 /// The access key id a request claims, before any verification (for throttling repeated failures).
@@ -300,12 +242,13 @@ pub fn claimed_key_id<'a>(view: &RequestView<'a>) -> Option<&'a str> {
 /// Options of the verifier that come from configuration.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AuthOptions<'a> {
-    /// When set (the base path, e.g. `/s3p`), a signature that does not match the request as sent is
-    /// also checked against the request as some clients sign it: without the base path in the path
-    /// (s3fs-fuse 1.90), and with it moved into the host (s3cmd). Each variant is still an HMAC by the
-    /// key's secret over the method, the key path, the query and the signed headers, so nothing unsigned
-    /// is accepted; only the location of the fixed base path in the signed text differs.
-    pub base_path_tolerance: Option<&'a str>,
+    /// When set (the request's path read against the base path, e.g. `/s3p`), a signature that does not
+    /// match the request as sent is also checked against the request as some clients sign it: without
+    /// the base path in the path (s3fs-fuse 1.90), and with it moved into the host (s3cmd). Each variant
+    /// is still an HMAC by the key's secret over the method, the key path, the query and the signed
+    /// headers, so nothing unsigned is accepted; only the location of the fixed base path in the signed
+    /// text differs.
+    pub base_path_tolerance: Option<RequestPath<'a>>,
 }
 
 /// Verifies the request's credentials. `sigv2_resources` are the resources a SigV2 signature may cover, in
@@ -318,7 +261,32 @@ pub fn authenticate(
     sigv2_resources: &[String],
     now: SystemTime,
     options: &AuthOptions,
-) -> Result<Arc<ApiKey>, S3Error> {
+) -> Result<Authenticated, S3Error> {
+    let presented = presented(view)?;
+    let scheme = match presented {
+        Presented::Nothing => return Err(S3Error::new(S3ErrorCode::AccessDenied)),
+        Presented::Legacy(id) => {
+            let key = store.usable(id, now).ok_or_else(|| {
+                S3Error::new(S3ErrorCode::InvalidAccessKeyId).detail("AWSAccessKeyId", id)
+            })?;
+            if !store.legacy_auth || !key.legacy_header {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::AccessDenied,
+                    "The legacy `AWS <key>:immuta` header is not allowed for this key; sign the request (SigV4).",
+                ));
+            }
+            return Ok(Authenticated {
+                key: key.clone(),
+                scheme: Scheme::Legacy,
+                signed_payload: declared_payload_hash(view),
+                chunk_seed: None,
+            });
+        }
+        Presented::SigV2Header(..) => Scheme::SigV2Header,
+        Presented::SigV2Query => Scheme::SigV2Presigned,
+        Presented::SigV4Header(_) => Scheme::SigV4Header,
+        Presented::SigV4Query => Scheme::SigV4Presigned,
+    };
     let lookup = |id: &str| store.secrets(id, now);
     let sigv2 = |check: &dyn Fn(&str) -> Result<String, S3Error>| -> Result<String, S3Error> {
         let mut first_error = None;
@@ -333,62 +301,75 @@ pub fn authenticate(
         }
         Err(first_error.unwrap_or_else(|| S3Error::new(S3ErrorCode::SignatureDoesNotMatch)))
     };
-    let verify = |view: &RequestView| -> Result<Option<String>, S3Error> {
-        Ok(Some(match presented(view)? {
-            Presented::Nothing | Presented::Legacy(_) => return Ok(None),
-            Presented::SigV2Header(id, sig) => {
-                sigv2(&|r| sigv2::verify_header(view, id, sig, r, now, &lookup))?
-            }
-            Presented::SigV2Query => sigv2(&|r| sigv2::verify_query(view, r, now, &lookup))?,
-            Presented::SigV4Header(value) => sigv4::verify_header(view, value, now, &lookup)?,
-            Presented::SigV4Query => sigv4::verify_presigned(view, now, &lookup)?,
-        }))
+    // SigV2 establishes the key only; the payload hash is the header it signed.
+    let sigv2_verified = |view: &RequestView, id: String| sigv4::Verified {
+        access_key_id: id,
+        payload_hash: declared_payload_hash(view),
+        chunk_seed: None,
     };
-    let id = match presented(view)? {
-        Presented::Nothing => return Err(S3Error::new(S3ErrorCode::AccessDenied)),
-        Presented::Legacy(id) => {
-            let key = store.usable(id, now).ok_or_else(|| {
-                S3Error::new(S3ErrorCode::InvalidAccessKeyId).detail("AWSAccessKeyId", id)
-            })?;
-            if !store.legacy_auth || !key.legacy_header {
-                return Err(S3Error::with_message(
-                    S3ErrorCode::AccessDenied,
-                    "The legacy `AWS <key>:immuta` header is not allowed for this key; sign the request (SigV4).",
-                ));
+    // The credentials were read once (`presented`); the views checked differ only in path and Host.
+    let verify = |view: &RequestView| -> Result<sigv4::Verified, S3Error> {
+        match presented {
+            Presented::SigV2Header(id, sig) => Ok(sigv2_verified(
+                view,
+                sigv2(&|r| sigv2::verify_header(view, id, sig, r, now, &lookup))?,
+            )),
+            Presented::SigV2Query => Ok(sigv2_verified(
+                view,
+                sigv2(&|r| sigv2::verify_query(view, r, now, &lookup))?,
+            )),
+            Presented::SigV4Header(value) => sigv4::verify_header(view, value, now, &lookup),
+            Presented::SigV4Query => sigv4::verify_presigned(view, now, &lookup),
+            Presented::Nothing | Presented::Legacy(_) => {
+                Err(S3Error::new(S3ErrorCode::AccessDenied))
             }
-            return Ok(key.clone());
         }
-        _ => match verify(view) {
-            Ok(id) => id,
-            Err(e) if e.code == S3ErrorCode::SignatureDoesNotMatch => {
-                match options
-                    .base_path_tolerance
-                    .and_then(|base| sigv4_without_base_path(view, base, &verify))
-                {
-                    Some(id) => Some(id),
-                    None => return Err(e),
-                }
+    };
+    let verified = match verify(view) {
+        Ok(verified) => verified,
+        Err(e) if e.code == S3ErrorCode::SignatureDoesNotMatch => {
+            match options
+                .base_path_tolerance
+                .and_then(|path| sigv4_without_base_path(view, &path, &verify))
+            {
+                Some(verified) => verified,
+                None => return Err(e),
             }
-            Err(e) => return Err(e),
-        },
+        }
+        Err(e) => return Err(e),
     };
     // The verifiers only succeed for ids the lookup knew, so this finds the key.
-    let id = id.ok_or_else(|| S3Error::new(S3ErrorCode::AccessDenied))?;
-    store
-        .usable(&id, now)
+    let key = store
+        .usable(&verified.access_key_id, now)
         .cloned()
-        .ok_or_else(|| S3Error::new(S3ErrorCode::InvalidAccessKeyId))
+        .ok_or_else(|| S3Error::new(S3ErrorCode::InvalidAccessKeyId))?;
+    Ok(Authenticated {
+        key,
+        scheme,
+        signed_payload: verified.payload_hash,
+        chunk_seed: verified.chunk_seed,
+    })
 }
 
-type Verifier<'a> = dyn Fn(&RequestView) -> Result<Option<String>, S3Error> + 'a;
+/// The `x-amz-content-sha256` header, trimmed: the payload hash of a request not signed with SigV4.
+fn declared_payload_hash(view: &RequestView) -> Option<String> {
+    view.header("x-amz-content-sha256")
+        .map(|h| h.trim().to_string())
+}
+
+type Verifier<'a> = dyn Fn(&RequestView) -> Result<sigv4::Verified, S3Error> + 'a;
 
 /// Tries a signature against the request with the base path taken out of the path (s3fs-fuse 1.90), then
-/// also appended to the signed host (s3cmd). Returns the verified key id of the first variant that matches.
-fn sigv4_without_base_path(view: &RequestView, base: &str, verify: &Verifier) -> Option<String> {
-    if base.is_empty() {
+/// also appended to the signed host (s3cmd). Returns what the first variant that matches verified.
+fn sigv4_without_base_path(
+    view: &RequestView,
+    path: &RequestPath,
+    verify: &Verifier,
+) -> Option<sigv4::Verified> {
+    if path.base.is_empty() {
         return None;
     }
-    let stripped = match strip_base_path(base, view.raw_path)? {
+    let stripped = match path.below_base? {
         "" => "/",
         rest => rest,
     };
@@ -396,15 +377,15 @@ fn sigv4_without_base_path(view: &RequestView, base: &str, verify: &Verifier) ->
         raw_path: stripped,
         ..*view
     };
-    if let Ok(Some(id)) = verify(&plain) {
-        return Some(id);
+    if let Ok(verified) = verify(&plain) {
+        return Some(verified);
     }
     let host_with_base: Vec<(String, String)> = view
         .headers
         .iter()
         .map(|(n, v)| {
             if n.eq_ignore_ascii_case("host") {
-                (n.to_string(), format!("{v}{base}"))
+                (n.to_string(), format!("{v}{}", path.base))
             } else {
                 (n.to_string(), v.to_string())
             }
@@ -415,13 +396,13 @@ fn sigv4_without_base_path(view: &RequestView, base: &str, verify: &Verifier) ->
         headers: Headers::Pairs(&host_with_base),
         ..*view
     };
-    verify(&moved).ok().flatten()
+    verify(&moved).ok()
 }
 
 /// The SigV2 resources of a request, in the order [`authenticate`] tries them: `/<bucket>/<key>` without
 /// the base path first (botocore), then with the path as sent.
-pub fn sigv2_resources(raw_path: &str, base_path: &str, host_bucket: Option<&str>) -> Vec<String> {
-    let without_base = strip_base_path(base_path, raw_path).unwrap_or(raw_path);
+pub fn sigv2_resources(path: &RequestPath, host_bucket: Option<&str>) -> Vec<String> {
+    let (raw_path, without_base) = (path.raw, path.below_base_or_raw());
     let (canonical, as_sent) = match host_bucket {
         Some(b) => (format!("/{b}{without_base}"), format!("/{b}{raw_path}")),
         None => (without_base.to_string(), raw_path.to_string()),
@@ -506,6 +487,7 @@ mod tests {
             SystemTime::now(),
             &AuthOptions::default(),
         )
+        .map(|signed| signed.key)
     }
 
     #[test]
@@ -579,6 +561,7 @@ mod tests {
 
     #[test]
     fn sigv2_resources_prefer_the_botocore_form() {
+        let sigv2_resources = |raw, base, host| sigv2_resources(&RequestPath::new(base, raw), host);
         assert_eq!(
             sigv2_resources("/s3p/immuta/k", "/s3p", None),
             vec!["/immuta/k", "/s3p/immuta/k"]
@@ -626,5 +609,212 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, S3ErrorCode::InvalidArgument);
+    }
+
+    /// The keys of the scheme tests: one that signs, one rotating its secret, one with the legacy header.
+    pub(crate) fn signing_store() -> KeyStore {
+        use test_keys::*;
+        store(&format!(
+            "  - {{id: {AKID}, secret: \"{SECRET}\", name: Signer, data_sources: all}}\n\
+             \x20 - {{id: {ROTATING}, secrets: [\"{OLD_SECRET}\", \"{NEW_SECRET}\"], name: Rotating, data_sources: all}}\n\
+             \x20 - {{id: LEG, name: Legacy, data_sources: all}}\n"
+        ))
+    }
+
+    /// A SigV2 request signed as botocore signs it (the resource without the base path), in the header
+    /// (`Date`) or presigned (`Expires`) form.
+    pub(crate) fn sigv2_signed(
+        path: &str,
+        headers: &[(&str, &str)],
+        presigned: bool,
+    ) -> (String, Vec<(String, String)>) {
+        use test_keys::*;
+        let mut h: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let resource = path.strip_prefix("/s3p").unwrap_or(path);
+        let expires = "1714565100";
+        let date = "Wed, 01 May 2024 12:00:00 GMT";
+        if !presigned {
+            h.push(("date".into(), date.into()));
+        }
+        let sts = {
+            let view = RequestView {
+                method: "GET",
+                raw_path: path,
+                raw_query: "",
+                headers: Headers::Pairs(&h),
+            };
+            sigv2::string_to_sign(&view, if presigned { expires } else { date }, resource)
+        };
+        let sig = sigv2::signature(SECRET, &sts);
+        if presigned {
+            let sig = percent_encoding::utf8_percent_encode(&sig, crate::wire::UNRESERVED);
+            (
+                format!("AWSAccessKeyId={AKID}&Expires={expires}&Signature={sig}"),
+                h,
+            )
+        } else {
+            h.push(("authorization".into(), format!("AWS {AKID}:{sig}")));
+            (String::new(), h)
+        }
+    }
+
+    /// What `upload::signed_payload_hash` read from a request before authentication reported it: a SigV4
+    /// presigned URL's `X-Amz-Content-Sha256` parameter (by its raw name), else the header.
+    fn payload_hash_as_read_before(view: &RequestView) -> Option<String> {
+        let from_query = sigv4::is_presigned(view.raw_query)
+            .then(|| RawQuery(view.raw_query).get_raw(sigv4::param::CONTENT_SHA256))
+            .flatten()
+            .map(|v| {
+                String::from_utf8_lossy(&crate::wire::decode_form(v))
+                    .trim()
+                    .to_string()
+            });
+        from_query.or_else(|| {
+            view.header("x-amz-content-sha256")
+                .map(|h| h.trim().to_string())
+        })
+    }
+
+    /// Every form reports its scheme, the payload hash the request declares (for SigV4, the one the
+    /// signature covers) and, for the SigV4 header form only, the seed of chunk signatures. The payload
+    /// hash is the one `upload` read from the request itself before, but for a presigned URL whose
+    /// parameter name is percent-encoded: the signature covers that hash, which was not read before.
+    #[test]
+    #[allow(clippy::type_complexity)]
+    fn the_scheme_and_payload_reported_for_each_form() {
+        use sigv4::tests::{sign_with_aws_sigv4, Body, Signing};
+        use test_keys::*;
+        const ABC_SHA256: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let b64 = "b".repeat(64);
+        let v4 = |target: &'static str,
+                  headers: &'static [(&'static str, &'static str)],
+                  body,
+                  presign_expires| {
+            let req = sign_with_aws_sigv4(&Signing {
+                method: "GET",
+                target,
+                headers,
+                body,
+                akid: AKID,
+                secret: SECRET,
+                region: "us-east-1",
+                presign_expires,
+            });
+            (req.view().raw_query.to_string(), req.headers.clone())
+        };
+        let own = |query: &str, headers: &[(&str, &str)]| {
+            (
+                query.to_string(),
+                headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        // name, (query, headers), scheme, payload hash, chunk seed, read the same before
+        let cases: Vec<(&str, (String, Vec<(String, String)>), Scheme, Option<String>, bool, bool)> = vec![
+            (
+                "legacy",
+                own("", &[("authorization", "AWS LEG:immuta"), ("x-amz-content-sha256", &format!(" {b64} "))]),
+                Scheme::Legacy, Some(b64.clone()), false, true,
+            ),
+            (
+                "legacy: a query parameter of that name is nobody's hash",
+                own("X-Amz-Content-Sha256=cc", &[("authorization", "AWS LEG:immuta")]),
+                Scheme::Legacy, None, false, true,
+            ),
+            (
+                "SigV4 header",
+                v4("/s3p/immuta/ds/f", &[], Body::Bytes(b"abc"), None),
+                Scheme::SigV4Header, Some(ABC_SHA256.to_string()), true, true,
+            ),
+            (
+                "SigV4 header, signed chunks",
+                v4("/s3p/immuta/ds/f", &[], Body::Precomputed("STREAMING-AWS4-HMAC-SHA256-PAYLOAD"), None),
+                Scheme::SigV4Header, Some("STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into()), true, true,
+            ),
+            (
+                "SigV4 presigned, no payload hash (signed as UNSIGNED-PAYLOAD)",
+                v4("/s3p/immuta/ds/f", &[], Body::Unsigned, Some(300)),
+                Scheme::SigV4Presigned, None, false, true,
+            ),
+            (
+                "SigV4 presigned, its hash pinned in the query",
+                v4(
+                    "/s3p/immuta/ds/f?X-Amz-Content-Sha256=ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                    &[],
+                    Body::Bytes(b"abc"),
+                    Some(300),
+                ),
+                Scheme::SigV4Presigned, Some(ABC_SHA256.to_string()), false, true,
+            ),
+            (
+                "SigV4 presigned: the query parameter wins over the header",
+                v4(
+                    "/s3p/immuta/ds/f?X-Amz-Content-Sha256=ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                    &[("x-amz-content-sha256", "UNSIGNED-PAYLOAD")],
+                    Body::Bytes(b"abc"),
+                    Some(300),
+                ),
+                Scheme::SigV4Presigned, Some(ABC_SHA256.to_string()), false, true,
+            ),
+            (
+                "SigV4 presigned, the parameter's name percent-encoded: signed, and now reported",
+                v4(
+                    "/s3p/immuta/ds/f?X-Amz-Content%2DSha256=ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                    &[],
+                    Body::Bytes(b"abc"),
+                    Some(300),
+                ),
+                Scheme::SigV4Presigned, Some(ABC_SHA256.to_string()), false, false,
+            ),
+            (
+                "SigV2 header",
+                {
+                    let (q, h) = sigv2_signed("/s3p/immuta/ds/f", &[("x-amz-content-sha256", &b64)], false);
+                    (q, h)
+                },
+                Scheme::SigV2Header, Some(b64.clone()), false, true,
+            ),
+            (
+                "SigV2 presigned",
+                sigv2_signed("/s3p/immuta/ds/f", &[], true),
+                Scheme::SigV2Presigned, None, false, true,
+            ),
+        ];
+        let s = signing_store();
+        for (name, (query, headers), scheme, payload, seeded, as_before) in &cases {
+            let view = RequestView {
+                method: "GET",
+                raw_path: "/s3p/immuta/ds/f",
+                raw_query: query,
+                headers: Headers::Pairs(headers),
+            };
+            let signed = authenticate(
+                &s,
+                &view,
+                &["/immuta/ds/f".to_string()],
+                t0(),
+                &AuthOptions::default(),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert_eq!(signed.scheme, *scheme, "{name}");
+            assert_eq!(
+                signed.scheme.is_sigv2(),
+                matches!(scheme, Scheme::SigV2Header | Scheme::SigV2Presigned),
+                "{name}"
+            );
+            assert_eq!(signed.signed_payload, *payload, "{name}");
+            assert_eq!(signed.chunk_seed.is_some(), *seeded, "{name}");
+            assert_eq!(
+                payload_hash_as_read_before(&view) == signed.signed_payload,
+                *as_before,
+                "{name}: {:?}",
+                payload_hash_as_read_before(&view)
+            );
+        }
     }
 }

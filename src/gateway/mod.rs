@@ -21,7 +21,7 @@ pub use route::{
 };
 pub use write::{MAX_COMPLETE_BODY, MAX_KEY_BYTES};
 
-use crate::auth::{self, RequestView};
+use crate::auth;
 
 use crate::config::{ApiKey, Cors};
 use crate::error::{S3Error, S3ErrorCode};
@@ -31,7 +31,7 @@ use crate::policy;
 use crate::request::{self, Mount, Operation};
 use crate::state::State;
 use crate::upload::BodyChecks;
-use crate::wire::Query;
+use crate::wire::{Query, RequestView};
 use allow::allowed_headers;
 use bytes::Bytes;
 
@@ -125,8 +125,10 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         base_path: &config.base_path,
         bucket: &config.bucket,
     };
+    // The path read against the base path once, for every reader below (SigV4 signs it as sent).
+    let path = mount.path(view.raw_path);
     let mut d = Deciding {
-        audit: AuditFacts::new(request::resource_of(&mount, view.raw_path, req.host_bucket)),
+        audit: AuditFacts::new(request::resource_at(&path, req.host_bucket)),
         key: None,
         auth_failure: None,
         close: false,
@@ -152,14 +154,12 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         };
     }
 
-    let sigv2_resources = auth::sigv2_resources(view.raw_path, &config.base_path, req.host_bucket);
+    let sigv2_resources = auth::sigv2_resources(&path, req.host_bucket);
     let options = auth::AuthOptions {
-        base_path_tolerance: config
-            .signature_base_path_tolerance
-            .then_some(config.base_path.as_str()),
+        base_path_tolerance: config.signature_base_path_tolerance.then_some(path),
     };
-    let key = match auth::authenticate(&st.keys, view, &sigv2_resources, req.now, &options) {
-        Ok(key) => key,
+    let signed = match auth::authenticate(&st.keys, view, &sigv2_resources, req.now, &options) {
+        Ok(signed) => signed,
         Err(e) => {
             let known = auth::claimed_key_id(view).filter(|id| st.keys.knows(id));
             d.audit.key_name = known.and_then(|id| st.keys.name_of(id)).map(str::to_string);
@@ -170,6 +170,7 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
             return d.refuse(e);
         }
     };
+    let key = &signed.key;
     d.audit.key_name = Some(key.name.clone());
     d.key = Some(key.clone());
 
@@ -177,7 +178,7 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         Ok(q) => q,
         Err(e) => return d.refuse(e),
     };
-    let op = match request::route(&mount, view.method, view.raw_path, &query, req.host_bucket) {
+    let op = match request::route(&mount, view.method, &path, &query, req.host_bucket) {
         Ok(op) => op,
         Err(e) => return d.refuse(e),
     };
@@ -230,26 +231,28 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         // SigV2 signs no listing parameters (as in AWS): a SigV2 listing, presigned or in a header,
         // could be re-pointed at any prefix the key may list by whoever holds the URL or saw the
         // request. Refused in both forms alike; SigV4 signs the query.
-        Operation::ListObjects(_) if auth::is_sigv2(view) => d.refuse(sigv2_cannot_list()),
+        Operation::ListObjects(_) if signed.scheme.is_sigv2() => d.refuse(sigv2_cannot_list()),
         Operation::ListObjects(params) => {
             // Audit the listed prefix; name its data source only when the key may read it.
             d.audit.resource = format!("/{}/{}", config.bucket, params.prefix);
             d.audit.data_source = params
                 .prefix
                 .split_once('/')
-                .and_then(|(ds, _)| policy::readable_data_source(config, &key, ds).ok())
+                .and_then(|(ds, _)| policy::readable_data_source(config, key, ds).ok())
                 .map(|ds| ds.name.clone());
             d.finish(Outcome::List(params))
         }
         // As for object listings: SigV2 signs none of the listing's parameters.
-        Operation::ListMultipartUploads(_) if auth::is_sigv2(view) => d.refuse(sigv2_cannot_list()),
+        Operation::ListMultipartUploads(_) if signed.scheme.is_sigv2() => {
+            d.refuse(sigv2_cannot_list())
+        }
         Operation::ListMultipartUploads(params) => d.finish(Outcome::ListUploads(params)),
         // Each key is authorised on its own when the body is read, but a key that may write nothing
         // is refused before: its body would only hold memory.
-        Operation::DeleteObjects if policy::writable_data_sources(config, &key).is_empty() => {
+        Operation::DeleteObjects if policy::writable_data_sources(config, key).is_empty() => {
             d.refuse(S3Error::new(S3ErrorCode::AccessDenied))
         }
-        Operation::DeleteObjects => match delete_body_checks(view, &key) {
+        Operation::DeleteObjects => match delete_body_checks(view, &signed) {
             Ok(checks) => d.finish(Outcome::NeedsBody(NeedsBody {
                 limit: checks.length,
                 expect_continue: expects_continue(view),
@@ -259,7 +262,7 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         },
         Operation::GetObjectAcl(vkey) => {
             d.audit.data_source = Some(vkey.data_source.clone());
-            match policy::readable_data_source(config, &key, &vkey.data_source)
+            match policy::readable_data_source(config, key, &vkey.data_source)
                 .and_then(|ds| namespace::to_backend(ds, &vkey))
             {
                 Ok(_) => {
@@ -274,7 +277,7 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         | Operation::GetObjectTagging(vkey)
         | Operation::GetObjectAttributes(vkey) => {
             d.audit.data_source = Some(vkey.data_source.clone());
-            match object_route(st, &key, &vkey, view, &query) {
+            match object_route(st, key, &vkey, view, &query) {
                 Ok(route) => {
                     d.audit.verdict = Verdict::Allowed;
                     d.finish(Outcome::Forward(Box::new(route)))
@@ -287,7 +290,7 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
                 return d.refuse(S3Error::new(S3ErrorCode::MethodNotAllowed));
             };
             d.audit.data_source = Some(vkey.data_source.clone());
-            match write_route(st, &key, &write, view, &query, req.scheme) {
+            match write_route(st, &signed, &write, view, &query, req.scheme) {
                 Ok(route) => {
                     d.audit.verdict = Verdict::Allowed;
                     match route.body_hold {

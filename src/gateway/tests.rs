@@ -1001,37 +1001,73 @@ fn small_signed_chunk_bodies_are_verified_before_the_backend_sees_them() {
     }
 }
 
-#[test]
-fn sigv2_listings_are_refused_in_both_forms() {
-    // A SigV2 header (the signature need not verify: the form alone decides, after authentication
-    // would have passed; here a bad one fails first, so only the form is checked).
-    let view_headers = vec![
-        ("host".to_string(), HOST.to_string()),
-        (
-            "authorization".to_string(),
-            "AWS LEGACYKEY:c2lnbmF0dXJl".to_string(),
-        ),
-    ];
+/// A request signed with SigV2 by the Signer key, as botocore signs it (the resource without the base
+/// path): in the `Authorization` header, or presigned.
+fn sigv2_signed(target: &str, presigned: bool) -> (String, Vec<(String, String)>) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let resource = path.strip_prefix("/s3p").unwrap_or(path);
+    let (date, expires) = ("Wed, 01 May 2024 12:00:00 GMT", "1714565100");
+    let mut headers = vec![("host".to_string(), HOST.to_string())];
+    if !presigned {
+        headers.push(("date".into(), date.into()));
+    }
     let view = RequestView {
         method: "GET",
-        raw_path: "/s3p/immuta",
-        raw_query: "",
-        headers: crate::auth::Headers::Pairs(&view_headers),
+        raw_path: path,
+        raw_query: query,
+        headers: crate::auth::Headers::Pairs(&headers),
     };
-    assert!(crate::auth::is_sigv2(&view));
-    let presigned = RequestView {
-        method: "GET",
-        raw_path: "/s3p/immuta",
-        raw_query: "AWSAccessKeyId=LEGACYKEY&Expires=1&Signature=x",
-        headers: crate::auth::Headers::Pairs(&[]),
-    };
-    assert!(crate::auth::is_sigv2(&presigned));
+    let sts =
+        crate::auth::sigv2::string_to_sign(&view, if presigned { expires } else { date }, resource);
+    let signature = crate::auth::sigv2::signature("signer-secret-0000000000", &sts);
+    if presigned {
+        let signature = crate::backend::encode_query_value(&signature);
+        let auth = format!("AWSAccessKeyId=AKIDSIGNER&Expires={expires}&Signature={signature}");
+        let query = if query.is_empty() {
+            auth
+        } else {
+            format!("{query}&{auth}")
+        };
+        (format!("{path}?{query}"), headers)
+    } else {
+        headers.push((
+            "authorization".into(),
+            format!("AWS AKIDSIGNER:{signature}"),
+        ));
+        (target.to_string(), headers)
+    }
+}
+
+#[test]
+fn sigv2_listings_are_refused_in_both_forms() {
+    // The scheme that verified decides (`Authenticated::scheme`): SigV2, in either form, signs none of a
+    // listing's parameters. Its object reads pass; listings signed otherwise pass.
+    let st = state();
+    for presigned in [false, true] {
+        for (target, listing) in [
+            ("/s3p/immuta?prefix=sales%2F", true),
+            ("/s3p/immuta?list-type=2&prefix=sales%2F", true),
+            ("/s3p/immuta?uploads", true),
+            ("/s3p/immuta/sales/a.csv", false),
+        ] {
+            let (target, headers) = sigv2_signed(target, presigned);
+            let d = decide_with(&st, "GET", &target, &headers);
+            let case = format!("{target} presigned: {presigned}");
+            assert_eq!(d.audit.key_name.as_deref(), Some("Signer"), "{case}");
+            assert!(d.auth_failure.is_none(), "{case}");
+            match (&d.outcome, listing) {
+                (Outcome::Refuse(e), true) => {
+                    assert_eq!(e.code, S3ErrorCode::AccessDenied, "{case}");
+                    assert!(e.message.contains("SigV2 cannot list"), "{case}: {e:?}");
+                }
+                (Outcome::Forward(_), false) => {}
+                _ => panic!("{case}: {:?}", got(&d)),
+            }
+        }
+    }
     let legacy = legacy_with(&[]);
-    let plain = RequestView {
-        method: "GET",
-        raw_path: "/s3p/immuta",
-        raw_query: "",
-        headers: crate::auth::Headers::Pairs(&legacy),
-    };
-    assert!(!crate::auth::is_sigv2(&plain));
+    let d = decide_with(&st, "GET", "/s3p/immuta?prefix=sales%2F", &legacy);
+    assert_eq!(got(&d), Got::List("sales/".into()));
+    let d = decide_as(&st, SIGNER, "GET", "/s3p/immuta?prefix=sales%2F");
+    assert_eq!(got(&d), Got::List("sales/".into()));
 }

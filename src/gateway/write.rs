@@ -6,7 +6,7 @@ use super::allow::{allowed_headers, forwarded_copy_header, forwarded_write_heade
 use super::route::{
     expects_continue, route_to, BodyHold, ObjectRoute, MAX_VERIFIED_FIRST_BODY, SMALL_SIGNED_BODY,
 };
-use crate::auth::RequestView;
+use crate::auth::Authenticated;
 use crate::backend::encode_query_value;
 use crate::config::ApiKey;
 use crate::error::{S3Error, S3ErrorCode};
@@ -16,7 +16,7 @@ use crate::request::Operation;
 use crate::state::State;
 use crate::upload::answers::Rewrite;
 use crate::upload::{self, BodyChecks, Payload};
-use crate::wire::Query;
+use crate::wire::{Query, RequestView};
 use std::borrow::Cow;
 
 /// The largest CompleteMultipartUpload body accepted: what S3's 10,000 parts need, at 256 bytes a part
@@ -27,16 +27,17 @@ pub const MAX_COMPLETE_BODY: u64 = 10_000 * 256 + 4096;
 /// S3's longest key, in UTF-8 bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
-/// The backend request for a write, once the key may write the data source.
+/// The backend request for a write, once the key that `signed` verified may write the data source.
 pub(super) fn write_route(
     st: &State,
-    key: &ApiKey,
+    signed: &Authenticated,
     op: &Operation,
     view: &RequestView,
     query: &Query,
     scheme: &str,
 ) -> Result<ObjectRoute, S3Error> {
     let config = &st.config;
+    let key = &signed.key;
     let vkey = op
         .written_object()
         .ok_or_else(|| S3Error::new(S3ErrorCode::MethodNotAllowed))?;
@@ -105,11 +106,11 @@ pub(super) fn write_route(
             ));
             headers.extend(allowed_headers(view, forwarded_copy_header)?);
         }
-        Operation::PutObject(_) => payload = Some(upload::payload_of(view, key)?),
+        Operation::PutObject(_) => payload = Some(upload::payload_of(view, signed)?),
         Operation::UploadPart(_, part) => {
             params.push(("partNumber", part.number.to_string()));
             params.push(("uploadId", open_upload(&part.upload_id)?));
-            payload = Some(upload::payload_of(view, key)?);
+            payload = Some(upload::payload_of(view, signed)?);
         }
         Operation::CreateMultipartUpload(_) => {
             refuse_body(view)?;
@@ -121,7 +122,7 @@ pub(super) fn write_route(
         }
         Operation::CompleteMultipartUpload(_, id) => {
             params.push(("uploadId", open_upload(id)?));
-            let body = upload::payload_of(view, key)?;
+            let body = upload::payload_of(view, signed)?;
             if body.backend_length().is_none_or(|l| l > MAX_COMPLETE_BODY) {
                 return Err(S3Error::new(S3ErrorCode::EntityTooLarge)
                     .detail("MaxSizeAllowed", MAX_COMPLETE_BODY.to_string()));
@@ -246,8 +247,11 @@ pub(super) fn verified_first(plan: &upload::chunked::ChunkedPlan) -> Result<Body
 }
 
 /// What a DeleteObjects body must satisfy: a length within S3's limit, and an integrity header.
-pub(super) fn delete_body_checks(view: &RequestView, key: &ApiKey) -> Result<BodyChecks, S3Error> {
-    let (length, sha256) = match upload::payload_of(view, key)? {
+pub(super) fn delete_body_checks(
+    view: &RequestView,
+    signed: &Authenticated,
+) -> Result<BodyChecks, S3Error> {
+    let (length, sha256) = match upload::payload_of(view, signed)? {
         Payload::Plain { length, sha256 } => (length, sha256),
         Payload::AwsChunked(_) => {
             return Err(S3Error::not_implemented(

@@ -38,7 +38,8 @@ const MAX_TRAILERS: usize = 8;
 /// How chunk signatures are checked.
 #[derive(Clone)]
 pub struct ChunkSigning {
-    /// Signing keys of the key's secrets (two while rotating); the first chunk picks the one that fits.
+    /// Signing keys the chunks may be signed with; the first chunk picks the one that fits. From a
+    /// request ([`ChunkSigning::from_seed`]): the one key whose secret verified its signature.
     pub keys: Vec<[u8; 32]>,
     /// `x-amz-date` of the request.
     pub amz_date: String,
@@ -48,6 +49,19 @@ pub struct ChunkSigning {
     pub seed_signature: String,
     /// Trailing headers carry a signature too (`...-PAYLOAD-TRAILER`).
     pub signed_trailer: bool,
+}
+
+impl ChunkSigning {
+    /// The chunk signatures that follow a verified request's own (`auth::Authenticated::chunk_seed`).
+    pub fn from_seed(seed: &sigv4::ChunkSeed, signed_trailer: bool) -> ChunkSigning {
+        ChunkSigning {
+            keys: vec![seed.signing_key],
+            amz_date: seed.amz_date.clone(),
+            scope: seed.scope.clone(),
+            seed_signature: seed.signature.clone(),
+            signed_trailer,
+        }
+    }
 }
 
 /// What the decoder expects of a body.

@@ -301,3 +301,78 @@ fn an_empty_body_decodes() {
     assert!(out.is_empty());
     assert!(d.end_of_body().is_ok());
 }
+
+/// AWS's example request itself (its headers, its signature over them): the seed its verification keeps
+/// is the example's seed, and decodes the example's body, with and without a signed trailer.
+#[test]
+fn the_seed_a_verified_request_keeps_decodes_the_published_examples() {
+    const AUTH: &str =
+        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,";
+    let examples = [
+        (
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+            None,
+            "content-encoding;content-length;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;x-amz-storage-class",
+            SIGNED_SEED,
+            plans().remove(0),
+        ),
+        (
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+            Some("x-amz-checksum-crc32c"),
+            "content-encoding;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;x-amz-storage-class;x-amz-trailer",
+            TRAILER_SEED,
+            plans().remove(1),
+        ),
+    ];
+    for (form, trailer, signed_headers, seed, (name, plan, body)) in examples {
+        let mut headers: Vec<(String, String)> = [
+            ("host", "s3.amazonaws.com"),
+            ("x-amz-date", DATE),
+            ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
+            ("x-amz-content-sha256", form),
+            ("content-encoding", "aws-chunked"),
+            ("x-amz-decoded-content-length", "66560"),
+            ("content-length", "66824"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        if let Some(t) = trailer {
+            headers.push(("x-amz-trailer".into(), t.into()));
+        }
+        let view = crate::wire::RequestView {
+            method: "PUT",
+            raw_path: "/examplebucket/chunkObject.txt",
+            raw_query: "",
+            headers: crate::wire::Headers::Pairs(&headers),
+        };
+        let authorization = format!("{AUTH}SignedHeaders={signed_headers},Signature={seed}");
+        let lookup = |_: &str| crate::auth::SecretLookup::Secrets(vec![SECRET.to_string()]);
+        let now = sigv4::parse_amz_date(DATE).unwrap();
+        let verified = sigv4::verify_header(&view, &authorization, now, &lookup)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let chunk_seed = verified.chunk_seed.expect("a seed");
+        assert_eq!(
+            (
+                chunk_seed.signing_key,
+                chunk_seed.amz_date.as_str(),
+                chunk_seed.scope.as_str(),
+                chunk_seed.signature.as_str()
+            ),
+            (key(SECRET), DATE, SCOPE, seed),
+            "{name}"
+        );
+        assert!(
+            !format!("{chunk_seed:?}").contains(&hex::encode(key(SECRET))),
+            "{name}: the key shown"
+        );
+        let from_seed = ChunkedPlan {
+            signing: Some(ChunkSigning::from_seed(&chunk_seed, trailer.is_some())),
+            ..plan
+        };
+        let (out, complete) =
+            decode(&from_seed, &body, 4096).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert!(complete, "{name}");
+        assert_eq!(out, data(), "{name}");
+    }
+}

@@ -14,9 +14,9 @@ pub mod delete;
 pub mod multipart;
 pub mod uploads_list;
 
-use crate::auth::{sigv4, RequestView};
-use crate::config::ApiKey;
+use crate::auth::{sigv4, Authenticated};
 use crate::error::{S3Error, S3ErrorCode};
+use crate::wire::RequestView;
 use checksum::ChecksumAlgorithm;
 use chunked::{ChunkSigning, ChunkedPlan};
 
@@ -141,11 +141,11 @@ impl Payload {
     }
 }
 
-/// The payload of an upload (PutObject, UploadPart) as the request frames it. `key` is the key that
-/// verified (its secrets check aws-chunked signatures).
-pub fn payload_of(view: &RequestView, key: &ApiKey) -> Result<Payload, S3Error> {
-    let signed_hash = signed_payload_hash(view);
-    let content_sha256 = signed_hash.as_deref();
+/// The payload of an upload (PutObject, UploadPart) as the request frames it. `signed` is what
+/// authentication learned: the payload hash the request declares (which a SigV4 signature covers), and
+/// the seed of aws-chunked signatures; neither is read from the request again.
+pub fn payload_of(view: &RequestView, signed: &Authenticated) -> Result<Payload, S3Error> {
+    let content_sha256 = signed.signed_payload.as_deref();
     let chunked_transfer = view.header("transfer-encoding").is_some();
     let length = match view.header("content-length") {
         Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
@@ -195,8 +195,8 @@ pub fn payload_of(view: &RequestView, key: &ApiKey) -> Result<Payload, S3Error> 
     };
     let signing = match form {
         UNSIGNED_TRAILER => None,
-        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" => Some(chunk_signing(view, key, false)?),
-        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" => Some(chunk_signing(view, key, true)?),
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" => Some(chunk_signing(signed, false)?),
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" => Some(chunk_signing(signed, true)?),
         _ => {
             return Err(S3Error::not_implemented(format!(
                 "The payload form {form} is not supported by s3p."
@@ -221,111 +221,372 @@ pub fn payload_of(view: &RequestView, key: &ApiKey) -> Result<Payload, S3Error> 
     }))
 }
 
-/// The payload hash the request's signature covers: a presigned URL's `X-Amz-Content-Sha256` query
-/// parameter (SigV4 signs it), else the `x-amz-content-sha256` header. A presigned URL that pins its body
-/// must get that body, so the query parameter wins.
-pub fn signed_payload_hash(view: &RequestView) -> Option<String> {
-    let from_query = sigv4::is_presigned(view.raw_query)
-        .then(|| crate::wire::RawQuery(view.raw_query).get_raw(sigv4::param::CONTENT_SHA256))
-        .flatten()
-        .map(|v| {
-            String::from_utf8_lossy(&crate::wire::decode_form(v))
-                .trim()
-                .to_string()
-        });
-    from_query.or_else(|| {
-        view.header("x-amz-content-sha256")
-            .map(|h| h.trim().to_string())
-    })
-}
-
 fn too_large() -> S3Error {
     S3Error::new(S3ErrorCode::EntityTooLarge).detail("MaxSizeAllowed", MAX_PUT_BYTES.to_string())
 }
 
-/// What checks the chunks of a signed aws-chunked body: the request's (already verified) signature is
-/// the seed, and the key's secrets give the signing keys.
-fn chunk_signing(
-    view: &RequestView,
-    key: &ApiKey,
-    signed_trailer: bool,
-) -> Result<ChunkSigning, S3Error> {
-    let refused = || {
-        S3Error::with_message(
-            S3ErrorCode::AccessDenied,
-            "Signed chunks need a request signed with SigV4 in the Authorization header.",
-        )
-    };
-    let auth = view
-        .header("authorization")
-        .filter(|a| a.trim_start().starts_with(sigv4::ALGORITHM))
-        .ok_or_else(refused)?;
-    let auth = sigv4::parse_authorization(auth)?;
-    let amz_date = view.header("x-amz-date").ok_or_else(refused)?.trim();
-    let c = &auth.credential;
-    let keys: Vec<[u8; 32]> = key
-        .secrets
-        .iter()
-        .filter_map(|s| sigv4::signing_key(s.expose(), &c.date, &c.region, &c.service))
-        .collect();
-    if keys.is_empty() {
-        return Err(refused());
-    }
-    Ok(ChunkSigning {
-        keys,
-        amz_date: amz_date.to_string(),
-        scope: c.scope(),
-        seed_signature: auth.signature.to_ascii_lowercase(),
-        signed_trailer,
-    })
+/// What checks the chunks of a signed aws-chunked body: the seed that authentication kept (the request's
+/// verified signature, date and scope, and the signing key of the secret that verified it).
+fn chunk_signing(signed: &Authenticated, signed_trailer: bool) -> Result<ChunkSigning, S3Error> {
+    signed
+        .chunk_seed
+        .as_ref()
+        .map(|seed| ChunkSigning::from_seed(seed, signed_trailer))
+        .ok_or_else(|| {
+            S3Error::with_message(
+                S3ErrorCode::AccessDenied,
+                "Signed chunks need a request signed with SigV4 in the Authorization header.",
+            )
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A presigned URL that pins its body's hash (`X-Amz-Content-Sha256` in the signed query) gets that
-    /// hash forwarded, so the backend refuses any other body; the header form and unsigned URLs as before.
+    fn signed(signed_payload: Option<&str>) -> Authenticated {
+        Authenticated {
+            key: std::sync::Arc::new(crate::config::ApiKey {
+                id: crate::config::Secret::new("k"),
+                secrets: Vec::new(),
+                name: "K".into(),
+                legacy_header: true,
+                enabled: true,
+                expires_at: None,
+                data_sources: crate::config::Entitlement::default(),
+            }),
+            scheme: crate::auth::Scheme::SigV4Presigned,
+            signed_payload: signed_payload.map(str::to_string),
+            chunk_seed: None,
+        }
+    }
+
+    /// The payload hash authentication reports (a presigned URL's pinned `X-Amz-Content-Sha256` wins over
+    /// the header: `auth`'s tests) is the one forwarded, so the backend refuses any other body; the
+    /// request's own header is not read again here.
     #[test]
-    fn the_hash_a_presigned_url_signs_is_the_one_enforced() {
-        let key = crate::config::ApiKey {
-            id: crate::config::Secret::new("k"),
-            secrets: Vec::new(),
-            name: "K".into(),
-            legacy_header: true,
-            enabled: true,
-            expires_at: None,
-            data_sources: crate::config::Entitlement::default(),
-        };
-        let hash = "a".repeat(64);
-        let headers = vec![("content-length".to_string(), "3".to_string())];
-        let with_header = {
-            let mut h = headers.clone();
-            h.push(("x-amz-content-sha256".into(), "b".repeat(64)));
-            h
-        };
-        let presigned_query = format!(
-            "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=k%2F20261202%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Content-Sha256={hash}&X-Amz-Signature=00"
-        );
-        type Case<'a> = (&'a str, &'a Vec<(String, String)>, Option<String>);
-        let table: [Case; 4] = [
-            (presigned_query.as_str(), &headers, Some(hash.clone())),
-            // The query parameter wins over an (unsigned) header.
-            (presigned_query.as_str(), &with_header, Some(hash.clone())),
-            ("", &with_header, Some("b".repeat(64))),
-            // Outside a presigned URL, a query parameter of that name is nobody's hash.
-            ("X-Amz-Content-Sha256=cc", &headers, None),
+    fn the_hash_authentication_reports_is_the_one_forwarded() {
+        let headers = vec![
+            ("content-length".to_string(), "3".to_string()),
+            ("x-amz-content-sha256".to_string(), "b".repeat(64)),
         ];
-        for (query, headers, want) in table {
+        let view = RequestView {
+            method: "PUT",
+            raw_path: "/s3p/immuta/sandbox/x",
+            raw_query: "",
+            headers: crate::wire::Headers::Pairs(&headers),
+        };
+        let (lower, upper) = ("a".repeat(64), "A".repeat(64));
+        let table = [
+            (Some(lower.as_str()), Some(lower.clone())),
+            (Some(upper.as_str()), Some(lower.clone())),
+            (Some(sigv4::UNSIGNED_PAYLOAD), None),
+            (None, None),
+        ];
+        for (reported, want) in table {
+            match payload_of(&view, &signed(reported)).unwrap() {
+                Payload::Plain { sha256, .. } => assert_eq!(sha256, want, "{reported:?}"),
+                Payload::AwsChunked(_) => panic!("not chunked"),
+            }
+        }
+        // Signed chunks need the seed authentication kept: without one (legacy, SigV2, presigned URLs,
+        // a request dated by `Date`) they are refused, as before.
+        let chunked = [
+            ("content-length".to_string(), "100".to_string()),
+            ("x-amz-decoded-content-length".to_string(), "3".to_string()),
+        ];
+        let view = RequestView {
+            headers: crate::wire::Headers::Pairs(&chunked),
+            ..view
+        };
+        let e = payload_of(&view, &signed(Some("STREAMING-AWS4-HMAC-SHA256-PAYLOAD")))
+            .err()
+            .expect("refused");
+        assert_eq!(e.code, S3ErrorCode::AccessDenied);
+    }
+
+    /// What `chunk_signing` built before authentication kept the seed: the Authorization header parsed
+    /// again, a signing key derived for every secret of the key.
+    fn chunk_signing_as_before(
+        view: &RequestView,
+        key: &crate::config::ApiKey,
+        signed_trailer: bool,
+    ) -> Result<ChunkSigning, S3Error> {
+        let refused = || {
+            S3Error::with_message(
+                S3ErrorCode::AccessDenied,
+                "Signed chunks need a request signed with SigV4 in the Authorization header.",
+            )
+        };
+        let auth = view
+            .header("authorization")
+            .filter(|a| a.trim_start().starts_with(sigv4::ALGORITHM))
+            .ok_or_else(refused)?;
+        let auth = sigv4::parse_authorization(auth)?;
+        let amz_date = view.header("x-amz-date").ok_or_else(refused)?.trim();
+        let c = &auth.credential;
+        let keys: Vec<[u8; 32]> = key
+            .secrets
+            .iter()
+            .filter_map(|s| sigv4::signing_key(s.expose(), &c.date, &c.region, &c.service))
+            .collect();
+        if keys.is_empty() {
+            return Err(refused());
+        }
+        Ok(ChunkSigning {
+            keys,
+            amz_date: amz_date.to_string(),
+            scope: c.scope(),
+            seed_signature: auth.signature.to_ascii_lowercase(),
+            signed_trailer,
+        })
+    }
+
+    /// A SigV4 header request dated by `Date` instead of `x-amz-date`, signed with s3p's own steps
+    /// (aws-sigv4 always writes x-amz-date).
+    fn signed_with_a_date_header(headers: &mut Vec<(String, String)>, path: &str) {
+        use crate::auth::test_keys::{t0, AKID, SECRET};
+        headers.push(("date".into(), "Wed, 01 May 2024 12:00:00 GMT".into()));
+        let names: Vec<String> = headers.iter().map(|(n, _)| n.clone()).collect();
+        let view = RequestView {
+            method: "PUT",
+            raw_path: path,
+            raw_query: "",
+            headers: crate::wire::Headers::Pairs(headers),
+        };
+        let creq =
+            sigv4::canonical_request(&view, &names, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", false);
+        let scope = "20240501/us-east-1/s3/aws4_request";
+        let sts = sigv4::string_to_sign(&sigv4::format_amz_date(t0()), scope, &creq);
+        let key = sigv4::signing_key(SECRET, "20240501", "us-east-1", "s3").unwrap();
+        let authorization = format!(
+            "AWS4-HMAC-SHA256 Credential={AKID}/{scope}, SignedHeaders={}, Signature={}",
+            names.join(";"),
+            sigv4::signature(&key, &sts)
+        );
+        headers.push(("authorization".into(), authorization));
+    }
+
+    /// The chunk signing of an aws-chunked upload, built from the seed authentication kept, is what the
+    /// re-parse of the Authorization header built before; but for a key rotating its secret, whose
+    /// chunks are now checked with the one secret that verified the request, not both.
+    #[test]
+    #[allow(clippy::type_complexity)]
+    fn the_chunk_seed_is_what_the_header_gave_before() {
+        use crate::auth::sigv4::tests::{sign_with_aws_sigv4, Body, Signing};
+        use crate::auth::test_keys::*;
+        let yaml = format!(
+            "token_secret: 0123456789abcdef\nbackends: {{}}\ndata_sources: {{}}\napi_keys:\n\
+             \x20 - {{id: {AKID}, secret: \"{SECRET}\", name: Signer, data_sources: all}}\n\
+             \x20 - {{id: {ROTATING}, secrets: [\"{OLD_SECRET}\", \"{NEW_SECRET}\"], name: Rotating, data_sources: all}}\n\
+             \x20 - {{id: LEG, name: Legacy, data_sources: all}}\n"
+        );
+        let store = crate::auth::KeyStore::new(
+            &crate::config::Config::from_yaml_str(&yaml, &|_| None).unwrap(),
+        );
+        const STREAMING: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+        const STREAMING_TRAILER: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER";
+        const FRAMING: &[(&str, &str)] = &[
+            ("content-length", "300"),
+            ("x-amz-decoded-content-length", "3"),
+        ];
+        // A presigned URL declares its payload form in a (signed) header.
+        const PRESIGNED_FRAMING: &[(&str, &str)] = &[
+            ("content-length", "300"),
+            ("x-amz-decoded-content-length", "3"),
+            ("x-amz-content-sha256", STREAMING),
+        ];
+        let v4 = |target: &'static str,
+                  form: &'static str,
+                  akid: &'static str,
+                  secret: &'static str,
+                  region: &'static str,
+                  presign: Option<u64>| {
+            let req = sign_with_aws_sigv4(&Signing {
+                method: "PUT",
+                target,
+                headers: if presign.is_some() {
+                    PRESIGNED_FRAMING
+                } else {
+                    FRAMING
+                },
+                body: Body::Precomputed(form),
+                akid,
+                secret,
+                region,
+                presign_expires: presign,
+            });
+            (req.view().raw_query.to_string(), req.headers.clone())
+        };
+        let mut dated = vec![
+            ("host".to_string(), "127.0.0.1:8080".to_string()),
+            ("content-length".to_string(), "300".to_string()),
+            ("x-amz-content-sha256".to_string(), STREAMING.to_string()),
+            ("x-amz-decoded-content-length".to_string(), "3".to_string()),
+        ];
+        signed_with_a_date_header(&mut dated, "/s3p/immuta/ds/f");
+        let legacy = vec![
+            ("authorization".to_string(), "AWS LEG:immuta".to_string()),
+            ("content-length".to_string(), "300".to_string()),
+            ("x-amz-content-sha256".to_string(), STREAMING.to_string()),
+            ("x-amz-decoded-content-length".to_string(), "3".to_string()),
+        ];
+        // name, signed path, (query, headers), form, the secret that signed (None: refused both ways)
+        let cases: Vec<(&str, (String, Vec<(String, String)>), &str, Option<&str>)> = vec![
+            (
+                "one secret",
+                v4(
+                    "/s3p/immuta/ds/f",
+                    STREAMING,
+                    AKID,
+                    SECRET,
+                    "us-east-1",
+                    None,
+                ),
+                STREAMING,
+                Some(SECRET),
+            ),
+            (
+                "a signed trailer",
+                v4(
+                    "/s3p/immuta/ds/f",
+                    STREAMING_TRAILER,
+                    AKID,
+                    SECRET,
+                    "us-east-1",
+                    None,
+                ),
+                STREAMING_TRAILER,
+                Some(SECRET),
+            ),
+            (
+                "another region",
+                v4(
+                    "/s3p/immuta/ds/f",
+                    STREAMING,
+                    AKID,
+                    SECRET,
+                    "eu-west-3",
+                    None,
+                ),
+                STREAMING,
+                Some(SECRET),
+            ),
+            (
+                "rotating, the old secret",
+                v4(
+                    "/s3p/immuta/ds/f",
+                    STREAMING,
+                    ROTATING,
+                    OLD_SECRET,
+                    "us-east-1",
+                    None,
+                ),
+                STREAMING,
+                Some(OLD_SECRET),
+            ),
+            (
+                "rotating, the new secret",
+                v4(
+                    "/s3p/immuta/ds/f",
+                    STREAMING,
+                    ROTATING,
+                    NEW_SECRET,
+                    "us-east-1",
+                    None,
+                ),
+                STREAMING,
+                Some(NEW_SECRET),
+            ),
+            // Signed without the base path (s3fs-fuse 1.90), accepted by the base-path tolerance.
+            (
+                "signed without the base path",
+                v4("/immuta/ds/f", STREAMING, AKID, SECRET, "us-east-1", None),
+                STREAMING,
+                Some(SECRET),
+            ),
+            ("dated by Date", (String::new(), dated), STREAMING, None),
+            (
+                "presigned",
+                v4(
+                    "/s3p/immuta/ds/f",
+                    STREAMING,
+                    AKID,
+                    SECRET,
+                    "us-east-1",
+                    Some(300),
+                ),
+                STREAMING,
+                None,
+            ),
+            ("legacy", (String::new(), legacy), STREAMING, None),
+        ];
+        let base = crate::wire::RequestPath::new("/s3p", "/s3p/immuta/ds/f");
+        for (name, (query, headers), form, signer) in &cases {
             let view = RequestView {
                 method: "PUT",
-                raw_path: "/s3p/immuta/sandbox/x",
+                raw_path: "/s3p/immuta/ds/f",
                 raw_query: query,
-                headers: crate::auth::Headers::Pairs(headers),
+                headers: crate::wire::Headers::Pairs(headers),
             };
-            match payload_of(&view, &key).unwrap() {
-                Payload::Plain { sha256, .. } => assert_eq!(sha256, want, "{query}"),
-                Payload::AwsChunked(_) => panic!("not chunked"),
+            let options = crate::auth::AuthOptions {
+                base_path_tolerance: Some(base),
+            };
+            let signed = crate::auth::authenticate(
+                &store,
+                &view,
+                &["/immuta/ds/f".to_string()],
+                t0(),
+                &options,
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert_eq!(signed.signed_payload.as_deref(), Some(*form), "{name}");
+            let trailer = *form == STREAMING_TRAILER;
+            let before = chunk_signing_as_before(&view, &signed.key, trailer);
+            let now = match payload_of(&view, &signed) {
+                Ok(Payload::AwsChunked(plan)) => Ok(plan.signing.expect("signed chunks")),
+                Ok(Payload::Plain { .. }) => panic!("{name}: not chunked"),
+                Err(e) => Err(e),
+            };
+            match (before, now, signer) {
+                (Ok(before), Ok(now), Some(secret)) => {
+                    // The secret's place among the key's secrets picks its key of those derived before.
+                    let i = signed
+                        .key
+                        .secrets
+                        .iter()
+                        .position(|s| s.expose() == *secret)
+                        .unwrap();
+                    assert_eq!(now.keys, vec![before.keys[i]], "{name}");
+                    assert_eq!(before.keys.len(), signed.key.secrets.len(), "{name}");
+                    assert_eq!(
+                        (
+                            &now.amz_date,
+                            &now.scope,
+                            &now.seed_signature,
+                            now.signed_trailer
+                        ),
+                        (
+                            &before.amz_date,
+                            &before.scope,
+                            &before.seed_signature,
+                            before.signed_trailer
+                        ),
+                        "{name}"
+                    );
+                }
+                (Err(before), Err(now), None) => {
+                    assert_eq!(
+                        (before.code, before.message),
+                        (now.code, now.message),
+                        "{name}"
+                    );
+                }
+                (before, now, _) => panic!(
+                    "{name}: before {:?}, now {:?}",
+                    before.map(|_| ()),
+                    now.map(|_| ())
+                ),
             }
         }
     }

@@ -191,6 +191,17 @@ pub fn signer(secret: &str, date: &str, region: &str, service: &str) -> Option<H
     with_derived_key(secret, date, region, service, |k| k.mac.clone())
 }
 
+/// [`signer`] and [`signing_key`] from one lookup of the cache: the verifier keeps the key of the secret
+/// that matched, the seed of an aws-chunked body's chunk signatures.
+pub(super) fn signer_and_key(
+    secret: &str,
+    date: &str,
+    region: &str,
+    service: &str,
+) -> Option<(Hmac<Sha256>, [u8; 32])> {
+    with_derived_key(secret, date, region, service, |k| (k.mac.clone(), k.key))
+}
+
 /// Hex HMAC-SHA256 of the string to sign, with a keyed [`signer`].
 pub fn sign_with(signer: Hmac<Sha256>, string_to_sign: &str) -> String {
     let mut mac = signer;

@@ -19,10 +19,14 @@
 //! - `x-amz-content-sha256` is mandatory in header auth and is used verbatim as the payload hash,
 //!   so a body never has to be read to verify a signature (the backend, or the caller, checks the
 //!   body).
+//!
+//! A verified signature says what it covered ([`Verified`]): the payload hash, and for the header form
+//! the seed of an aws-chunked body's chunk signatures ([`ChunkSeed`]), so that nothing after the
+//! verifier parses the credentials or derives a key again.
 
 use std::time::{Duration, SystemTime};
 
-use subtle::{Choice, ConstantTimeEq};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use super::{RequestView, SecretLookup};
 use crate::error::{S3Error, S3ErrorCode};
@@ -70,19 +74,59 @@ mod parse;
 pub use canonical::*;
 pub use parse::*;
 
+/// What a verified signature establishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub access_key_id: String,
+    /// The payload hash the canonical request carried, as the client declared it (`x-amz-content-sha256`,
+    /// or a presigned URL's `X-Amz-Content-Sha256` parameter first); `None` for a presigned URL that
+    /// declares none (signed as [`UNSIGNED_PAYLOAD`]).
+    pub payload_hash: Option<String>,
+    /// The header form dated by `x-amz-date`: where an aws-chunked body's chunk signatures start.
+    pub chunk_seed: Option<ChunkSeed>,
+}
+
+/// Where the chunk signatures of an aws-chunked body start (AWS "Transferring Payload in Multiple
+/// Chunks"): each chunk's string to sign names the request's date and scope and the previous signature,
+/// the first time the request's own, and is signed with the signing key of the request's signature.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChunkSeed {
+    /// The derived signing key of the one secret that verified the request (of two while rotating).
+    pub signing_key: [u8; 32],
+    /// The request's `x-amz-date`, trimmed.
+    pub amz_date: String,
+    /// The credential scope (`20130524/us-east-1/s3/aws4_request`).
+    pub scope: String,
+    /// The request's own signature (lowercase hex, as it matched): the chain's first link.
+    pub signature: String,
+}
+
+/// Never the signing key.
+impl std::fmt::Debug for ChunkSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkSeed")
+            .field("signing_key", &"***")
+            .field("amz_date", &self.amz_date)
+            .field("scope", &self.scope)
+            .field("signature", &self.signature)
+            .finish()
+    }
+}
+
 /// Verifies `Authorization: AWS4-HMAC-SHA256 ...` (`authorization` is that header's value) and
-/// returns the access key id. See the module documentation for the S3 rules applied.
+/// returns what the signature established. See the module documentation for the S3 rules applied.
 pub fn verify_header(
     req: &RequestView,
     authorization: &str,
     now: SystemTime,
     lookup: &dyn Fn(&str) -> SecretLookup,
-) -> Result<String, S3Error> {
+) -> Result<Verified, S3Error> {
     let auth = parse_authorization(authorization)?;
     check_s3_scope(&auth.credential, &auth.signed_headers, Form::Header)?;
 
     // The request time: x-amz-date (ISO 8601 basic) or else Date (RFC 1123), which the string to
     // sign then carries in ISO 8601 basic form.
+    let dated_by_amz_date = req.header("x-amz-date").is_some();
     let (amz_date, request_time) = match req.header("x-amz-date") {
         Some(value) => (value.trim().to_string(), parse_amz_date(value.trim())),
         None => match req
@@ -122,18 +166,31 @@ pub fn verify_header(
     check_skew(&amz_date, request_time, now)?;
 
     let creq = canonical_request(req, &auth.signed_headers, payload_hash, false);
-    let sts = string_to_sign(&amz_date, &auth.credential.scope(), &creq);
-    check_signature(&secrets, &auth.credential, &sts, &creq, &auth.signature)?;
-    Ok(auth.credential.access_key_id)
+    let scope = auth.credential.scope();
+    let sts = string_to_sign(&amz_date, &scope, &creq);
+    let signing_key = check_signature(&secrets, &auth.credential, &sts, &creq, &auth.signature)?;
+    // Signed chunks are dated by x-amz-date (a request dated by `Date` cannot send them).
+    let chunk_seed = dated_by_amz_date.then_some(ChunkSeed {
+        signing_key,
+        amz_date,
+        scope,
+        signature: auth.signature,
+    });
+    Ok(Verified {
+        access_key_id: auth.credential.access_key_id,
+        payload_hash: Some(payload_hash.to_string()),
+        chunk_seed,
+    })
 }
 
 /// Verifies a presigned URL (`X-Amz-Algorithm`, `-Credential`, `-Date`, `-Expires`,
-/// `-SignedHeaders`, `-Signature` in the query) and returns the access key id.
+/// `-SignedHeaders`, `-Signature` in the query) and returns what the signature established (no chunk
+/// seed: s3p takes signed chunks only under the header form).
 pub fn verify_presigned(
     req: &RequestView,
     now: SystemTime,
     lookup: &dyn Fn(&str) -> SecretLookup,
-) -> Result<String, S3Error> {
+) -> Result<Verified, S3Error> {
     let params = parse_presigned(req.raw_query)?;
     check_s3_scope(&params.credential, &params.signed_headers, Form::Query)?;
     let request_time = parse_amz_date(&params.amz_date).ok_or_else(|| {
@@ -145,15 +202,12 @@ pub fn verify_presigned(
         );
     }
     // A presigned URL does not sign the body unless the client said otherwise.
-    let payload_hash = params
-        .content_sha256
-        .clone()
-        .or_else(|| {
-            req.header("x-amz-content-sha256")
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_else(|| UNSIGNED_PAYLOAD.to_string());
-    check_payload_hash(&payload_hash)?;
+    let declared = params.content_sha256.clone().or_else(|| {
+        req.header("x-amz-content-sha256")
+            .map(|v| v.trim().to_string())
+    });
+    let payload_hash = declared.as_deref().unwrap_or(UNSIGNED_PAYLOAD);
+    check_payload_hash(payload_hash)?;
     check_amz_headers_signed(req, &params.signed_headers)?;
 
     let secrets =
@@ -177,10 +231,14 @@ pub fn verify_presigned(
         );
     }
 
-    let creq = canonical_request(req, &params.signed_headers, &payload_hash, true);
+    let creq = canonical_request(req, &params.signed_headers, payload_hash, true);
     let sts = string_to_sign(&params.amz_date, &params.credential.scope(), &creq);
     check_signature(&secrets, &params.credential, &sts, &creq, &params.signature)?;
-    Ok(params.credential.access_key_id)
+    Ok(Verified {
+        access_key_id: params.credential.access_key_id,
+        payload_hash: declared,
+        chunk_seed: None,
+    })
 }
 
 /// S3 rules on the scope: the service is `s3`; `host` is signed. Any region is accepted, because
@@ -279,31 +337,36 @@ fn too_skewed(request_time: &str, now: SystemTime) -> S3Error {
 }
 
 /// Accepts if the provided signature matches the one computed with any of the secrets (one, or two
-/// during a rotation). Comparisons are constant-time and all secrets are tried, so timing tells
-/// nothing. On mismatch the error carries what AWS shows to help a client debug: never a secret or
-/// a derived key.
+/// during a rotation), and returns the signing key of the secret that matched. Comparisons and the
+/// choice of key are constant-time and all secrets are tried, so timing tells nothing. On mismatch
+/// the error carries what AWS shows to help a client debug: never a secret or a derived key.
 fn check_signature(
     secrets: &[String],
     credential: &Credential,
     string_to_sign: &str,
     canonical_request: &str,
     provided: &str,
-) -> Result<(), S3Error> {
+) -> Result<[u8; 32], S3Error> {
     let mut matched = Choice::from(0);
+    let mut matched_key = [0u8; 32];
     for secret in secrets {
-        if let Some(signer) = signer(
+        if let Some((signer, key)) = signer_and_key(
             secret,
             &credential.date,
             &credential.region,
             &credential.service,
         ) {
-            matched |= sign_with(signer, string_to_sign)
+            let this = sign_with(signer, string_to_sign)
                 .as_bytes()
                 .ct_eq(provided.as_bytes());
+            for (kept, byte) in matched_key.iter_mut().zip(key) {
+                kept.conditional_assign(&byte, this);
+            }
+            matched |= this;
         }
     }
     if bool::from(matched) {
-        return Ok(());
+        return Ok(matched_key);
     }
     Err(S3Error::new(S3ErrorCode::SignatureDoesNotMatch)
         .detail("AWSAccessKeyId", credential.access_key_id.as_str())

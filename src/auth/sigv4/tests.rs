@@ -110,7 +110,7 @@ pub(crate) struct HttpRequest {
 }
 
 impl HttpRequest {
-    fn view(&self) -> RequestView<'_> {
+    pub(crate) fn view(&self) -> RequestView<'_> {
         RequestView {
             method: &self.method,
             raw_path: &self.path,
@@ -304,6 +304,8 @@ pub(crate) enum Body {
     Unsigned,
     Bytes(&'static [u8]),
     StreamingTrailer,
+    /// A payload hash given as is (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`...).
+    Precomputed(&'static str),
 }
 
 /// One signing by aws-sigv4: header form, or query form when `presign_expires` is set.
@@ -360,6 +362,7 @@ pub(crate) fn sign_with_aws_sigv4(s: &Signing) -> HttpRequest {
         Body::Unsigned => SignableBody::UnsignedPayload,
         Body::Bytes(bytes) => SignableBody::Bytes(bytes),
         Body::StreamingTrailer => SignableBody::StreamingUnsignedPayloadTrailer,
+        Body::Precomputed(hash) => SignableBody::Precomputed(hash.to_string()),
     };
     let url = format!("http://{HOST}{}", s.target);
     let signable = SignableRequest::new(s.method, url, s.headers.iter().copied(), body).unwrap();
@@ -401,6 +404,7 @@ fn verify(req: &HttpRequest, now: SystemTime) -> Result<String, S3Error> {
         Some(authorization) => verify_header(&view, authorization, now, &lookup),
         None => verify_presigned(&view, now, &lookup),
     }
+    .map(|verified| verified.access_key_id)
 }
 
 // Tampering helpers (plain fns so the table can hold them).
