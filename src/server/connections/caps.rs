@@ -213,10 +213,33 @@ where
                 let _ =
                     tokio::time::timeout(Duration::from_secs(1), stream.write_all(&answer)).await;
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.flush()).await;
+                linger(stream).await;
             }
             Err(NotAdmitted::Cap(refusal))
         }
     }
+}
+
+/// A lingering close: the answer's end is signalled (FIN), then what the client still sends (its
+/// request, written before it read the answer) is read and dropped for a moment. Closing with unread
+/// bytes would reset the connection, and a reset can destroy the answer before the client reads it.
+/// Bounded in time and bytes: a refused connection costs little more than its answer.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LINGER: Duration = Duration::from_millis(500);
+    const MAX_DRAINED: usize = 64 * 1024;
+    let _ = tokio::time::timeout(LINGER, stream.shutdown()).await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut drained = 0;
+        while drained < MAX_DRAINED {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// The peer's IP address, as a connection's socket digest has it.
