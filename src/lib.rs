@@ -22,6 +22,7 @@ pub mod auth;
 pub mod backend;
 pub mod client_addr;
 pub mod config;
+pub mod entitlements;
 pub mod error;
 pub mod gateway;
 pub mod listing;

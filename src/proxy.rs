@@ -80,12 +80,18 @@ fn header_values<'r>(
 }
 
 impl S3Proxy {
-    /// The decision for this request (see `gateway`), with the request's headers and path read once.
-    fn decide(&self, session: &Session, ctx: &RequestCtx) -> Decision {
-        let st = &ctx.state;
+    /// The decision for this request (see `gateway`), with the request's headers and path read once. A
+    /// key only the governance service knows is looked up first (`server::entitlements`: cached, fail
+    /// closed: `Err` is the refusal).
+    async fn decide(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<Decision, S3Error> {
+        let st = ctx.state.clone();
         let req = session.req_header();
-        let Some((raw_path, raw_query, host_bucket)) = target_of(req, st) else {
-            return Decision::invalid_uri();
+        let Some((raw_path, raw_query, host_bucket)) = target_of(req, &st) else {
+            return Ok(Decision::invalid_uri());
         };
         let view = RequestView {
             method: req.method.as_str(),
@@ -93,26 +99,32 @@ impl S3Proxy {
             raw_query,
             headers: Headers::Map(&req.headers),
         };
+        let (rt, config) = (&self.runtime, &st.config);
+        let (resolved, source) = crate::server::entitlements::resolve_request(
+            &rt.entitlements,
+            &rt.metrics,
+            config,
+            &st.keys,
+            &view,
+        )
+        .await?;
+        ctx.key_source = source;
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let scheme = crate::client_addr::scheme(
-            tls,
-            peer,
-            || header_values(req, "x-forwarded-proto").next(),
-            &st.config.trusted_proxies,
-        );
-        crate::gateway::decide(
-            st,
-            &Incoming {
-                view: &view,
-                host_bucket: host_bucket.as_deref(),
-                scheme,
-                now: SystemTime::now(),
-            },
-        )
+        let proto = || header_values(req, "x-forwarded-proto").next();
+        let scheme = crate::client_addr::scheme(tls, peer, proto, &config.trusted_proxies);
+        let (host_bucket, now) = (host_bucket.as_deref(), SystemTime::now());
+        let incoming = Incoming {
+            view: &view,
+            host_bucket,
+            scheme,
+            resolved,
+            now,
+        };
+        Ok(crate::gateway::decide(&st, &incoming))
     }
 
     /// What the decision leaves to shared run-time state (`server::admission`): the throttle of failed
@@ -157,7 +169,7 @@ impl S3Proxy {
         let key = d.key.as_ref();
         let route = match d.outcome {
             Outcome::Answer(a) => {
-                self.write_answer(session, ctx, a.status, a.headers, a.body)
+                respond::write_answer(session, &ctx.answering(), a.status, a.headers, a.body)
                     .await?;
                 return Ok(true);
             }
@@ -279,18 +291,6 @@ impl S3Proxy {
         }
     }
 
-    async fn write_answer(
-        &self,
-        session: &mut Session,
-        ctx: &RequestCtx,
-        status: u16,
-        headers: Vec<(&'static str, String)>,
-        body: Bytes,
-    ) -> Result<()> {
-        let a = ctx.answering();
-        respond::write_answer(session, &a, status, headers, body).await
-    }
-
     async fn write_error(
         &self,
         session: &mut Session,
@@ -346,8 +346,10 @@ impl ProxyHttp for S3Proxy {
             .next()
             .filter(|o| ctx.state.config.cors.allows(o))
             .map(str::to_string);
-        let decision = self.decide(session, ctx);
-        self.carry_out(session, ctx, decision).await
+        match self.decide(session, ctx).await {
+            Ok(decision) => self.carry_out(session, ctx, decision).await,
+            Err(e) => self.refuse_early(session, ctx, e).await,
+        }
     }
 
     async fn upstream_peer(
@@ -633,6 +635,7 @@ impl ProxyHttp for S3Proxy {
                 .zip(ctx.backend_failure)
                 .map(|(r, kind)| (r.backend.config.name.as_str(), kind)),
             batch: &ctx.batch,
+            key_source: ctx.key_source,
             failure: e.map(|e| format!("{:?}", e.etype())),
         };
         crate::server::report::report(&self.runtime, &ctx.state.config, &finished).await;

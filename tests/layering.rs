@@ -14,6 +14,7 @@ const LAYERS: &[&str] = &[
     "client_addr",
     "proxy_protocol",
     "config",
+    "entitlements",
     "auth",
     "namespace",
     "policy",
@@ -174,7 +175,14 @@ const SHARED_WITH_CHILDREN: &[(&str, &[&str])] = &[
     ),
     (
         "config",
-        &["AddressingStyle", "AuditOverflow", "Limits", "TlsListener"],
+        &[
+            "AddressingStyle",
+            "AuditOverflow",
+            "CachePolicy",
+            "Limits",
+            "ServiceAuth",
+            "TlsListener",
+        ],
     ),
     ("gateway", &["AfterBody"]),
     ("server", &["Runtime", "InFlight"]),

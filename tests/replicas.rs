@@ -62,6 +62,11 @@ fn start_haproxy(dir: &std::path::Path, cfg: &str) -> Child {
 
 impl Cluster {
     fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, |yaml| yaml)
+    }
+
+    /// The cluster with its configuration changed by `edit` (the same for every replica).
+    fn start_with(name: &str, edit: impl Fn(String) -> String) -> Cluster {
         let f = fixture();
         let dir = f.dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -71,6 +76,7 @@ impl Cluster {
             "bucket: immuta\n",
             "bucket: immuta\nadmin_listen: 127.0.0.1:{ADMIN}\ntrusted_proxies: [127.0.0.1/32]\n",
         ) + "limits:\n  drain_delay_s: 1\n  grace_period_s: 5\n";
+        let yaml = edit(yaml);
         let mut cluster = Cluster {
             dir,
             yaml,
@@ -359,6 +365,55 @@ fn a_config_change_rolled_out_with_sighup_is_in_force_everywhere_within_a_second
     assert_eq!(in_force, vec![true; REPLICAS], "after {took:?}");
     assert_eq!(failed, 0, "failed requests: {errors:?}");
     assert!(ok > 10);
+}
+
+#[test]
+fn an_unsubscription_at_the_governance_service_is_in_force_on_every_replica_within_the_ttl() {
+    let immuta = common::immuta::Immuta::start();
+    immuta.add_key("svc-replicas-key", "Replicated");
+    immuta.subscribe("svc-replicas-key", "sales", Some("READ"), None);
+    let section = format!(
+        "entitlements:\n  source: http\n  http: {{ endpoint: \"{}\", timeout_ms: 1000 }}\n  cache: {{ allow_ttl_s: 2, deny_ttl_s: 1 }}\ndata_sources:\n",
+        immuta.endpoint()
+    );
+    let cluster = Cluster::start_with("replicas-entitlements", |yaml| {
+        yaml.replace("data_sources:\n", &section)
+    });
+    let auth = legacy("svc-replicas-key");
+    let read = |addr: SocketAddr| {
+        raw(
+            addr,
+            "GET",
+            "/s3p/immuta/sales/plain.txt",
+            &[("Authorization", &auth)],
+        )
+        .status
+    };
+    // Through the balancer and on each replica: the service's key reads what it is subscribed to.
+    assert_eq!(read(cluster.front_addr()), 200);
+    for i in 0..REPLICAS {
+        assert_eq!(read(cluster.replica(i).addr()), 200, "replica {i}");
+    }
+    immuta.unsubscribe("svc-replicas-key", "sales");
+    let unsubscribed = Instant::now();
+    let mut refused = vec![None; REPLICAS];
+    while unsubscribed.elapsed() < Duration::from_secs(6) && refused.contains(&None) {
+        for (i, at) in refused.iter_mut().enumerate() {
+            if at.is_none() && read(cluster.replica(i).addr()) == 403 {
+                *at = Some(unsubscribed.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // No coordination between replicas: each refuses once its own cached allow expires (2 s TTL).
+    for (i, at) in refused.iter().enumerate() {
+        let at = at.unwrap_or_else(|| panic!("replica {i} still serves the unsubscribed key"));
+        assert!(
+            at <= Duration::from_millis(2800),
+            "replica {i} refused after {at:?}"
+        );
+    }
+    assert_eq!(read(cluster.front_addr()), 403);
 }
 
 #[test]

@@ -52,6 +52,7 @@ use crate::wire::{RawQuery, RequestPath};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use subtle::ConstantTimeEq;
 
 /// The literal that follows the colon in Immuta's legacy header `Authorization: AWS <API KEY>:immuta`.
 pub const LEGACY_MARKER: &str = "immuta";
@@ -75,19 +76,56 @@ impl KeyStore {
         }
     }
 
-    /// Whether `id` is a configured key id (usable or not): failures of a known key are counted per key.
+    /// The configured keys, with `resolved`, a key the governance service vouched for (looked up by the
+    /// glue before the decision, `server::entitlements`), beside them.
+    pub fn with<'a>(&'a self, resolved: Option<&'a Arc<ApiKey>>) -> Keys<'a> {
+        Keys {
+            store: self,
+            resolved,
+        }
+    }
+
+    /// Whether `id` is a configured key id (usable or not).
     pub fn knows(&self, id: &str) -> bool {
         self.keys.contains_key(id)
     }
+}
 
-    /// The display name of a configured key (for the audit line of a request that claimed it).
-    pub fn name_of(&self, id: &str) -> Option<&str> {
-        self.keys.get(id).map(|k| k.name.as_str())
+/// The keys a request is authenticated against: the configured ones, and at most one the governance
+/// service knows (a configured key of the same id wins: the file is the operator's word).
+#[derive(Clone, Copy)]
+pub struct Keys<'a> {
+    store: &'a KeyStore,
+    resolved: Option<&'a Arc<ApiKey>>,
+}
+
+impl<'a> From<&'a KeyStore> for Keys<'a> {
+    fn from(store: &'a KeyStore) -> Keys<'a> {
+        store.with(None)
+    }
+}
+
+impl<'a> Keys<'a> {
+    fn get(&self, id: &str) -> Option<&'a Arc<ApiKey>> {
+        self.store.keys.get(id).or_else(|| {
+            self.resolved
+                .filter(|k| bool::from(k.id.expose().as_bytes().ct_eq(id.as_bytes())))
+        })
+    }
+
+    /// Whether `id` is a known key id (usable or not): failures of a known key are counted per key.
+    pub fn knows(&self, id: &str) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// The display name of a known key (for the audit line of a request that claimed it).
+    pub fn name_of(&self, id: &str) -> Option<&'a str> {
+        self.get(id).map(|k| k.name.as_str())
     }
 
     /// A key that may be used now: known, enabled and not expired.
-    fn usable(&self, id: &str, now: SystemTime) -> Option<&Arc<ApiKey>> {
-        let key = self.keys.get(id)?;
+    fn usable(&self, id: &str, now: SystemTime) -> Option<&'a Arc<ApiKey>> {
+        let key = self.get(id)?;
         let now_s = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -222,6 +260,16 @@ pub fn is_auth_query_param(name: &str) -> bool {
     )
 }
 
+/// The credential a request claims, before any verification: its key id, and whether it comes in
+/// Immuta's legacy header (the key itself is then the credential, not an access key id).
+pub fn claimed_credential<'a>(view: &RequestView<'a>) -> Option<(&'a str, bool)> {
+    match presented(view).ok()? {
+        Presented::Nothing => None,
+        Presented::Legacy(id) => Some((id, true)),
+        _ => claimed_key_id(view).map(|id| (id, false)),
+    }
+}
+
 /// The access key id a request claims, before any verification (for throttling repeated failures).
 pub fn claimed_key_id<'a>(view: &RequestView<'a>) -> Option<&'a str> {
     let from_query = |name: &str| RawQuery(view.raw_query).get_raw(name);
@@ -255,13 +303,14 @@ pub struct AuthOptions<'a> {
 /// order of preference: botocore signs `/<bucket>/<key>` without the base path whatever the addressing
 /// style, other SigV2 clients sign the path as sent (`/s3p/immuta/<key>`, or `/<bucket>/s3p/<key>` for
 /// virtual-hosted requests). The base path is a fixed constant, so accepting both weakens nothing.
-pub fn authenticate(
-    store: &KeyStore,
+pub fn authenticate<'k>(
+    keys: impl Into<Keys<'k>>,
     view: &RequestView,
     sigv2_resources: &[String],
     now: SystemTime,
     options: &AuthOptions,
 ) -> Result<Authenticated, S3Error> {
+    let store: Keys = keys.into();
     let presented = presented(view)?;
     let scheme = match presented {
         Presented::Nothing => return Err(S3Error::new(S3ErrorCode::AccessDenied)),
@@ -269,7 +318,7 @@ pub fn authenticate(
             let key = store.usable(id, now).ok_or_else(|| {
                 S3Error::new(S3ErrorCode::InvalidAccessKeyId).detail("AWSAccessKeyId", id)
             })?;
-            if !store.legacy_auth || !key.legacy_header {
+            if !store.store.legacy_auth || !key.legacy_header {
                 return Err(S3Error::with_message(
                     S3ErrorCode::AccessDenied,
                     "The legacy `AWS <key>:immuta` header is not allowed for this key; sign the request (SigV4).",

@@ -97,10 +97,84 @@ pub struct Config {
     pub audit_log: String,
     /// What happens when the audit log's consumer does not keep up and its buffer is full.
     pub audit_overflow: AuditOverflow,
+    /// Where API keys and grants come from besides `api_keys` (`entitlements:`).
+    pub entitlements: Entitlements,
     pub tls: Option<TlsListener>,
     pub backends: BTreeMap<String, Backend>,
     pub data_sources: BTreeMap<String, DataSource>,
     pub api_keys: Vec<ApiKey>,
+}
+
+/// Where keys and grants come from. `api_keys` always count; `source: http` adds the keys an
+/// Immuta-shaped governance service knows, looked up on use and cached (README "Keys and grants from
+/// the governance service").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Entitlements {
+    /// `None`: `source: file`, the default (only `api_keys`).
+    pub http: Option<EntitlementService>,
+    /// s3p data source -> the service's name for it (`data_sources.<ds>.immuta_name`, default: the
+    /// s3p name).
+    pub names: BTreeMap<String, String>,
+}
+
+/// How the governance service is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntitlementService {
+    /// `http(s)://host[:port]`, no path.
+    pub endpoint: String,
+    /// How an API key is presented (Immuta versions differ).
+    pub auth: ServiceAuth,
+    /// A lookup (every call it makes) must be done within this time; later the request is refused
+    /// 503 SlowDown (fail closed).
+    pub timeout_ms: u64,
+    /// PEM CA certificates trusted for an https endpoint, besides the system roots.
+    pub ca_file: Option<String>,
+    /// s3p's own token for the signing-secret extension (SigV4/SigV2 clients of keys the service
+    /// knows); none: those keys work with the legacy header only.
+    pub service_token: Option<Secret>,
+    /// Data sources per page of the subscription list.
+    pub page_size: usize,
+    pub cache: CachePolicy,
+}
+
+/// How an API key is presented to the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceAuth {
+    /// `POST /bim/apikey/authenticate` with `Authorization: <key>`, then the bearer token.
+    #[default]
+    Header,
+    /// The same with a JSON body `{"apikey": "<key>"}` (older versions).
+    Body,
+    /// No authenticate call: the key itself is the `Authorization` of the subscription list.
+    Direct,
+}
+
+/// The decision cache, as operators expect of a policy cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CachePolicy {
+    /// How long a known key's grants are used before they are looked up again (never past a grant's
+    /// expiration): revocation and unsubscription take effect within this time on every replica.
+    pub allow_ttl_s: u64,
+    /// How long an unknown or revoked key stays refused without asking the service again.
+    pub deny_ttl_s: u64,
+    /// Keys remembered at most (known and unknown).
+    pub max_entries: usize,
+    /// When the service fails, a known key whose entry expired less than this long ago is still
+    /// served (0, the default: fail closed at once).
+    pub stale_if_error_s: u64,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        CachePolicy {
+            allow_ttl_s: 60,
+            deny_ttl_s: 10,
+            max_entries: 10_000,
+            stale_if_error_s: 0,
+        }
+    }
 }
 
 /// What s3p does when audit lines cannot be written as fast as requests come (README "Audit log").

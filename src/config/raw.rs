@@ -5,7 +5,7 @@
 //! Values stay as written (strings for addresses, URLs, CIDRs, `${ENV}` references) so that validation
 //! can name the field of each problem, and report every problem at once instead of serde's first.
 
-use super::{AddressingStyle, AuditOverflow, Limits, TlsListener};
+use super::{AddressingStyle, AuditOverflow, CachePolicy, Limits, ServiceAuth, TlsListener};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -47,6 +47,8 @@ pub(super) struct RawConfig {
     pub(super) audit_log: String,
     #[serde(default)]
     pub(super) audit_overflow: AuditOverflow,
+    #[serde(default)]
+    pub(super) entitlements: Option<RawEntitlements>,
     #[serde(default)]
     pub(super) tls: Option<TlsListener>,
     #[serde(default)]
@@ -107,6 +109,49 @@ pub(super) struct RawDataSource {
     pub(super) prefix: String,
     #[serde(default)]
     pub(super) writable: bool,
+    /// The governance service's name for this data source.
+    #[serde(default)]
+    pub(super) immuta_name: Option<String>,
+}
+
+/// `entitlements:`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEntitlements {
+    #[serde(default = "default_source")]
+    pub(super) source: String,
+    #[serde(default)]
+    pub(super) http: Option<RawEntitlementService>,
+    #[serde(default)]
+    pub(super) cache: CachePolicy,
+}
+
+fn default_source() -> String {
+    "file".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEntitlementService {
+    pub(super) endpoint: String,
+    #[serde(default)]
+    pub(super) auth: ServiceAuth,
+    #[serde(default = "default_service_timeout_ms")]
+    pub(super) timeout_ms: u64,
+    #[serde(default)]
+    pub(super) ca_file: Option<String>,
+    #[serde(default)]
+    pub(super) service_token: Option<String>,
+    #[serde(default = "default_page_size")]
+    pub(super) page_size: usize,
+}
+
+fn default_service_timeout_ms() -> u64 {
+    2_000
+}
+
+fn default_page_size() -> usize {
+    100
 }
 
 #[derive(Deserialize)]

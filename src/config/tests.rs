@@ -365,3 +365,70 @@ fn unknown_fields_are_refused() {
     let errs = Config::from_yaml_str(&text, &env).unwrap_err();
     assert!(errs[0].problem.contains("lisen"), "{errs:?}");
 }
+
+#[test]
+fn the_entitlement_source_is_configured_and_checked() {
+    let base = r#"
+token_secret: 0123456789abcdef
+backends:
+  b: { endpoint: "http://127.0.0.1:1", access_key_id: a, secret_access_key: s }
+data_sources:
+  sales: { backend: b, bucket: bucket-a, immuta_name: "Sales Data" }
+  hr: { backend: b, bucket: bucket-b }
+"#;
+    // No section: the file source, every data source under its own name at the service.
+    let c = Config::from_yaml_str(base, &|_| None).unwrap();
+    assert_eq!(c.entitlements.http, None);
+    assert_eq!(c.entitlements.names["sales"], "Sales Data");
+    assert_eq!(c.entitlements.names["hr"], "hr");
+    let with = |section: &str| {
+        Config::from_yaml_str(&format!("{base}{section}"), &|n| {
+            (n == "IMMUTA_TOKEN").then(|| "the-service-token".to_string())
+        })
+    };
+    let c = with(
+        "entitlements:\n  source: http\n  http: { endpoint: \"https://immuta.example:8443/\", auth: body, service_token: \"${IMMUTA_TOKEN}\" }\n  cache: { allow_ttl_s: 30, stale_if_error_s: 5 }\n",
+    )
+    .unwrap();
+    let http = c.entitlements.http.unwrap();
+    assert_eq!(http.endpoint, "https://immuta.example:8443");
+    assert_eq!(http.auth, ServiceAuth::Body);
+    assert_eq!(http.timeout_ms, 2000);
+    assert_eq!(http.page_size, 100);
+    assert_eq!(
+        http.service_token.as_ref().map(|t| t.expose()),
+        Some("the-service-token")
+    );
+    assert_eq!(
+        http.cache,
+        CachePolicy {
+            allow_ttl_s: 30,
+            deny_ttl_s: 10,
+            max_entries: 10_000,
+            stale_if_error_s: 5
+        }
+    );
+    // Each problem names its field.
+    #[rustfmt::skip]
+    let refused = [
+        ("entitlements: { source: ldap }", "entitlements.source"),
+        ("entitlements: { source: http }", "entitlements.http"),
+        ("entitlements: { source: file, http: { endpoint: \"http://x\" } }", "entitlements.http"),
+        ("entitlements: { source: http, http: { endpoint: \"ftp://x\" } }", "entitlements.http.endpoint"),
+        ("entitlements: { source: http, http: { endpoint: \"http://x/api\" } }", "entitlements.http.endpoint"),
+        ("entitlements: { source: http, http: { endpoint: \"http://x\", timeout_ms: 0 } }", "entitlements.http.timeout_ms"),
+        ("entitlements: { source: http, http: { endpoint: \"http://x\" }, cache: { max_entries: 0 } }", "entitlements.cache.max_entries"),
+    ];
+    for (section, field) in refused {
+        let errors = with(&format!("{section}\n")).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.field == field),
+            "{section}: {errors:?}"
+        );
+    }
+    // Unknown fields are refused by the schema.
+    assert!(
+        with("entitlements: { source: http, http: { endpoint: \"http://x\", typo: 1 } }\n")
+            .is_err()
+    );
+}

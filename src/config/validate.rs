@@ -3,10 +3,12 @@
 //! field (`data_sources.sales.backend`, `api_keys[1].id`) and validation goes on after one, so that a
 //! configuration's problems are all reported at once.
 
-use super::raw::{RawApiKey, RawBackend, RawConfig, RawDataSource, RawEntitlement};
+use super::raw::{
+    RawApiKey, RawBackend, RawConfig, RawDataSource, RawEntitlement, RawEntitlements,
+};
 use super::{
     Access, ApiKey, Backend, BackendCredentials, Config, ConfigError, Cors, DataSource,
-    Entitlement, Owner, Secret, RESERVED_DATA_SOURCE_NAMES,
+    Entitlement, EntitlementService, Entitlements, Owner, Secret, RESERVED_DATA_SOURCE_NAMES,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -85,6 +87,12 @@ pub(super) fn config(
 
     let backends = validate_backends(raw.backends, env, &mut errors);
 
+    // The service's names of the data sources (`immuta_name`), before the data sources are validated.
+    let names: BTreeMap<String, String> = raw
+        .data_sources
+        .iter()
+        .filter_map(|(ds, d)| d.immuta_name.clone().map(|n| (ds.clone(), n)))
+        .collect();
     let data_sources = validate_data_sources(raw.data_sources, &base_path, &backends, &mut errors);
 
     let api_keys = validate_api_keys(raw.api_keys, &data_sources, env, &mut errors);
@@ -223,6 +231,8 @@ pub(super) fn config(
             display_name: "Immuta".into(),
         });
 
+    let entitlements =
+        validate_entitlements(raw.entitlements, &names, &data_sources, env, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -245,11 +255,118 @@ pub(super) fn config(
         admin_listen,
         audit_log: raw.audit_log,
         audit_overflow: raw.audit_overflow,
+        entitlements,
         tls: raw.tls,
         backends,
         data_sources,
         api_keys,
     })
+}
+
+/// `entitlements:`: the source, the service's settings, the cache; the data sources' names at the
+/// service (`immuta_name`, given as `names`).
+fn validate_entitlements(
+    raw: Option<RawEntitlements>,
+    names: &BTreeMap<String, String>,
+    data_sources: &BTreeMap<String, DataSource>,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Entitlements {
+    // Every data source is known to the service under its own name unless it says otherwise.
+    let names: BTreeMap<String, String> = data_sources
+        .keys()
+        .map(|ds| {
+            (
+                ds.clone(),
+                names.get(ds).cloned().unwrap_or_else(|| ds.clone()),
+            )
+        })
+        .collect();
+    let Some(raw) = raw else {
+        return Entitlements { http: None, names };
+    };
+    let http = match (raw.source.as_str(), raw.http) {
+        ("file", None) => None,
+        ("file", Some(_)) => {
+            err(
+                errors,
+                "entitlements.http".into(),
+                "is only read with `source: http`".into(),
+            );
+            None
+        }
+        ("http", None) => {
+            err(
+                errors,
+                "entitlements.http".into(),
+                "is required with `source: http`".into(),
+            );
+            None
+        }
+        ("http", Some(h)) => {
+            let endpoint = expand("entitlements.http.endpoint", &h.endpoint, env, errors);
+            let endpoint = endpoint.trim_end_matches('/').to_string();
+            let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+            let after_scheme = endpoint.split_once("://").map_or("", |(_, rest)| rest);
+            if !scheme_ok || after_scheme.is_empty() || after_scheme.contains('/') {
+                err(
+                    errors,
+                    "entitlements.http.endpoint".into(),
+                    format!("`{endpoint}` must be http(s)://host[:port] without a path"),
+                );
+            }
+            if let Some(ca) = &h.ca_file {
+                if !std::path::Path::new(ca).is_file() {
+                    err(
+                        errors,
+                        "entitlements.http.ca_file".into(),
+                        format!("`{ca}` is not a readable file"),
+                    );
+                }
+            }
+            for (field, value) in [
+                ("timeout_ms", h.timeout_ms as usize),
+                ("page_size", h.page_size),
+            ] {
+                if value == 0 {
+                    err(
+                        errors,
+                        format!("entitlements.http.{field}"),
+                        "must be at least 1".into(),
+                    );
+                }
+            }
+            let service_token = h
+                .service_token
+                .as_deref()
+                .map(|t| Secret(expand("entitlements.http.service_token", t, env, errors)));
+            Some(EntitlementService {
+                endpoint,
+                auth: h.auth,
+                timeout_ms: h.timeout_ms,
+                ca_file: h.ca_file,
+                service_token,
+                page_size: h.page_size,
+                cache: raw.cache,
+            })
+        }
+        (other, _) => {
+            err(
+                errors,
+                "entitlements.source".into(),
+                format!("`{other}` is not a source (file or http)"),
+            );
+            None
+        }
+    };
+    if raw.cache.max_entries == 0 {
+        err(
+            errors,
+            "entitlements.cache.max_entries".into(),
+            "must be at least 1".into(),
+        );
+    }
+    Entitlements { http, names }
 }
 
 /// Records one problem (validation goes on, so that every problem is reported at once).

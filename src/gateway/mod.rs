@@ -47,6 +47,9 @@ pub struct Incoming<'a> {
     /// `https` or `http`, as the client reached s3p: the TLS listener, or `X-Forwarded-Proto` from a
     /// trusted proxy (the glue decides; a header from anyone else is not believed).
     pub scheme: &'a str,
+    /// A key the governance service vouched for, for the credential the request claims (looked up by
+    /// the glue before the decision: `server::entitlements`).
+    pub resolved: Option<Arc<ApiKey>>,
     pub now: SystemTime,
 }
 
@@ -158,11 +161,12 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
     let options = auth::AuthOptions {
         base_path_tolerance: config.signature_base_path_tolerance.then_some(path),
     };
-    let signed = match auth::authenticate(&st.keys, view, &sigv2_resources, req.now, &options) {
+    let keys = st.keys.with(req.resolved.as_ref());
+    let signed = match auth::authenticate(keys, view, &sigv2_resources, req.now, &options) {
         Ok(signed) => signed,
         Err(e) => {
-            let known = auth::claimed_key_id(view).filter(|id| st.keys.knows(id));
-            d.audit.key_name = known.and_then(|id| st.keys.name_of(id)).map(str::to_string);
+            let known = auth::claimed_key_id(view).filter(|id| keys.knows(id));
+            d.audit.key_name = known.and_then(|id| keys.name_of(id)).map(str::to_string);
             d.auth_failure = Some(AuthFailure {
                 known_key_id: known.map(str::to_string),
                 is_denial: is_denial(e.code),

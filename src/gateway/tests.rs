@@ -82,6 +82,7 @@ fn decide_with(st: &State, method: &str, target: &str, headers: &[(String, Strin
             view: &view,
             host_bucket: None,
             scheme: "http",
+            resolved: None,
             now: t0(),
         },
     )
@@ -451,6 +452,7 @@ fn decide_map(st: &State, map: &http::HeaderMap) -> Decision {
             view: &view,
             host_bucket: None,
             scheme: "http",
+            resolved: None,
             now: t0(),
         },
     )
@@ -943,6 +945,7 @@ fn complete_bodies_are_capped_and_counted_and_locations_use_the_decided_scheme()
                 view: &view,
                 host_bucket: None,
                 scheme,
+                resolved: None,
                 now: t0(),
             },
         )

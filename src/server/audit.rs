@@ -40,6 +40,10 @@ pub struct AuditRecord<'a> {
     /// (`DeleteObjects`); the request has its own line too, with the same `request_id`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<&'a str>,
+    /// For a key the governance service knows: `service` (looked up for this request) or
+    /// `service-cache` (from the decision cache). Absent for configured keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_source: Option<&'a str>,
 }
 
 enum Sink {
@@ -279,6 +283,7 @@ mod tests {
             duration_ms: 1.5,
             backend_ms: Some(1.0),
             batch: None,
+            key_source: None,
         };
         log.write(&rec);
         log.flush();
@@ -329,6 +334,7 @@ mod tests {
             duration_ms: 0.1,
             backend_ms: None,
             batch: None,
+            key_source: None,
         };
         // The sink is held (a consumer that does not read): writes return at once.
         let held = log.shared.sink.lock().unwrap();
@@ -379,6 +385,7 @@ mod tests {
             duration_ms: 0.1,
             backend_ms: None,
             batch: Some("DeleteObjects"),
+            key_source: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()

@@ -35,6 +35,9 @@ pub struct RequestCtx {
     pub upload: Upload,
     /// The outcome of each object of a DeleteObjects request: one audit line each.
     pub batch: Vec<crate::upload::delete::ObjectOutcome>,
+    /// Where the key's decision came from when the governance service knows it (`service`,
+    /// `service-cache`); `None` for configured keys.
+    pub key_source: Option<&'static str>,
 }
 
 /// A backend error answer that s3p replaces with its own.
@@ -92,6 +95,7 @@ impl RequestCtx {
             pacing: Pacing::default(),
             upload: Upload::default(),
             batch: Vec::new(),
+            key_source: None,
         }
     }
 

@@ -90,6 +90,14 @@ pub struct Metrics {
     /// limit -> requests or connections it refused, cut or closed (README "Limits and abuse").
     limits: Mutex<BTreeMap<&'static str, u64>>,
     list_backend_calls: AtomicU64,
+    /// Lookups at the governance service, by result (`found`, `denied`, `error`).
+    entitlement_lookups: Mutex<BTreeMap<&'static str, u64>>,
+    /// Decisions about service keys answered from the cache, and those that needed a lookup.
+    entitlement_hits: AtomicU64,
+    entitlement_misses: AtomicU64,
+    pub entitlement_duration: Histogram,
+    /// Keys the entitlement cache holds now (set after each lookup).
+    entitlement_entries: AtomicU64,
 }
 
 impl Metrics {
@@ -146,6 +154,29 @@ impl Metrics {
         *self.limits.lock().unwrap().entry(limit).or_default() += 1;
     }
 
+    /// A lookup at the governance service ended: `found`, `denied` or `error`.
+    pub fn entitlement_lookup(&self, result: &'static str, took: Duration, entries: usize) {
+        *self
+            .entitlement_lookups
+            .lock()
+            .unwrap()
+            .entry(result)
+            .or_default() += 1;
+        self.entitlement_duration.observe(took);
+        self.entitlement_entries
+            .store(entries as u64, Ordering::Relaxed);
+    }
+
+    /// A decision about a service key: from the cache, or not.
+    pub fn entitlement_cache(&self, hit: bool) {
+        let counter = if hit {
+            &self.entitlement_hits
+        } else {
+            &self.entitlement_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Backend listing calls one client listing page cost.
     pub fn list_backend_calls(&self, calls: usize) {
         self.list_backend_calls
@@ -165,8 +196,39 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (version 0.0.4).
+    /// The entitlement source's series (all zero with `source: file`).
+    fn render_entitlements(&self, out: &mut String) {
+        out.push_str("# HELP s3p_entitlement_lookups_total Lookups at the governance service, by result.\n# TYPE s3p_entitlement_lookups_total counter\n");
+        let lookups = self.entitlement_lookups.lock().unwrap();
+        for result in ["found", "denied", "error"] {
+            let n = lookups.get(result).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "s3p_entitlement_lookups_total{{result=\"{result}\"}} {n}"
+            );
+        }
+        drop(lookups);
+        out.push_str("# HELP s3p_entitlement_cache_total Decisions about keys the governance service knows, from the cache (hit) or needing a lookup (miss).\n# TYPE s3p_entitlement_cache_total counter\n");
+        let _ = writeln!(
+            out,
+            "s3p_entitlement_cache_total{{result=\"hit\"}} {}\ns3p_entitlement_cache_total{{result=\"miss\"}} {}",
+            self.entitlement_hits.load(Ordering::Relaxed),
+            self.entitlement_misses.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP s3p_entitlement_cache_entries Keys the entitlement cache holds (after the last lookup).\n# TYPE s3p_entitlement_cache_entries gauge\n");
+        let _ = writeln!(
+            out,
+            "s3p_entitlement_cache_entries {}",
+            self.entitlement_entries.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP s3p_entitlement_lookup_duration_seconds Time of one lookup at the governance service.\n# TYPE s3p_entitlement_lookup_duration_seconds histogram\n");
+        self.entitlement_duration
+            .render(out, "s3p_entitlement_lookup_duration_seconds");
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
+        self.render_entitlements(&mut out);
         out.push_str("# HELP s3p_requests_total Requests answered, by S3 operation, data source and HTTP status.\n");
         out.push_str("# TYPE s3p_requests_total counter\n");
         let requests = self.requests.lock().unwrap();

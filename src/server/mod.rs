@@ -11,6 +11,7 @@ pub mod audit;
 pub mod body;
 pub mod connections;
 pub mod ctx;
+pub mod entitlements;
 pub mod logging;
 pub mod metrics;
 pub mod own_calls;
@@ -40,6 +41,8 @@ pub struct Runtime {
     pub unready: std::sync::atomic::AtomicBool,
     /// Set once the drain delay is over: new requests are refused while in-flight ones finish.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Keys and grants from the governance service, cached across reloads (`source: http`).
+    pub entitlements: entitlements::Entitlements,
 }
 
 /// A request's place in the in-flight count.

@@ -30,6 +30,8 @@ pub struct Finished<'a> {
     pub batch: &'a [ObjectOutcome],
     /// How pingora saw the request fail, if it did (debug line only).
     pub failure: Option<String>,
+    /// Where a service key's decision came from (`service`, `service-cache`).
+    pub key_source: Option<&'a str>,
 }
 
 /// Records a finished request.
@@ -73,6 +75,7 @@ pub async fn report(runtime: &Runtime, config: &Config, f: &Finished<'_>) {
         duration_ms: f.duration.as_secs_f64() * 1000.0,
         backend_ms,
         batch: None,
+        key_source: f.key_source,
     };
     write(runtime, config, &request_line).await;
     // One line per object of a DeleteObjects request: which object went, which did not and why.
