@@ -396,7 +396,7 @@ fn an_unsubscription_at_the_governance_service_is_in_force_on_every_replica_with
     }
     immuta.unsubscribe("svc-replicas-key", "sales");
     let unsubscribed = Instant::now();
-    let mut refused = vec![None; REPLICAS];
+    let mut refused = [None; REPLICAS];
     while unsubscribed.elapsed() < Duration::from_secs(6) && refused.contains(&None) {
         for (i, at) in refused.iter_mut().enumerate() {
             if at.is_none() && read(cluster.replica(i).addr()) == 403 {
