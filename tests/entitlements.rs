@@ -79,6 +79,13 @@ fn a_key_only_the_service_knows_reads_what_it_is_subscribed_to() {
         "{name}"
     );
     assert!(!s3p.log().contains("svc-key-1"), "the key is never logged");
+    // curl with the legacy header, as a person would paste it.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-H", &format!("Authorization: {auth}")])
+        .arg(format!("{}/immuta/sales/plain.txt", s3p.endpoint()))
+        .output()
+        .expect("curl is required");
+    assert_eq!(out.stdout, body_of("sales/plain.txt"));
     // Configured keys are not asked of the service.
     immuta.reset_calls();
     let r = get(&s3p, OBJECT, &[("Authorization", &legacy(ALICE_LEGACY))]);
@@ -336,6 +343,34 @@ fn sigv4_clients_use_a_key_the_service_gives_a_signing_secret() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("plain.txt"), "{stdout}");
+    // boto3, unchanged.
+    let python = std::env::var("S3P_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = format!(
+        "import boto3\nfrom botocore.config import Config\n\
+         c = boto3.client('s3', endpoint_url='{}', aws_access_key_id='SVCAKID0001',\n\
+             aws_secret_access_key='svc-signing-secret-0123456789', region_name='us-east-1',\n\
+             config=Config(s3={{'addressing_style': 'path'}}))\n\
+         print(c.get_object(Bucket='immuta', Key='sales/plain.txt')['Body'].read().decode())\n",
+        s3p.endpoint()
+    );
+    let out = std::process::Command::new(&python)
+        .args(["-c", &script])
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("none"))
+        .output()
+        .unwrap_or_else(|e| panic!("python with boto3 is required ({python}): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.trim_end().as_bytes(),
+        body_of("sales/plain.txt").as_slice()
+    );
     // An access key id the service does not know is refused as unknown.
     let unknown = sdk_client(
         &endpoint,

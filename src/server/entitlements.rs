@@ -485,3 +485,62 @@ pub async fn resolve_request(
         Resolution::Unavailable => Err(unavailable()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(endpoint: &str, allow_ttl_s: u64) -> Config {
+        let yaml = format!(
+            r#"
+token_secret: 0123456789abcdef
+backends:
+  b: {{ endpoint: "http://127.0.0.1:1", access_key_id: a, secret_access_key: s }}
+data_sources:
+  sales: {{ backend: b, bucket: bucket-a }}
+entitlements:
+  source: http
+  http: {{ endpoint: "{endpoint}" }}
+  cache: {{ allow_ttl_s: {allow_ttl_s} }}
+"#
+        );
+        Config::from_yaml_str(&yaml, &|_| None).unwrap()
+    }
+
+    #[test]
+    fn a_reload_keeps_the_source_and_its_cache_unless_the_service_changed() {
+        let e = Entitlements::default();
+        let first = e
+            .source_for(&config("http://127.0.0.1:9", 60))
+            .unwrap()
+            .unwrap();
+        // The same settings, or only the cache's: the same source (its cache kept).
+        let same = e
+            .source_for(&config("http://127.0.0.1:9", 60))
+            .unwrap()
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &same));
+        let new_ttl = e
+            .source_for(&config("http://127.0.0.1:9", 5))
+            .unwrap()
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &new_ttl));
+        assert_eq!(
+            new_ttl.shared.lock().unwrap().cache.policy().allow_ttl,
+            Duration::from_secs(5)
+        );
+        // Another endpoint: a new source, an empty cache.
+        let moved = e
+            .source_for(&config("http://127.0.0.1:10", 5))
+            .unwrap()
+            .unwrap();
+        assert!(!Arc::ptr_eq(&first, &moved));
+        // Back to the file source: none.
+        let file = Config::from_yaml_str(
+            "token_secret: 0123456789abcdef\nbackends: {}\ndata_sources: {}\n",
+            &|_| None,
+        )
+        .unwrap();
+        assert!(e.source_for(&file).unwrap().is_none());
+    }
+}
