@@ -165,7 +165,6 @@ impl S3Proxy {
         if d.close {
             session.set_keepalive(None);
         }
-        let st = ctx.state.clone();
         let key = d.key.as_ref();
         let route = match d.outcome {
             Outcome::Answer(a) => {
@@ -179,6 +178,7 @@ impl S3Proxy {
             }
             Outcome::List(_) | Outcome::ListUploads(_) => {
                 let key = key.ok_or_else(|| internal("listing without a key"))?;
+                let st = ctx.state.clone();
                 let answer = own_calls::serve_listing(&self.runtime, &st, key, d.outcome).await;
                 self.write_xml_or_error(session, ctx, answer).await?;
                 return Ok(true);
@@ -317,7 +317,7 @@ impl ProxyHttp for S3Proxy {
         ctx.is_head = session.req_header().method == http::Method::HEAD;
         let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
         let trusted = &ctx.state.config.trusted_proxies;
-        let forwarded = header_values(session.req_header(), "x-forwarded-for");
+        let forwarded = || header_values(session.req_header(), "x-forwarded-for");
         // The audit names the client as limits see it: behind a trusted proxy, the forwarded address.
         ctx.client = crate::client_addr::client_of(peer, forwarded, trusted);
         let limits = &ctx.state.config.limits;

@@ -130,11 +130,11 @@ pub struct ConcurrencyLimits {
     /// keys sharing a name must not share a count), and the map holds no credential (a key without a
     /// secret is its id). Only configured keys are counted, so it holds at most those (and, for a
     /// while after a reload, removed ones with requests still in flight).
-    per_key: Mutex<HashMap<KeyId, usize>>,
+    per_key: Mutex<HashMap<KeyId, usize, KeyIdHasher>>,
     /// Seeded per process, so that no client can choose addresses that collide.
     per_client: Mutex<HashMap<IpAddr, usize, foldhash::fast::RandomState>>,
     /// Copies in flight per API key (by the same id hash), and over every key.
-    copies_per_key: Mutex<HashMap<KeyId, usize>>,
+    copies_per_key: Mutex<HashMap<KeyId, usize, KeyIdHasher>>,
     copies: AtomicUsize,
     /// Request body bytes held in memory over every request (`limits.max_buffered_body_bytes`).
     buffered_body_bytes: AtomicUsize,
@@ -152,6 +152,37 @@ pub enum Slot {
 /// An API key as the in-flight counts know it: a hash of its id, keyed per process (so that no client
 /// can choose ids that collide), cheap enough for every request (no allocation, no SHA-256).
 pub type KeyId = u64;
+
+/// A [`KeyId`] is already a keyed hash: the maps use it as it is (every request counts its key in and
+/// out; SipHash over it would cost more than the rest of the count).
+#[derive(Default, Clone, Copy)]
+pub struct KeyIdHasher;
+
+impl std::hash::BuildHasher for KeyIdHasher {
+    type Hasher = KeyIdHash;
+    fn build_hasher(&self) -> KeyIdHash {
+        KeyIdHash(0)
+    }
+}
+
+/// The hasher of [`KeyIdHasher`]: the `u64` it is given.
+#[derive(Default)]
+pub struct KeyIdHash(u64);
+
+impl std::hash::Hasher for KeyIdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64`s are hashed here; anything else is folded in, never lost.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 fn key_id(key: &ApiKey) -> KeyId {
     use std::hash::BuildHasher;
