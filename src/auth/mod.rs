@@ -175,11 +175,24 @@ pub struct Authenticated {
     /// parameter, else the `x-amz-content-sha256` header (trimmed); `None` when it declares none (a
     /// presigned URL is then signed as `UNSIGNED-PAYLOAD`). For SigV4 it is the hash the verified
     /// signature covers, as the verifier read it; SigV2 signs the header among its `x-amz-*` ones; the
-    /// legacy header signs nothing, but the header still says how the body is framed.
+    /// legacy header signs nothing, but the header still says how the body is framed: for it this is
+    /// `None`, and [`Authenticated::payload_hash`] reads the header when a write needs it (most legacy
+    /// requests are reads, which never do).
     pub signed_payload: Option<String>,
     /// The seed of an aws-chunked body's chunk-signature chain: only for the SigV4 header form dated by
     /// `x-amz-date` (the only requests that may send signed chunks), from the one secret that verified.
     pub chunk_seed: Option<ChunkSeed>,
+}
+
+impl Authenticated {
+    /// The payload hash the request declares (see `signed_payload`), read from the header for the legacy
+    /// header.
+    pub fn payload_hash(&self, view: &RequestView) -> Option<String> {
+        match self.scheme {
+            Scheme::Legacy => declared_payload_hash(view),
+            _ => self.signed_payload.clone(),
+        }
+    }
 }
 
 /// How a request presents its credentials.
@@ -327,7 +340,7 @@ pub fn authenticate<'k>(
             return Ok(Authenticated {
                 key: key.clone(),
                 scheme: Scheme::Legacy,
-                signed_payload: declared_payload_hash(view),
+                signed_payload: None,
                 chunk_seed: None,
             });
         }
@@ -856,10 +869,10 @@ mod tests {
                 matches!(scheme, Scheme::SigV2Header | Scheme::SigV2Presigned),
                 "{name}"
             );
-            assert_eq!(signed.signed_payload, *payload, "{name}");
+            assert_eq!(signed.payload_hash(&view), *payload, "{name}");
             assert_eq!(signed.chunk_seed.is_some(), *seeded, "{name}");
             assert_eq!(
-                payload_hash_as_read_before(&view) == signed.signed_payload,
+                payload_hash_as_read_before(&view) == signed.payload_hash(&view),
                 *as_before,
                 "{name}: {:?}",
                 payload_hash_as_read_before(&view)

@@ -281,7 +281,7 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         | Operation::GetObjectTagging(vkey)
         | Operation::GetObjectAttributes(vkey) => {
             d.audit.data_source = Some(vkey.data_source.clone());
-            match object_route(st, key, &vkey, view, &query) {
+            match object_route(st, key, vkey, view, &query) {
                 Ok(route) => {
                     d.audit.verdict = Verdict::Allowed;
                     d.finish(Outcome::Forward(Box::new(route)))
@@ -369,12 +369,12 @@ impl Deciding {
 fn object_route(
     st: &State,
     key: &ApiKey,
-    vkey: &namespace::VirtualKey,
+    vkey: namespace::VirtualKey,
     view: &RequestView,
     query: &Query,
 ) -> Result<ObjectRoute, S3Error> {
     let ds = policy::readable_data_source(&st.config, key, &vkey.data_source)?;
-    let obj = namespace::to_backend(ds, vkey)?;
+    let obj = namespace::to_backend(ds, &vkey)?;
     let headers = allowed_headers(view, forwarded_request_header)?;
     let mut params: Vec<(&str, String)> = Vec::new();
     for (n, v) in query
@@ -388,7 +388,8 @@ fn object_route(
         params.push((n, v));
     }
     let mut route = route_to(st, &obj, &params, headers)?;
-    route.object = Some(vkey.clone());
+    // Moved, not cloned: every GET passes here.
+    route.object = Some(vkey);
     Ok(route)
 }
 

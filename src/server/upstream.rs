@@ -80,7 +80,8 @@ pub fn pass_headers(
     for name in names {
         if !crate::gateway::forwarded_response_header(name.as_str()) {
             resp.remove_header(&name);
-        } else if name == "x-amz-version-id" {
+        } else if name.as_str() == "x-amz-version-id" {
+            // (`as_str`: comparing a HeaderName with a `&str` parses the `&str` as a header name.)
             has_version = true;
         }
     }
