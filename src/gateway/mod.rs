@@ -157,7 +157,7 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         };
     }
 
-    let sigv2_resources = auth::sigv2_resources(&path, req.host_bucket);
+    let sigv2_resources = || auth::sigv2_resources(&path, req.host_bucket);
     let options = auth::AuthOptions {
         base_path_tolerance: config.signature_base_path_tolerance.then_some(path),
     };

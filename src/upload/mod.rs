@@ -536,7 +536,7 @@ mod tests {
             let signed = crate::auth::authenticate(
                 &store,
                 &view,
-                &["/immuta/ds/f".to_string()],
+                &|| vec!["/immuta/ds/f".to_string()],
                 t0(),
                 &options,
             )
