@@ -42,6 +42,29 @@ impl tower_service::Service<Name> for FixedResolver {
 pub(super) type BackendClient =
     Client<hyper_rustls::HttpsConnector<HttpConnector<FixedResolver>>, Full<Bytes>>;
 
+/// The TLS settings of s3p's HTTPS clients (backends, the governance service): the system's trusted
+/// roots plus `extra_ca` (a configured CA file); `field` names the setting in errors.
+pub fn tls_client_config(
+    extra_ca: &[rustls::pki_types::CertificateDer<'static>],
+    field: &str,
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    for cert in extra_ca {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("{field}.ca_file: {e}"))?;
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("{field}: TLS: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
 /// Builds the client of one backend.
 pub(super) fn build(
     config: &BackendConfig,
@@ -53,22 +76,7 @@ pub(super) fn build(
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_millis(limits.connect_timeout_ms)));
-    // Trusted roots: the system's, plus the backend's own CA file if configured.
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    for cert in extra_ca {
-        roots
-            .add(cert.clone())
-            .map_err(|e| format!("backends.{}.ca_file: {e}", config.name))?;
-    }
-    let tls_config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("backends.{}: TLS: {e}", config.name))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls_config = tls_client_config(extra_ca, &format!("backends.{}", config.name))?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config)
         .https_or_http()

@@ -33,6 +33,7 @@ pub fn encode_query(mut pairs: Vec<(&str, String)>) -> String {
 }
 
 mod client;
+pub use client::tls_client_config;
 mod credentials;
 pub mod sign;
 

@@ -144,24 +144,12 @@ impl Source {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_millis(settings.timeout_ms)));
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        if let Some(path) = &settings.ca_file {
-            let certs = crate::backend::load_ca_certs(path)
-                .map_err(|e| format!("entitlements.http.ca_file: {e}"))?;
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("entitlements.http.ca_file `{path}`: {e}"))?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("entitlements.http: TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let extra_ca = match &settings.ca_file {
+            Some(path) => crate::backend::load_ca_certs(path)
+                .map_err(|e| format!("entitlements.http.ca_file: {e}"))?,
+            None => Vec::new(),
+        };
+        let tls = crate::backend::tls_client_config(&extra_ca, "entitlements.http")?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
