@@ -224,10 +224,37 @@ where
 /// request, written before it read the answer) is read and dropped for a moment. Closing with unread
 /// bytes would reset the connection, and a reset can destroy the answer before the client reads it.
 /// Bounded in time and bytes: a refused connection costs little more than its answer.
+/// Refused connections a replica lingers over at once; past it a refused connection is closed at once,
+/// so that a flood of connections over the caps cannot hold sockets for the linger time each.
+const MAX_LINGERING: usize = 256;
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
+
+/// A refused connection's place among those lingering; dropping it gives the place back.
+struct Lingering;
+
+impl Lingering {
+    fn enter() -> Option<Lingering> {
+        if LINGERING.fetch_add(1, Ordering::Relaxed) >= MAX_LINGERING {
+            LINGERING.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Lingering)
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const LINGER: Duration = Duration::from_millis(500);
     const MAX_DRAINED: usize = 64 * 1024;
+    let Some(_place) = Lingering::enter() else {
+        return;
+    };
     let _ = tokio::time::timeout(LINGER, stream.shutdown()).await;
     let drain = async {
         let mut buf = [0u8; 4096];
@@ -465,5 +492,17 @@ limits: { max_connections: 3, max_connections_per_client: 1 }
                 .render()
                 .contains("s3p_limit_hits_total{limit=\"proxy_protocol\"} 1\n"));
         });
+    }
+
+    #[test]
+    fn lingering_refused_connections_are_bounded() {
+        let places: Vec<Lingering> = std::iter::from_fn(Lingering::enter)
+            .take(MAX_LINGERING + 10)
+            .collect();
+        // (Other tests may hold places at the same time: never more than the bound in all.)
+        assert!(places.len() <= MAX_LINGERING);
+        assert!(Lingering::enter().is_none());
+        drop(places);
+        assert!(Lingering::enter().is_some());
     }
 }
