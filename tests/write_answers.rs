@@ -12,7 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use common::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -112,31 +112,6 @@ fn garage() -> aws_sdk_s3::Client {
 
 // ---------------------------------------------------------------------------------------------------
 // Raw HTTP
-
-/// One HTTP/1.1 exchange with a body (`Connection: close`); returns the response.
-fn send(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-) -> RawResponse {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut head = format!("{method} {target} HTTP/1.1\r\nConnection: close\r\n");
-    for (n, v) in headers {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    // The server may answer (and close) before the whole body is sent: that is a refusal, read below.
-    let _ = stream.write_all(body);
-    let mut buf = Vec::new();
-    let _ = stream.read_to_end(&mut buf);
-    parse_response(&buf)
-}
 
 /// A request of a secret-less key (legacy header) to s3p, with `Content-Length` for PUT and POST.
 fn legacy_send(

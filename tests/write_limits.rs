@@ -1044,54 +1044,6 @@ fn a_complete_body_larger_than_ten_thousand_parts_need_is_entity_too_large() {
 // ---------------------------------------------------------------------------------------------------
 // 6. Signed chunks: integrity before anything is committed at the backend.
 
-fn hex_sha256(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
-fn hmac_hex(key: &[u8], text: &str) -> String {
-    use hmac::Mac;
-    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-    m.update(text.as_bytes());
-    hex::encode(m.finalize().into_bytes())
-}
-
-/// A STREAMING-AWS4-HMAC-SHA256-PAYLOAD body of `data` in `chunk`-byte chunks (and the final empty
-/// one), signed from `seed` (the request's signature) with the writer's secret, from the SigV4 definition.
-fn signed_chunks(data: &[u8], chunk: usize, seed: &str, amz_date: &str) -> Vec<u8> {
-    let date = &amz_date[..8];
-    let scope = format!("{date}/us-east-1/s3/aws4_request");
-    let key = {
-        use hmac::Mac;
-        let step = |k: &[u8], m: &str| {
-            let mut h = hmac::Hmac::<sha2::Sha256>::new_from_slice(k).unwrap();
-            h.update(m.as_bytes());
-            h.finalize().into_bytes().to_vec()
-        };
-        let k = step(format!("AWS4{WRITER_SECRET}").as_bytes(), date);
-        let k = step(&k, "us-east-1");
-        let k = step(&k, "s3");
-        step(&k, "aws4_request")
-    };
-    let mut previous = seed.to_string();
-    let mut body = Vec::new();
-    let mut pieces: Vec<&[u8]> = data.chunks(chunk).collect();
-    pieces.push(&[]);
-    for piece in pieces {
-        let sts = format!(
-            "AWS4-HMAC-SHA256-PAYLOAD\n{amz_date}\n{scope}\n{previous}\n{}\n{}",
-            hex_sha256(b""),
-            hex_sha256(piece)
-        );
-        let sig = hmac_hex(&key, &sts);
-        body.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", piece.len()).as_bytes());
-        body.extend_from_slice(piece);
-        body.extend_from_slice(b"\r\n");
-        previous = sig;
-    }
-    body
-}
-
 /// Which chunk signature of a signed-chunk body to spoil.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Spoil {
@@ -1118,7 +1070,7 @@ fn chunked_put(
         .as_secs();
     let date = s3p::timefmt::format_amz_date(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
     // The encoded length is known before signing: the body once with a dummy seed.
-    let encoded_len = signed_chunks(data, chunk, &"0".repeat(64), &date).len();
+    let encoded_len = signed_chunks(WRITER_SECRET, data, chunk, &"0".repeat(64), &date).len();
     let headers = auth_headers(
         SIGV4_WRITER,
         addr,
@@ -1137,7 +1089,7 @@ fn chunked_put(
         .unwrap()
         .1;
     let seed = auth.rsplit("Signature=").next().unwrap();
-    let mut body = signed_chunks(data, chunk, seed, &date);
+    let mut body = signed_chunks(WRITER_SECRET, data, chunk, seed, &date);
     let spoil_at = |body: &mut Vec<u8>, nth_from_end: usize| {
         let marker = b"chunk-signature=";
         let at: Vec<usize> = body

@@ -156,29 +156,6 @@ fn bytes(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// One HTTP/1.1 exchange with a body; returns the response.
-fn send(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-) -> RawResponse {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut head = format!("{method} {target} HTTP/1.1\r\nConnection: close\r\n");
-    for (n, v) in headers {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    // The server may answer (and close) before the whole body is sent: that is a refusal, read below.
-    let _ = stream.write_all(body);
-    read_response(&mut stream)
-}
-
 fn read_response(stream: &mut TcpStream) -> RawResponse {
     let mut buf = Vec::new();
     let _ = stream.read_to_end(&mut buf);
@@ -207,54 +184,6 @@ fn signed(
     out.extend(headers.iter().map(|(n, v)| (n.to_string(), v.clone())));
     out.extend(sigv4_sign(&request, WRITER, WRITER_SECRET, now));
     out
-}
-
-fn hex_sha256(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
-fn hmac_hex(key: &[u8], text: &str) -> String {
-    use hmac::Mac;
-    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-    m.update(text.as_bytes());
-    hex::encode(m.finalize().into_bytes())
-}
-
-/// A STREAMING-AWS4-HMAC-SHA256-PAYLOAD body of `data` in `chunk`-byte chunks, signed from `seed`
-/// (the request's signature) with the writer's secret, computed here from the SigV4 definition.
-fn signed_chunks(data: &[u8], chunk: usize, seed: &str, amz_date: &str) -> Vec<u8> {
-    let date = &amz_date[..8];
-    let scope = format!("{date}/us-east-1/s3/aws4_request");
-    let key = {
-        use hmac::Mac;
-        let step = |k: &[u8], m: &str| {
-            let mut h = hmac::Hmac::<sha2::Sha256>::new_from_slice(k).unwrap();
-            h.update(m.as_bytes());
-            h.finalize().into_bytes().to_vec()
-        };
-        let k = step(format!("AWS4{WRITER_SECRET}").as_bytes(), date);
-        let k = step(&k, "us-east-1");
-        let k = step(&k, "s3");
-        step(&k, "aws4_request")
-    };
-    let mut previous = seed.to_string();
-    let mut body = Vec::new();
-    let mut pieces: Vec<&[u8]> = data.chunks(chunk).collect();
-    pieces.push(&[]);
-    for piece in pieces {
-        let sts = format!(
-            "AWS4-HMAC-SHA256-PAYLOAD\n{amz_date}\n{scope}\n{previous}\n{}\n{}",
-            hex_sha256(b""),
-            hex_sha256(piece)
-        );
-        let sig = hmac_hex(&key, &sts);
-        body.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", piece.len()).as_bytes());
-        body.extend_from_slice(piece);
-        body.extend_from_slice(b"\r\n");
-        previous = sig;
-    }
-    body
 }
 
 fn amz_date(t: SystemTime) -> String {
@@ -525,7 +454,7 @@ fn signed_chunks_are_verified_and_a_bad_one_stores_nothing() {
         let now = SystemTime::now();
         let date = amz_date(now);
         // The encoded length is known before signing: compute the body once with a dummy seed.
-        let encoded_len = signed_chunks(&data, 65_536, &"0".repeat(64), &date).len();
+        let encoded_len = signed_chunks(WRITER_SECRET, &data, 65_536, &"0".repeat(64), &date).len();
         let headers = signed(
             "PUT",
             &target,
@@ -543,7 +472,7 @@ fn signed_chunks_are_verified_and_a_bad_one_stores_nothing() {
             .unwrap()
             .1;
         let seed = auth.rsplit("Signature=").next().unwrap();
-        let mut body = signed_chunks(&data, 65_536, seed, &date);
+        let mut body = signed_chunks(WRITER_SECRET, &data, 65_536, seed, &date);
         if tamper {
             // One byte of the second chunk's data.
             let at = body.len() / 2;
