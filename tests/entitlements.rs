@@ -389,3 +389,35 @@ fn sigv4_clients_use_a_key_the_service_gives_a_signing_secret() {
         assert!(format!("{e:?}").contains("InvalidAccessKeyId"), "{e:?}");
     });
 }
+
+#[test]
+fn a_flood_of_random_keys_meets_the_lookup_limit() {
+    // 80 keys never seen, at once, against a service that takes 600 ms a call: s3p looks up at most 64
+    // different keys at once per replica; the others are refused (503 SlowDown) without a call.
+    let immuta = Immuta::start();
+    immuta.set_latency(Duration::from_millis(600));
+    let s3p = Arc::new(s3p_with(&immuta, "flood", "allow_ttl_s: 60", ""));
+    let n = 80;
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (s3p, barrier) = (s3p.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                get(
+                    &s3p,
+                    OBJECT,
+                    &[("Authorization", &legacy(&format!("random-key-{i}")))],
+                )
+                .status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    let unknown = statuses.iter().filter(|s| **s == 403).count();
+    assert_eq!(refused + unknown, n, "{statuses:?}");
+    assert!(refused >= n - 64, "{refused} refused: {statuses:?}");
+    assert!(immuta.max_concurrent() <= 64, "{}", immuta.max_concurrent());
+    assert!(immuta.calls(AUTHENTICATE) <= 64);
+}
