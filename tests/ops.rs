@@ -592,6 +592,15 @@ fn s3p_in_front_of_s3p_over_https_with_a_private_ca() {
             key.display()
         );
     let _inner = S3p::start(&dir("s3p-inner"), &inner_yaml);
+    // `start` waits for the plain listener; under load the TLS one may come a moment later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the inner s3p's TLS listener did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let outer_yaml = format!(
         r#"listen: 127.0.0.1:{{PORT}}
 token_secret: outer-token-secret-0123456789
