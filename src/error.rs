@@ -47,6 +47,29 @@ pub enum S3ErrorCode {
     SlowDown,
     /// A body whose SHA-256 is not the signed `x-amz-content-sha256`.
     XAmzContentSHA256Mismatch,
+    /// An `x-amz-security-token` s3p did not issue, or not for this access key id.
+    InvalidToken,
+    /// A session token past its expiry.
+    ExpiredToken,
+    // The STS API's own codes (`/sts`, rendered by `sts::answer`).
+    /// STS: an access key id it does not know.
+    InvalidClientTokenId,
+    /// STS: no credentials where they are needed.
+    MissingAuthenticationToken,
+    /// STS: an expired web identity token.
+    ExpiredTokenException,
+    /// STS: a web identity token that does not verify.
+    InvalidIdentityToken,
+    /// STS: the web identity provider's keys could not be had.
+    IDPCommunicationError,
+    /// STS: a session policy s3p cannot honour.
+    MalformedPolicyDocument,
+    /// STS: a parameter out of its bounds.
+    ValidationError,
+    /// STS: an action other than AssumeRole and AssumeRoleWithWebIdentity.
+    InvalidAction,
+    /// STS: a parameter s3p does not support (`PolicyArns`).
+    InvalidParameterValue,
 }
 
 impl S3ErrorCode {
@@ -87,6 +110,17 @@ impl S3ErrorCode {
             SignatureDoesNotMatch => "SignatureDoesNotMatch",
             SlowDown => "SlowDown",
             XAmzContentSHA256Mismatch => "XAmzContentSHA256Mismatch",
+            InvalidToken => "InvalidToken",
+            ExpiredToken => "ExpiredToken",
+            InvalidClientTokenId => "InvalidClientTokenId",
+            MissingAuthenticationToken => "MissingAuthenticationToken",
+            ExpiredTokenException => "ExpiredTokenException",
+            InvalidIdentityToken => "InvalidIdentityToken",
+            IDPCommunicationError => "IDPCommunicationError",
+            MalformedPolicyDocument => "MalformedPolicyDocument",
+            ValidationError => "ValidationError",
+            InvalidAction => "InvalidAction",
+            InvalidParameterValue => "InvalidParameterValue",
         }
     }
 
@@ -111,7 +145,17 @@ impl S3ErrorCode {
             | MalformedXML
             | RequestHeaderSectionTooLarge
             | RequestTimeout
-            | XAmzContentSHA256Mismatch => 400,
+            | XAmzContentSHA256Mismatch
+            | InvalidToken
+            | ExpiredToken
+            | ExpiredTokenException
+            | InvalidIdentityToken
+            | IDPCommunicationError
+            | MalformedPolicyDocument
+            | ValidationError
+            | InvalidAction
+            | InvalidParameterValue => 400,
+            InvalidClientTokenId | MissingAuthenticationToken => 403,
             AccessDenied
             | InvalidAccessKeyId
             | InvalidObjectState
@@ -165,6 +209,17 @@ impl S3ErrorCode {
             SignatureDoesNotMatch => "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
             SlowDown => "Please reduce your request rate.",
             XAmzContentSHA256Mismatch => "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            InvalidToken => "The provided token is malformed or otherwise invalid.",
+            ExpiredToken => "The provided token has expired.",
+            InvalidClientTokenId => "The security token included in the request is invalid.",
+            MissingAuthenticationToken => "Request is missing Authentication Token",
+            ExpiredTokenException => "Token expired.",
+            InvalidIdentityToken => "The web identity token is not valid.",
+            IDPCommunicationError => "The identity provider's keys could not be fetched; retry later.",
+            MalformedPolicyDocument => "The session policy cannot be honoured.",
+            ValidationError => "A parameter is not valid.",
+            InvalidAction => "Could not find operation for this request.",
+            InvalidParameterValue => "A parameter is not supported.",
         }
     }
 }

@@ -34,6 +34,7 @@ pub mod request;
 pub mod seal;
 pub mod server;
 pub mod state;
+pub mod sts;
 pub mod timefmt;
 pub mod upload;
 pub mod wire;

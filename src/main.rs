@@ -127,6 +127,7 @@ fn run(cli: &Cli) -> Result<(), Refused> {
         unready: Default::default(),
         draining: Default::default(),
         entitlements: Default::default(),
+        sts: Default::default(),
     });
     let grace = std::time::Duration::from_secs(cfg.limits.grace_period_s);
     let drain_delay = std::time::Duration::from_secs(cfg.limits.drain_delay_s);

@@ -127,32 +127,6 @@ impl S3Proxy {
         Ok(crate::gateway::decide(&st, &incoming))
     }
 
-    /// What the decision leaves to shared run-time state (`server::admission`): the throttle of failed
-    /// authentications, and the places a verified key's request holds.
-    fn apply_limits(&self, d: &mut Decision, ctx: &mut RequestCtx) {
-        let held = match (&d.auth_failure, &d.outcome, &d.key) {
-            (Some(failure), Outcome::Refuse(e), _) => {
-                admission::throttle(&self.runtime, failure, e.code.as_str(), ctx.client.ip).map(Err)
-            }
-            (None, Outcome::Refuse(_), _) | (_, _, None) => None,
-            (_, outcome, Some(key)) => {
-                let config = &ctx.state.config;
-                Some(admission::hold(
-                    &self.runtime,
-                    config,
-                    key,
-                    outcome,
-                    &mut ctx.held,
-                ))
-            }
-        };
-        match held {
-            Some(Err(e)) => d.outcome = Outcome::Refuse(e),
-            Some(Ok(deadline)) => ctx.upload.deadline = deadline,
-            None => {}
-        }
-    }
-
     /// Carries out a decision. `Ok(false)`: the request goes on to its backend.
     async fn carry_out(
         &self,
@@ -160,7 +134,7 @@ impl S3Proxy {
         ctx: &mut RequestCtx,
         mut d: Decision,
     ) -> Result<bool> {
-        self.apply_limits(&mut d, ctx);
+        admission::apply(&self.runtime, &mut d, ctx);
         ctx.audit = d.audit;
         if d.close {
             session.set_keepalive(None);
@@ -203,6 +177,10 @@ impl S3Proxy {
                     ctx.batch = served.outcomes;
                     let body = Ok(served.body);
                     self.write_xml_or_error(session, ctx, body).await?;
+                    return Ok(true);
+                }
+                Ok(WithBody::Sts(resolved, body)) => {
+                    crate::server::sts::answer(&self.runtime, session, ctx, resolved, body).await?;
                     return Ok(true);
                 }
                 // Verified: pingora sends what it read (its retry buffer) through

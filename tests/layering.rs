@@ -14,6 +14,7 @@ const LAYERS: &[&str] = &[
     "client_addr",
     "proxy_protocol",
     "config",
+    "sts",
     "entitlements",
     "auth",
     "namespace",
@@ -184,7 +185,7 @@ const SHARED_WITH_CHILDREN: &[(&str, &[&str])] = &[
             "TlsListener",
         ],
     ),
-    ("gateway", &["AfterBody"]),
+    ("gateway", &["AfterBody", "Answer", "AuthFailure"]),
     ("server", &["Runtime", "InFlight"]),
     ("xml", &["escape"]),
 ];

@@ -46,8 +46,9 @@ impl SecretLookup {
     }
 }
 
-use crate::config::{ApiKey, Config};
+use crate::config::{ApiKey, Config, Secret, SessionOf};
 use crate::error::{S3Error, S3ErrorCode};
+use crate::sts::session::{Parent, SessionSealer, TokenError};
 use crate::wire::{RawQuery, RequestPath};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,10 +58,11 @@ use subtle::ConstantTimeEq;
 /// The literal that follows the colon in Immuta's legacy header `Authorization: AWS <API KEY>:immuta`.
 pub const LEGACY_MARKER: &str = "immuta";
 
-/// The API keys of a configuration, by id.
+/// The API keys of a configuration, by id; and the sealer of session tokens when `sts` is on.
 pub struct KeyStore {
     keys: HashMap<String, Arc<ApiKey>>,
     legacy_auth: bool,
+    sessions: Option<SessionSealer>,
 }
 
 impl KeyStore {
@@ -70,9 +72,18 @@ impl KeyStore {
             .iter()
             .map(|k| (k.id.expose().to_string(), Arc::new(k.clone())))
             .collect();
+        let previous: Vec<&str> = config
+            .previous_token_secrets
+            .iter()
+            .map(|s| s.expose())
+            .collect();
         KeyStore {
             keys,
             legacy_auth: config.legacy_auth,
+            sessions: config
+                .sts
+                .as_ref()
+                .map(|_| SessionSealer::new(config.token_secret.expose(), &previous)),
         }
     }
 
@@ -82,6 +93,26 @@ impl KeyStore {
         Keys {
             store: self,
             resolved,
+            session: None,
+        }
+    }
+
+    /// The sealer of session tokens (`None`: `sts` is off, and no token is accepted).
+    pub fn sessions(&self) -> Option<&SessionSealer> {
+        self.sessions.as_ref()
+    }
+
+    /// The parent key of the session a request's `x-amz-security-token` names, when that token opens:
+    /// the glue asks the governance service about it (as it would about the key itself).
+    pub fn session_parent(&self, view: &RequestView, now: SystemTime) -> Option<(String, bool)> {
+        let opened = self
+            .sessions
+            .as_ref()?
+            .open(security_token(view)?, unix_seconds(now))
+            .ok()?;
+        match opened.session.parent {
+            Parent::Key { id, bearer } => Some((id, bearer)),
+            Parent::WebIdentity { .. } => None,
         }
     }
 
@@ -92,11 +123,13 @@ impl KeyStore {
 }
 
 /// The keys a request is authenticated against: the configured ones, and at most one the governance
-/// service knows (a configured key of the same id wins: the file is the operator's word).
+/// service knows (a configured key of the same id wins: the file is the operator's word). A request
+/// with a session token is authenticated against that session's key alone.
 #[derive(Clone, Copy)]
 pub struct Keys<'a> {
     store: &'a KeyStore,
     resolved: Option<&'a Arc<ApiKey>>,
+    session: Option<&'a Arc<ApiKey>>,
 }
 
 impl<'a> From<&'a KeyStore> for Keys<'a> {
@@ -107,6 +140,10 @@ impl<'a> From<&'a KeyStore> for Keys<'a> {
 
 impl<'a> Keys<'a> {
     fn get(&self, id: &str) -> Option<&'a Arc<ApiKey>> {
+        if let Some(session) = self.session {
+            return bool::from(session.id.expose().as_bytes().ct_eq(id.as_bytes()))
+                .then_some(session);
+        }
         self.store.keys.get(id).or_else(|| {
             self.resolved
                 .filter(|k| bool::from(k.id.expose().as_bytes().ct_eq(id.as_bytes())))
@@ -124,13 +161,60 @@ impl<'a> Keys<'a> {
     }
 
     /// A key that may be used now: known, enabled and not expired.
-    fn usable(&self, id: &str, now: SystemTime) -> Option<&'a Arc<ApiKey>> {
+    pub fn usable(&self, id: &str, now: SystemTime) -> Option<&'a Arc<ApiKey>> {
         let key = self.get(id)?;
-        let now_s = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now_s = unix_seconds(now);
         (key.enabled && key.expires_at.is_none_or(|t| now_s < t)).then_some(key)
+    }
+
+    /// The key of the session `token` names, for a request whose signature claims `claimed`: the
+    /// session's grants under its parent's current ones (a key parent; a web identity keeps the
+    /// grants it was issued). Refused: a token s3p did not issue, or issued for another access key id
+    /// (InvalidToken), an expired one (ExpiredToken), a parent no longer usable (InvalidToken).
+    fn session_key(
+        &self,
+        token: &str,
+        claimed: &str,
+        now: SystemTime,
+    ) -> Result<Arc<ApiKey>, S3Error> {
+        let invalid = || S3Error::new(S3ErrorCode::InvalidToken);
+        let sealer = self.store.sessions.as_ref().ok_or_else(invalid)?;
+        let opened = sealer.open(token, unix_seconds(now)).map_err(|e| match e {
+            TokenError::Invalid => invalid(),
+            TokenError::Expired => S3Error::new(S3ErrorCode::ExpiredToken),
+        })?;
+        if !opened.is_for(claimed) {
+            return Err(invalid());
+        }
+        let session = &opened.session;
+        let (name, grants) = match &session.parent {
+            Parent::Key { id, .. } => {
+                let parent = self.usable(id, now).ok_or_else(|| {
+                    S3Error::with_message(
+                        S3ErrorCode::InvalidToken,
+                        "The session's parent key is no longer valid.",
+                    )
+                })?;
+                (
+                    parent.name.clone(),
+                    session.grants.intersect(&parent.data_sources),
+                )
+            }
+            Parent::WebIdentity { name, .. } => (name.clone(), session.grants.clone()),
+        };
+        Ok(Arc::new(ApiKey {
+            id: Secret::new(opened.access_key_id.as_str()),
+            secrets: vec![opened.secret_access_key.clone()],
+            name,
+            legacy_header: false,
+            enabled: true,
+            expires_at: Some(session.expires_at),
+            data_sources: grants,
+            session: Some(Arc::new(SessionOf {
+                parent_id: Secret::new(session.parent_id()),
+                label: session.label(),
+            })),
+        }))
     }
 
     fn secrets(&self, id: &str, now: SystemTime) -> SecretLookup {
@@ -326,6 +410,23 @@ pub fn authenticate<'k>(
 ) -> Result<Authenticated, S3Error> {
     let store: Keys = keys.into();
     let presented = presented(view)?;
+    // A session's temporary credentials: the token says whose; the signature is then checked against
+    // that session's key alone.
+    let session_key;
+    let store = match security_token(view) {
+        None => store,
+        Some(_) if matches!(presented, Presented::Nothing | Presented::Legacy(_)) => {
+            return Err(S3Error::new(S3ErrorCode::InvalidToken))
+        }
+        Some(token) => {
+            let claimed = claimed_key_id(view).unwrap_or("");
+            session_key = store.session_key(token, claimed, now)?;
+            Keys {
+                session: Some(&session_key),
+                ..store
+            }
+        }
+    };
     let scheme = match presented {
         Presented::Nothing => return Err(S3Error::new(S3ErrorCode::AccessDenied)),
         Presented::Legacy(id) => {
@@ -412,6 +513,65 @@ pub fn authenticate<'k>(
         signed_payload: verified.payload_hash,
         chunk_seed: verified.chunk_seed,
     })
+}
+
+/// The session token a request carries: the `x-amz-security-token` header, or a SigV4 presigned URL's
+/// `X-Amz-Security-Token` parameter (which the signature covers, as the header when signed).
+pub fn security_token<'a>(view: &RequestView<'a>) -> Option<&'a str> {
+    view.header("x-amz-security-token")
+        .map(str::trim)
+        .or_else(|| RawQuery(view.raw_query).get_raw("X-Amz-Security-Token"))
+}
+
+fn unix_seconds(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Authenticates a call to the STS API (`AssumeRole`): the legacy header (a key s3p may only know
+/// through the governance service mints SigV4 credentials this way), or SigV4 with the service `sts`
+/// over the body s3p read (`body_sha256`, hex). Temporary credentials cannot call it (no role
+/// chaining): a session never outlives or outgrows the key that made it.
+pub fn authenticate_sts_caller<'k>(
+    keys: impl Into<Keys<'k>>,
+    view: &RequestView,
+    body_sha256: &str,
+    now: SystemTime,
+) -> Result<Authenticated, S3Error> {
+    let store: Keys = keys.into();
+    if security_token(view).is_some() {
+        return Err(S3Error::with_message(
+            S3ErrorCode::AccessDenied,
+            "Temporary credentials cannot assume a role: call AssumeRole with an API key.",
+        ));
+    }
+    match presented(view)? {
+        Presented::Nothing => Err(S3Error::new(S3ErrorCode::MissingAuthenticationToken)),
+        Presented::Legacy(_) => authenticate(store, view, &Vec::new, now, &AuthOptions::default()),
+        Presented::SigV4Header(value) => {
+            let lookup = |id: &str| store.secrets(id, now);
+            let signed = sigv4::Signed::Body {
+                service: "sts",
+                sha256: body_sha256,
+            };
+            let verified = sigv4::verify_header_of(view, value, now, &lookup, &signed)?;
+            let key = store
+                .usable(&verified.access_key_id, now)
+                .cloned()
+                .ok_or_else(|| S3Error::new(S3ErrorCode::InvalidAccessKeyId))?;
+            Ok(Authenticated {
+                key,
+                scheme: Scheme::SigV4Header,
+                signed_payload: verified.payload_hash,
+                chunk_seed: None,
+            })
+        }
+        _ => Err(S3Error::with_message(
+            S3ErrorCode::AccessDenied,
+            "STS calls are signed with SigV4 in the Authorization header, or carry the legacy header.",
+        )),
+    }
 }
 
 /// The `x-amz-content-sha256` header, trimmed: the payload hash of a request not signed with SigV4.

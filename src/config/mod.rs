@@ -23,6 +23,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// A secret string (credential, token secret). Its `Debug` never shows the value, so a secret cannot reach
 /// a log line through `{:?}` of a config struct.
@@ -99,10 +100,64 @@ pub struct Config {
     pub audit_overflow: AuditOverflow,
     /// Where API keys and grants come from besides `api_keys` (`entitlements:`).
     pub entitlements: Entitlements,
+    /// Temporary credentials (`sts:`): `None` when off.
+    pub sts: Option<Sts>,
     pub tls: Option<TlsListener>,
     pub backends: BTreeMap<String, Backend>,
     pub data_sources: BTreeMap<String, DataSource>,
     pub api_keys: Vec<ApiKey>,
+}
+
+/// `sts:`: s3p hands out temporary credentials (README "Temporary credentials").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sts {
+    /// Where the STS API is served on the S3 listener (`/sts`): never an S3 path.
+    pub path: String,
+    pub min_duration_s: u64,
+    pub max_duration_s: u64,
+    /// When `DurationSeconds` is not given.
+    pub default_duration_s: u64,
+    /// Roles `RoleArn` may name, each a cap on the session's grants; empty: any `RoleArn`, capped by
+    /// nothing but the caller's grants.
+    pub roles: BTreeMap<String, Entitlement>,
+    /// OIDC issuers trusted by `AssumeRoleWithWebIdentity`.
+    pub issuers: Vec<Issuer>,
+}
+
+/// An OIDC issuer for `AssumeRoleWithWebIdentity`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    /// `iss`, exactly.
+    pub issuer: String,
+    /// `aud` must name one of these.
+    pub audiences: Vec<String>,
+    pub jwks: JwksSource,
+    /// The claim whose value names the session's parent in logs (`sub` by default).
+    pub name_claim: String,
+    /// Claims -> grants: a session gets the union of the grants of every rule its token matches.
+    pub rules: Vec<ClaimRule>,
+}
+
+/// Where an issuer's signing keys are read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JwksSource {
+    /// A JWKS file, read when the configuration is (re)loaded.
+    File(String),
+    /// A JWKS URL, fetched on first use and every `refresh_s` (and when a token names a key not yet
+    /// seen, at most every 30 s); trusting `ca_file` besides the system's roots.
+    Url {
+        url: String,
+        refresh_s: u64,
+        ca_file: Option<String>,
+    },
+}
+
+/// A token whose `claim` (a name or a dotted path) is `value`, or a list holding it, gets `grants`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRule {
+    pub claim: String,
+    pub value: String,
+    pub grants: Entitlement,
 }
 
 /// Where keys and grants come from. `api_keys` always count; `source: http` adds the keys an
@@ -349,18 +404,23 @@ pub struct DataSource {
 }
 
 /// What a grant lets a key do with a data source. Write includes overwrite and delete, and implies read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize)]
 pub enum Access {
+    #[serde(rename = "r")]
     Read,
+    #[serde(rename = "w")]
     Write,
 }
 
 /// Which data sources a key may read, and which of them it may write.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// (Serialised with short names: it is sealed into every session token, `sts::session`.)
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
 pub struct Entitlement {
     /// The grant on every data source (`all`, or `"*"` in the map form).
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     pub every: Option<Access>,
     /// Grants on named data sources (the strongest of this and `every` applies).
+    #[serde(rename = "d", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub named: BTreeMap<String, Access>,
 }
 
@@ -387,6 +447,46 @@ impl Entitlement {
     pub fn grants_write(&self, data_source: &str) -> bool {
         self.access(data_source) == Some(Access::Write)
     }
+
+    /// What both allow, data source by data source (a session's grants under its parent's current
+    /// ones; a role's cap; a session policy): for every name, the weaker of the two accesses.
+    pub fn intersect(&self, other: &Entitlement) -> Entitlement {
+        let every = self.every.min(other.every);
+        let named = self
+            .named
+            .keys()
+            .chain(other.named.keys())
+            .filter_map(|ds| {
+                let both = match (self.access(ds), other.access(ds)) {
+                    (Some(a), Some(b)) => a.min(b),
+                    _ => return None,
+                };
+                // Only where it says more than `every` does.
+                (Some(both) > every).then(|| (ds.clone(), both))
+            })
+            .collect();
+        Entitlement { every, named }
+    }
+
+    /// What either allows (the grants of several matching claim rules): the stronger access.
+    pub fn union(&self, other: &Entitlement) -> Entitlement {
+        let every = self.every.max(other.every);
+        let named = self
+            .named
+            .keys()
+            .chain(other.named.keys())
+            .filter_map(|ds| {
+                let either = self.access(ds).max(other.access(ds))?;
+                (Some(either) > every).then(|| (ds.clone(), either))
+            })
+            .collect();
+        Entitlement { every, named }
+    }
+
+    /// Grants nothing.
+    pub fn is_empty(&self) -> bool {
+        self.every.is_none() && self.named.is_empty()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -402,6 +502,28 @@ pub struct ApiKey {
     /// Unix seconds after which the key is refused.
     pub expires_at: Option<u64>,
     pub data_sources: Entitlement,
+    /// Set for the temporary credentials of a session (`sts`): whose they are.
+    pub session: Option<Arc<SessionOf>>,
+}
+
+/// The session a temporary credential belongs to (`sts::session`), as limits and audit lines need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOf {
+    /// The parent's API key (or `web:<issuer>#<subject>` for a web identity): per-key limits count a
+    /// session's requests against its parent, so that minting sessions does not multiply them.
+    pub parent_id: Secret,
+    /// `<role>/<session name>#<8 hex of the session id>`, for audit lines (no secret).
+    pub label: String,
+}
+
+impl ApiKey {
+    /// The id per-key limits count by: the parent's for a session.
+    pub fn limit_id(&self) -> &str {
+        match &self.session {
+            Some(s) => s.parent_id.expose(),
+            None => self.id.expose(),
+        }
+    }
 }
 
 /// One validation problem, naming the field (`data_sources.sales.backend`) and what is wrong.

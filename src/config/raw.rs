@@ -50,6 +50,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) entitlements: Option<RawEntitlements>,
     #[serde(default)]
+    pub(super) sts: Option<RawSts>,
+    #[serde(default)]
     pub(super) tls: Option<TlsListener>,
     #[serde(default)]
     pub(super) backends: BTreeMap<String, RawBackend>,
@@ -152,6 +154,80 @@ fn default_service_timeout_ms() -> u64 {
 
 fn default_page_size() -> usize {
     100
+}
+
+/// `sts:` (temporary credentials).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSts {
+    #[serde(default = "default_sts_path")]
+    pub(super) path: String,
+    #[serde(default = "default_min_duration")]
+    pub(super) min_duration_s: u64,
+    #[serde(default = "default_max_duration")]
+    pub(super) max_duration_s: u64,
+    #[serde(default = "default_duration")]
+    pub(super) default_duration_s: u64,
+    #[serde(default)]
+    pub(super) roles: BTreeMap<String, RawRole>,
+    #[serde(default)]
+    pub(super) web_identity: Vec<RawIssuer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRole {
+    pub(super) data_sources: RawEntitlement,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIssuer {
+    pub(super) issuer: String,
+    #[serde(default)]
+    pub(super) audiences: Vec<String>,
+    #[serde(default)]
+    pub(super) jwks_file: Option<String>,
+    #[serde(default)]
+    pub(super) jwks_url: Option<String>,
+    #[serde(default = "default_jwks_refresh")]
+    pub(super) jwks_refresh_s: u64,
+    #[serde(default)]
+    pub(super) ca_file: Option<String>,
+    #[serde(default = "default_name_claim")]
+    pub(super) name_claim: String,
+    #[serde(default)]
+    pub(super) rules: Vec<RawClaimRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClaimRule {
+    pub(super) claim: String,
+    #[serde(default)]
+    pub(super) equals: Option<String>,
+    #[serde(default)]
+    pub(super) contains: Option<String>,
+    pub(super) data_sources: RawEntitlement,
+}
+
+fn default_sts_path() -> String {
+    "/sts".into()
+}
+fn default_min_duration() -> u64 {
+    900
+}
+fn default_max_duration() -> u64 {
+    43_200
+}
+fn default_duration() -> u64 {
+    3_600
+}
+fn default_jwks_refresh() -> u64 {
+    300
+}
+fn default_name_claim() -> String {
+    "sub".into()
 }
 
 #[derive(Deserialize)]

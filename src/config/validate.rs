@@ -4,11 +4,12 @@
 //! configuration's problems are all reported at once.
 
 use super::raw::{
-    RawApiKey, RawBackend, RawConfig, RawDataSource, RawEntitlement, RawEntitlements,
+    RawApiKey, RawBackend, RawConfig, RawDataSource, RawEntitlement, RawEntitlements, RawSts,
 };
 use super::{
-    Access, ApiKey, Backend, BackendCredentials, Config, ConfigError, Cors, DataSource,
-    Entitlement, EntitlementService, Entitlements, Owner, Secret, RESERVED_DATA_SOURCE_NAMES,
+    Access, ApiKey, Backend, BackendCredentials, ClaimRule, Config, ConfigError, Cors, DataSource,
+    Entitlement, EntitlementService, Entitlements, Issuer, JwksSource, Owner, Secret, Sts,
+    RESERVED_DATA_SOURCE_NAMES,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -233,6 +234,9 @@ pub(super) fn config(
 
     let entitlements =
         validate_entitlements(raw.entitlements, &names, &data_sources, env, &mut errors);
+    let sts = raw
+        .sts
+        .map(|sts| validate_sts(sts, &base_path, &raw.bucket, &data_sources, &mut errors));
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -256,11 +260,191 @@ pub(super) fn config(
         audit_log: raw.audit_log,
         audit_overflow: raw.audit_overflow,
         entitlements,
+        sts,
         tls: raw.tls,
         backends,
         data_sources,
         api_keys,
     })
+}
+
+/// `sts:`: where it is served (never an S3 path), the session durations, the roles and the OIDC issuers.
+fn validate_sts(
+    raw: RawSts,
+    base_path: &str,
+    bucket: &str,
+    data_sources: &BTreeMap<String, DataSource>,
+    errors: &mut Vec<ConfigError>,
+) -> Sts {
+    let path = raw.path.trim_end_matches('/').to_string();
+    let first_segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let s3_path = if base_path.is_empty() {
+        // The S3 API at the root: `/<bucket>` is the virtual bucket.
+        first_segment == bucket
+    } else {
+        path == base_path || path.starts_with(&format!("{base_path}/"))
+    };
+    if !path.starts_with('/') || path.len() < 2 || path.contains(['?', '#', '%']) || s3_path {
+        err(
+            errors,
+            "sts.path".into(),
+            format!("`{}`: must start with `/`, name a path of its own, and be outside the S3 API (base_path `{base_path}`, bucket `{bucket}`)", raw.path),
+        );
+    }
+    let (min, max, default) = (
+        raw.min_duration_s,
+        raw.max_duration_s,
+        raw.default_duration_s,
+    );
+    if min == 0 || min > default || default > max || max > 43_200 {
+        err(
+            errors,
+            "sts".into(),
+            format!("durations must satisfy 0 < min_duration_s ({min}) <= default_duration_s ({default}) <= max_duration_s ({max}) <= 43200"),
+        );
+    }
+    let roles = raw
+        .roles
+        .into_iter()
+        .map(|(name, role)| {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+            {
+                err(
+                    errors,
+                    format!("sts.roles.{name}"),
+                    "a role name is letters, digits and +=,.@_-".into(),
+                );
+            }
+            let grants = validate_grants(
+                role.data_sources,
+                &format!("sts.roles.{name}.data_sources"),
+                data_sources,
+                errors,
+            );
+            (name, grants)
+        })
+        .collect();
+    let mut issuers = Vec::new();
+    for (i, raw) in raw.web_identity.into_iter().enumerate() {
+        let field = format!("sts.web_identity[{i}]");
+        if url::Url::parse(&raw.issuer).is_err() {
+            err(
+                errors,
+                format!("{field}.issuer"),
+                format!("`{}` is not a URL", raw.issuer),
+            );
+        }
+        if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
+            err(
+                errors,
+                format!("{field}.audiences"),
+                "at least one audience (the `aud` tokens must name)".into(),
+            );
+        }
+        let jwks = match (raw.jwks_file, raw.jwks_url) {
+            (Some(file), None) => JwksSource::File(file),
+            (None, Some(url)) => {
+                if !(url.starts_with("https://") || url.starts_with("http://"))
+                    || url::Url::parse(&url).is_err()
+                {
+                    err(
+                        errors,
+                        format!("{field}.jwks_url"),
+                        format!("`{url}` is not an http(s) URL"),
+                    );
+                }
+                if raw.jwks_refresh_s == 0 {
+                    err(
+                        errors,
+                        format!("{field}.jwks_refresh_s"),
+                        "must be at least 1".into(),
+                    );
+                }
+                JwksSource::Url {
+                    url,
+                    refresh_s: raw.jwks_refresh_s,
+                    ca_file: raw.ca_file,
+                }
+            }
+            _ => {
+                err(
+                    errors,
+                    field.clone(),
+                    "exactly one of jwks_file and jwks_url".into(),
+                );
+                JwksSource::File(String::new())
+            }
+        };
+        if raw.rules.is_empty() {
+            err(
+                errors,
+                format!("{field}.rules"),
+                "at least one rule (a token that matches none gets nothing)".into(),
+            );
+        }
+        let rules = raw
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(j, rule)| {
+                let rule_field = format!("{field}.rules[{j}]");
+                let value = match (rule.equals, rule.contains) {
+                    (Some(v), None) | (None, Some(v)) => v,
+                    _ => {
+                        err(
+                            errors,
+                            rule_field.clone(),
+                            "exactly one of equals and contains".into(),
+                        );
+                        String::new()
+                    }
+                };
+                if rule.claim.is_empty() {
+                    err(
+                        errors,
+                        format!("{rule_field}.claim"),
+                        "names a claim".into(),
+                    );
+                }
+                let grants = validate_grants(
+                    rule.data_sources,
+                    &format!("{rule_field}.data_sources"),
+                    data_sources,
+                    errors,
+                );
+                ClaimRule {
+                    claim: rule.claim,
+                    value,
+                    grants,
+                }
+            })
+            .collect();
+        if issuers.iter().any(|i: &Issuer| i.issuer == raw.issuer) {
+            err(
+                errors,
+                format!("{field}.issuer"),
+                format!("`{}` is listed twice", raw.issuer),
+            );
+        }
+        issuers.push(Issuer {
+            issuer: raw.issuer,
+            audiences: raw.audiences,
+            jwks,
+            name_claim: raw.name_claim,
+            rules,
+        });
+    }
+    Sts {
+        path,
+        min_duration_s: min,
+        max_duration_s: max,
+        default_duration_s: default,
+        roles,
+        issuers,
+    }
 }
 
 /// `entitlements:`: the source, the service's settings, the cache; the data sources' names at the
@@ -683,6 +867,7 @@ fn validate_api_keys(
             enabled: k.enabled,
             expires_at: k.expires_at,
             data_sources: data_sources_ent,
+            session: None,
         });
     }
     api_keys

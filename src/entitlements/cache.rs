@@ -555,6 +555,7 @@ mod tests {
             enabled: true,
             expires_at: None,
             data_sources: Entitlement::read_all(),
+            session: None,
         })
     }
 

@@ -63,6 +63,7 @@ impl Identity {
             enabled: true,
             expires_at: None,
             data_sources: self.grants.clone(),
+            session: None,
         })
     }
 }

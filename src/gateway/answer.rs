@@ -63,6 +63,8 @@ pub enum WithBody {
     DeleteObjects(DeleteRequest),
     /// Forward: the body was verified (pingora then sends what it read).
     Forward(Box<ObjectRoute>),
+    /// An STS call's form body, for `decide_sts`.
+    Sts(Option<std::sync::Arc<crate::config::ApiKey>>, Bytes),
 }
 
 /// Checks a body read whole: a DeleteObjects body against its integrity headers, then parsed; a
@@ -88,6 +90,7 @@ pub fn body_arrived(then: AfterBody, body: Bytes) -> Result<WithBody, S3Error> {
             }
             Ok(WithBody::Forward(route))
         }
+        AfterBody::Sts(resolved) => Ok(WithBody::Sts(resolved, body)),
     }
 }
 

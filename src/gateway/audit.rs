@@ -23,8 +23,11 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditFacts {
     pub operation: &'static str,
-    /// The display name of the key that verified, or that a failed signature claimed (when known).
+    /// The display name of the key that verified, or that a failed signature claimed (when known);
+    /// for temporary credentials, their parent's.
     pub key_name: Option<String>,
+    /// The session of temporary credentials (`<role>/<name>#<id>`), or the one an STS call issued.
+    pub session: Option<String>,
     pub data_source: Option<String>,
     /// The virtual resource (`/immuta/<ds>/<key>`, or the listed prefix).
     pub resource: String,
@@ -40,6 +43,7 @@ impl AuditFacts {
         AuditFacts {
             operation: "Unknown",
             key_name: None,
+            session: None,
             data_source: None,
             resource,
             verdict: Verdict::Failed,
@@ -117,5 +121,11 @@ pub fn is_denial(code: S3ErrorCode) -> bool {
             | S3ErrorCode::SignatureDoesNotMatch
             | S3ErrorCode::RequestTimeTooSkewed
             | S3ErrorCode::SlowDown
+            | S3ErrorCode::InvalidToken
+            | S3ErrorCode::ExpiredToken
+            | S3ErrorCode::InvalidClientTokenId
+            | S3ErrorCode::MissingAuthenticationToken
+            | S3ErrorCode::InvalidIdentityToken
+            | S3ErrorCode::ExpiredTokenException
     )
 }

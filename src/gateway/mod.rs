@@ -10,6 +10,7 @@ mod allow;
 mod answer;
 mod audit;
 mod route;
+mod sts;
 mod write;
 
 pub use crate::upload::answers::Rewrite;
@@ -19,6 +20,7 @@ pub use audit::{is_backend_failure, is_denial, AuditFacts, Verdict};
 pub use route::{
     expects_continue, route_to, BodyHold, ObjectRoute, MAX_VERIFIED_FIRST_BODY, SMALL_SIGNED_BODY,
 };
+pub use sts::{decide_sts, render_error as sts_error, web_identity_issuer, StsCall, StsDecision};
 pub use write::{MAX_COMPLETE_BODY, MAX_KEY_BYTES};
 
 use crate::auth;
@@ -99,6 +101,8 @@ pub enum AfterBody {
     DeleteObjects(BodyChecks),
     /// A forward whose body is verified first (`BodyHold::VerifiedFirst`).
     Forward(Box<ObjectRoute>),
+    /// An STS call (its form body), with the key the governance service vouched for, if any.
+    Sts(Option<Arc<ApiKey>>),
 }
 
 /// An answer s3p writes itself.
@@ -149,6 +153,18 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
         d.close = true;
         return d.refuse(e);
     }
+    // The STS API, outside the S3 API: decided once its form body is read (`decide_sts`).
+    if sts::is_sts_path(config, view.raw_path) {
+        d.audit.operation = "STS";
+        return match sts::body_limit(view) {
+            Ok(limit) => d.finish(Outcome::NeedsBody(NeedsBody {
+                limit,
+                expect_continue: expects_continue(view),
+                then: AfterBody::Sts(req.resolved.clone()),
+            })),
+            Err(e) => d.refuse(e),
+        };
+    }
     if view.method == "OPTIONS" {
         d.audit.operation = "CorsPreflight";
         return match cors_preflight(&config.cors, view) {
@@ -176,6 +192,7 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
     };
     let key = &signed.key;
     d.audit.key_name = Some(key.name.clone());
+    d.audit.session = key.session.as_ref().map(|s| s.label.clone());
     d.key = Some(key.clone());
 
     let query = match Query::parse(view.raw_query) {

@@ -5,11 +5,12 @@
 //! Each refusal is counted in `s3p_limit_hits_total` and answered 503 SlowDown. The decision itself is
 //! pure (`gateway`); these counts are shared run-time state.
 
+use super::ctx::RequestCtx;
 use super::throttle::{CopyRefusal, FailureSubject, Slot};
 use super::{InFlight, Runtime};
 use crate::config::{ApiKey, AuditOverflow, Config};
 use crate::error::S3Error;
-use crate::gateway::{AuthFailure, BodyHold, Outcome};
+use crate::gateway::{AuthFailure, BodyHold, Decision, Outcome};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,6 +100,28 @@ pub fn throttle(
     None
 }
 
+/// What the decision leaves to shared run-time state: the throttle of failed authentications, the
+/// places a verified key's request holds, and the body an STS call sends (no key yet: it
+/// authenticates with its body). A limit that refuses replaces the decision's outcome.
+pub fn apply(runtime: &Arc<Runtime>, d: &mut Decision, ctx: &mut RequestCtx) {
+    let config = &ctx.state.config;
+    let held = match (&d.auth_failure, &d.outcome, &d.key) {
+        (Some(failure), Outcome::Refuse(e), _) => {
+            throttle(runtime, failure, e.code.as_str(), ctx.client.ip).map(Err)
+        }
+        (None, Outcome::NeedsBody(n), None) => {
+            Some(hold_body(runtime, n.limit, &mut ctx.held, config))
+        }
+        (None, Outcome::Refuse(_), _) | (_, _, None) => None,
+        (_, outcome, Some(key)) => Some(hold(runtime, config, key, outcome, &mut ctx.held)),
+    };
+    match held {
+        Some(Err(e)) => d.outcome = Outcome::Refuse(e),
+        Some(Ok(deadline)) => ctx.upload.deadline = deadline,
+        None => {}
+    }
+}
+
 /// After the decision, for a verified key: its share of the in-flight requests, a copy's place, and the
 /// body bytes held in the budget. Returns the body's deadline when a body is held.
 pub fn hold(
@@ -148,6 +171,17 @@ pub fn hold(
         Outcome::NeedsBody(needs) => needs.limit,
         _ => return Ok(None),
     };
+    hold_body(runtime, body, held, config)
+}
+
+/// Reserves `body` bytes in the process-wide body budget; returns the body's deadline.
+pub fn hold_body(
+    runtime: &Arc<Runtime>,
+    body: u64,
+    held: &mut Held,
+    config: &Config,
+) -> Result<Option<Instant>, S3Error> {
+    let (limits, concurrency) = (&config.limits, &runtime.concurrency);
     held.body = usize::try_from(body)
         .ok()
         .and_then(|n| concurrency.reserve_body(n, limits.max_buffered_body_bytes));

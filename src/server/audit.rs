@@ -44,6 +44,10 @@ pub struct AuditRecord<'a> {
     /// `service-cache` (from the decision cache). Absent for configured keys.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_source: Option<&'a str>,
+    /// For temporary credentials (`api_key` names their parent), and for an STS call that issued
+    /// one: the session, `<role>/<session name>#<8 hex of its id>` (never a secret or token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<&'a str>,
 }
 
 enum Sink {
@@ -284,6 +288,7 @@ mod tests {
             backend_ms: Some(1.0),
             batch: None,
             key_source: None,
+            session: None,
         };
         log.write(&rec);
         log.flush();
@@ -335,6 +340,7 @@ mod tests {
             backend_ms: None,
             batch: None,
             key_source: None,
+            session: None,
         };
         // The sink is held (a consumer that does not read): writes return at once.
         let held = log.shared.sink.lock().unwrap();
@@ -386,6 +392,7 @@ mod tests {
             backend_ms: None,
             batch: Some("DeleteObjects"),
             key_source: None,
+            session: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()

@@ -449,7 +449,21 @@ pub async fn resolve_request(
     if config.entitlements.http.is_none() {
         return Ok((None, None));
     }
-    let Some((id, bearer)) = crate::auth::claimed_credential(view) else {
+    // Temporary credentials: their parent is the key to ask about (its current grants bound the
+    // session's); a token that does not open is refused by authentication, with no lookup.
+    let parent = if crate::auth::security_token(view).is_some() {
+        match keys.session_parent(view, std::time::SystemTime::now()) {
+            Some(parent) => Some(parent),
+            None => return Ok((None, None)),
+        }
+    } else {
+        None
+    };
+    let Some((id, bearer)) = parent
+        .as_ref()
+        .map(|(id, bearer)| (id.as_str(), *bearer))
+        .or_else(|| crate::auth::claimed_credential(view))
+    else {
         return Ok((None, None));
     };
     if keys.knows(id) {

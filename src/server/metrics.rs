@@ -98,6 +98,8 @@ pub struct Metrics {
     pub entitlement_duration: Histogram,
     /// Keys the entitlement cache holds now (set after each lookup).
     entitlement_entries: AtomicU64,
+    /// STS calls by (action, result): `issued` or `refused`.
+    sts_calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -150,6 +152,16 @@ impl Metrics {
     }
 
     /// A limit refused a request or connection, or cut a response short.
+    /// An STS call ended: a session `issued`, or `refused`.
+    pub fn sts_call(&self, action: &'static str, result: &'static str) {
+        *self
+            .sts_calls
+            .lock()
+            .unwrap()
+            .entry((action, result))
+            .or_default() += 1;
+    }
+
     pub fn limit_hit(&self, limit: &'static str) {
         *self.limits.lock().unwrap().entry(limit).or_default() += 1;
     }
@@ -273,6 +285,13 @@ impl Metrics {
                 out,
                 "s3p_auth_failures_total{{reason=\"{}\"}} {n}",
                 label(reason)
+            );
+        }
+        out.push_str("# HELP s3p_sts_calls_total STS calls (AssumeRole, AssumeRoleWithWebIdentity), by result: a session issued, or refused. Requests refused for an invalid or expired session token count in s3p_auth_failures_total (InvalidToken, ExpiredToken).\n# TYPE s3p_sts_calls_total counter\n");
+        for ((action, result), n) in self.sts_calls.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "s3p_sts_calls_total{{action=\"{action}\",result=\"{result}\"}} {n}"
             );
         }
         out.push_str("# HELP s3p_backend_errors_total Backend failures and error answers, by backend and kind.\n# TYPE s3p_backend_errors_total counter\n");

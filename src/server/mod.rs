@@ -22,6 +22,7 @@ pub mod respond;
 pub mod settings;
 pub mod signals;
 pub mod stamp;
+pub mod sts;
 pub mod throttle;
 pub mod tls;
 pub mod upstream;
@@ -43,6 +44,8 @@ pub struct Runtime {
     pub draining: std::sync::atomic::AtomicBool,
     /// Keys and grants from the governance service, cached across reloads (`source: http`).
     pub entitlements: entitlements::Entitlements,
+    /// The OIDC issuers' signing keys (`sts.web_identity`), cached across reloads.
+    pub sts: sts::IssuerKeys,
 }
 
 /// A request's place in the in-flight count.

@@ -76,6 +76,7 @@ pub async fn report(runtime: &Runtime, config: &Config, f: &Finished<'_>) {
         backend_ms,
         batch: None,
         key_source: f.key_source,
+        session: audit.session.as_deref(),
     };
     write(runtime, config, &request_line).await;
     // One line per object of a DeleteObjects request: which object went, which did not and why.

@@ -187,7 +187,7 @@ impl std::hash::Hasher for KeyIdHash {
 fn key_id(key: &ApiKey) -> KeyId {
     use std::hash::BuildHasher;
     static SEED: std::sync::OnceLock<foldhash::quality::RandomState> = std::sync::OnceLock::new();
-    SEED.get_or_init(Default::default).hash_one(key.id.expose())
+    SEED.get_or_init(Default::default).hash_one(key.limit_id())
 }
 
 /// Why a copy could not start.
@@ -400,6 +400,7 @@ mod tests {
             enabled: true,
             expires_at: None,
             data_sources: crate::config::Entitlement::read_all(),
+            session: None,
         }
     }
 

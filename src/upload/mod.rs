@@ -255,6 +255,7 @@ mod tests {
                 enabled: true,
                 expires_at: None,
                 data_sources: crate::config::Entitlement::default(),
+                session: None,
             }),
             scheme: crate::auth::Scheme::SigV4Presigned,
             signed_payload: signed_payload.map(str::to_string),

@@ -121,8 +121,38 @@ pub fn verify_header(
     now: SystemTime,
     lookup: &dyn Fn(&str) -> SecretLookup,
 ) -> Result<Verified, S3Error> {
+    verify_header_of(req, authorization, now, lookup, &Signed::S3)
+}
+
+/// What a header signature is checked as.
+pub enum Signed<'a> {
+    /// An S3 request: service `s3`, the payload hash the request declares (`x-amz-content-sha256`).
+    S3,
+    /// A call to another service s3p answers (`sts`): its scope's service, and the SHA-256 (hex) of
+    /// the body s3p read whole, which the signature must cover (such clients send no
+    /// `x-amz-content-sha256`; one that does must declare this hash).
+    Body { service: &'a str, sha256: &'a str },
+}
+
+/// [`verify_header`], for an S3 request or a call to another service ([`Signed`]).
+pub fn verify_header_of(
+    req: &RequestView,
+    authorization: &str,
+    now: SystemTime,
+    lookup: &dyn Fn(&str) -> SecretLookup,
+    signed: &Signed,
+) -> Result<Verified, S3Error> {
     let auth = parse_authorization(authorization)?;
-    check_s3_scope(&auth.credential, &auth.signed_headers, Form::Header)?;
+    let service = match signed {
+        Signed::S3 => S3_SERVICE,
+        Signed::Body { service, .. } => service,
+    };
+    check_scope(
+        &auth.credential,
+        &auth.signed_headers,
+        Form::Header,
+        service,
+    )?;
 
     // The request time: x-amz-date (ISO 8601 basic) or else Date (RFC 1123), which the string to
     // sign then carries in ISO 8601 basic form.
@@ -149,15 +179,21 @@ pub fn verify_header(
         );
     }
 
-    let payload_hash = req
-        .header("x-amz-content-sha256")
-        .map(str::trim)
-        .ok_or_else(|| {
-            S3Error::with_message(
+    let declared = req.header("x-amz-content-sha256").map(str::trim);
+    let payload_hash = match (signed, declared) {
+        (Signed::S3, Some(declared)) => declared,
+        (Signed::S3, None) => {
+            return Err(S3Error::with_message(
                 S3ErrorCode::InvalidRequest,
                 "Missing required header for this request: x-amz-content-sha256",
-            )
-        })?;
+            ))
+        }
+        (Signed::Body { sha256, .. }, None) => sha256,
+        (Signed::Body { sha256, .. }, Some(declared)) if declared == *sha256 => sha256,
+        (Signed::Body { .. }, Some(_)) => {
+            return Err(S3Error::new(S3ErrorCode::XAmzContentSHA256Mismatch))
+        }
+    };
     check_payload_hash(payload_hash)?;
     check_amz_headers_signed(req, &auth.signed_headers)?;
 
@@ -192,7 +228,12 @@ pub fn verify_presigned(
     lookup: &dyn Fn(&str) -> SecretLookup,
 ) -> Result<Verified, S3Error> {
     let params = parse_presigned(req.raw_query)?;
-    check_s3_scope(&params.credential, &params.signed_headers, Form::Query)?;
+    check_scope(
+        &params.credential,
+        &params.signed_headers,
+        Form::Query,
+        S3_SERVICE,
+    )?;
     let request_time = parse_amz_date(&params.amz_date).ok_or_else(|| {
         Form::query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
     })?;
@@ -241,17 +282,18 @@ pub fn verify_presigned(
     })
 }
 
-/// S3 rules on the scope: the service is `s3`; `host` is signed. Any region is accepted, because
-/// s3p is one endpoint for all regions; the client's region still goes into the string to sign via
-/// the scope.
-fn check_s3_scope(
+/// Rules on the scope: the service is the endpoint's (`s3`, or `sts` at the STS path); `host` is
+/// signed. Any region is accepted, because s3p is one endpoint for all regions; the client's region
+/// still goes into the string to sign via the scope.
+fn check_scope(
     credential: &Credential,
     signed_headers: &[String],
     form: Form,
+    service: &str,
 ) -> Result<(), S3Error> {
-    if credential.service != S3_SERVICE {
+    if credential.service != service {
         return Err(form.malformed(&format!(
-            "incorrect service \"{}\". This endpoint belongs to \"{S3_SERVICE}\".",
+            "incorrect service \"{}\". This endpoint belongs to \"{service}\".",
             credential.service
         )));
     }

@@ -1,0 +1,359 @@
+//! The STS API's decision (`sts.path`, `/sts` by default, outside the S3 API): `AssumeRole` from an API
+//! key (SigV4 with the service `sts`, or the legacy header), `AssumeRoleWithWebIdentity` from an OIDC
+//! token; the answer in STS's XML, success or error. Pure: the glue (`server::sts`) reads the form body
+//! (held in the body budget), fetches the issuer's keys for a web identity call, and supplies the
+//! clock and the random session id.
+
+use super::audit::{is_denial, AuditFacts, Verdict};
+use super::{Answer, AuthFailure};
+use crate::auth;
+use crate::config::{ApiKey, Config, Issuer};
+use crate::error::{S3Error, S3ErrorCode};
+use crate::state::State;
+use crate::sts::jwt::{self, Jwks, JwtError};
+use crate::sts::session::{Credentials, Parent, Session};
+use crate::sts::{self, Action, Params, NAMESPACE};
+use crate::timefmt::format_iso8601;
+use crate::wire::RequestView;
+use crate::xml::escape;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Whether the request's path (as sent, without the query) is the STS API's.
+pub fn is_sts_path(config: &Config, raw_path: &str) -> bool {
+    config
+        .sts
+        .as_ref()
+        .is_some_and(|sts| raw_path.strip_suffix('/').unwrap_or(raw_path) == sts.path)
+}
+
+/// How many body bytes an STS call may send (its announced length; [`sts::MAX_BODY`] when it announces
+/// none), or its refusal when it announces more.
+pub fn body_limit(view: &RequestView) -> Result<u64, S3Error> {
+    match view
+        .header("content-length")
+        .map(|v| v.trim().parse::<u64>())
+    {
+        None => Ok(sts::MAX_BODY),
+        Some(Ok(n)) if n <= sts::MAX_BODY => Ok(n),
+        Some(_) => Err(S3Error::with_message(
+            S3ErrorCode::ValidationError,
+            format!("An STS call's body is at most {} bytes.", sts::MAX_BODY),
+        )),
+    }
+}
+
+/// The issuer a web identity call's token names, when s3p trusts it, with the key id the token names:
+/// the glue gets that issuer's keys before the decision. `None` for anything else (the decision then
+/// refuses what must be refused).
+pub fn web_identity_issuer<'c>(
+    config: &'c Config,
+    raw_query: &str,
+    body: &[u8],
+) -> Option<(&'c Issuer, Option<String>)> {
+    let params = Params::parse(raw_query, body).ok()?;
+    if params.action().ok()? != Action::AssumeRoleWithWebIdentity {
+        return None;
+    }
+    let (iss, kid) = jwt::unverified_issuer_and_kid(params.get("WebIdentityToken")?).ok()?;
+    let issuer = config
+        .sts
+        .as_ref()?
+        .issuers
+        .iter()
+        .find(|i| i.issuer == iss)?;
+    Some((issuer, kid))
+}
+
+/// One STS call, with everything its decision needs.
+pub struct StsCall<'a> {
+    pub view: &'a RequestView<'a>,
+    pub body: &'a Bytes,
+    /// A key the governance service vouched for (the caller of AssumeRole), as for S3 requests.
+    pub resolved: Option<&'a Arc<ApiKey>>,
+    pub now: SystemTime,
+    /// Random: the session's id, from which its credentials are derived.
+    pub session_id: [u8; 16],
+    pub request_id: &'a str,
+    /// The keys of the issuer [`web_identity_issuer`] named, or why they could not be had.
+    pub issuer_keys: Option<Result<Arc<Jwks>, S3Error>>,
+}
+
+/// What the glue writes and records for an STS call.
+pub struct StsDecision {
+    pub answer: Answer,
+    pub audit: AuditFacts,
+    /// The session's label (audit lines), when one was issued.
+    pub session: Option<String>,
+    /// A failed authentication (counted by the throttle).
+    pub auth_failure: Option<AuthFailure>,
+}
+
+/// Decides an STS call.
+pub fn decide_sts(st: &State, call: &StsCall) -> StsDecision {
+    let mut audit = AuditFacts::new(
+        st.config
+            .sts
+            .as_ref()
+            .map_or_else(String::new, |s| s.path.clone()),
+    );
+    audit.operation = "STS";
+    let mut auth_failure = None;
+    let result = issue(st, call, &mut audit, &mut auth_failure);
+    let (answer, session) = match result {
+        Ok((xml, label)) => {
+            audit.verdict = Verdict::Allowed;
+            let answer = Answer {
+                status: 200,
+                headers: vec![("content-type", "text/xml".to_string())],
+                body: Bytes::from(xml),
+            };
+            (answer, Some(label))
+        }
+        Err(e) => {
+            audit.reason = Some(e.code.as_str());
+            audit.verdict = if is_denial(e.code) || e.code == S3ErrorCode::AccessDenied {
+                Verdict::Denied
+            } else {
+                Verdict::Failed
+            };
+            let (status, body) = render_error(&e, call.request_id);
+            let mut headers = vec![("content-type", "text/xml".to_string())];
+            if let Some(s) = e.retry_after_s {
+                headers.push(("retry-after", s.to_string()));
+            }
+            let answer = Answer {
+                status,
+                headers,
+                body: Bytes::from(body),
+            };
+            (answer, None)
+        }
+    };
+    StsDecision {
+        answer,
+        audit,
+        session,
+        auth_failure,
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The call's credentials and the session's label, or the refusal.
+fn issue(
+    st: &State,
+    call: &StsCall,
+    audit: &mut AuditFacts,
+    auth_failure: &mut Option<AuthFailure>,
+) -> Result<(String, String), S3Error> {
+    let config = &st.config;
+    let (Some(sts_config), Some(sealer)) = (&config.sts, st.keys.sessions()) else {
+        return Err(S3Error::new(S3ErrorCode::InvalidAction));
+    };
+    let params = Params::parse(call.view.raw_query, call.body)?;
+    let action = params.action()?;
+    audit.operation = action.name();
+    let asked = sts::asked(&params, sts_config, &config.bucket)?;
+    let now_s = unix_seconds(call.now);
+    let id = hex::encode(call.session_id);
+    let (parent, grants, expires_at, web) = match action {
+        Action::AssumeRole => {
+            let keys = st.keys.with(call.resolved);
+            let body_sha256 = hex::encode(Sha256::digest(call.body));
+            let caller = auth::authenticate_sts_caller(keys, call.view, &body_sha256, call.now)
+                .inspect_err(|e| {
+                    let known = auth::claimed_key_id(call.view).filter(|id| keys.knows(id));
+                    audit.key_name = known.and_then(|id| keys.name_of(id)).map(str::to_string);
+                    *auth_failure = Some(AuthFailure {
+                        known_key_id: known.map(str::to_string),
+                        is_denial: is_denial(e.code),
+                    });
+                })?;
+            let key = &caller.key;
+            audit.key_name = Some(key.name.clone());
+            // A session never outlives the key that made it.
+            let expires_at = (now_s + asked.duration_s).min(key.expires_at.unwrap_or(u64::MAX));
+            let parent = Parent::Key {
+                id: key.id.expose().to_string(),
+                bearer: caller.scheme == auth::Scheme::Legacy,
+            };
+            (parent, asked.narrow(&key.data_sources), expires_at, None)
+        }
+        Action::AssumeRoleWithWebIdentity => {
+            let token = params.get("WebIdentityToken").unwrap_or("");
+            let (claims, issuer) = verified_claims(config, token, call)?;
+            let subject = claims
+                .get("sub")
+                .and_then(|s| s.as_str())
+                .unwrap_or_default()
+                .to_string();
+            let name = jwt::claim_values(&claims, &issuer.name_claim)
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| subject.clone());
+            let name: String = name.chars().filter(|c| !c.is_control()).take(128).collect();
+            audit.key_name = Some(name.clone());
+            let mapped = sts::claim_grants(&issuer.rules, &claims);
+            if mapped.is_empty() {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::AccessDenied,
+                    "No rule of this issuer grants the token anything.",
+                ));
+            }
+            let audience = match claims.get("aud") {
+                Some(serde_json::Value::String(a)) => a.clone(),
+                list => list
+                    .and_then(|l| l.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str())
+                    .find(|a| issuer.audiences.iter().any(|e| e == a))
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            let parent = Parent::WebIdentity {
+                issuer: issuer.issuer.clone(),
+                subject: subject.clone(),
+                name,
+            };
+            let web = Some((subject, audience, issuer.issuer.clone()));
+            (parent, asked.narrow(&mapped), now_s + asked.duration_s, web)
+        }
+    };
+    let session = Session {
+        id,
+        parent,
+        grants,
+        issued_at: now_s,
+        expires_at,
+        role: asked.role.clone(),
+        name: asked.session_name.clone(),
+    };
+    let credentials = sealer.issue(&session);
+    let web = web
+        .as_ref()
+        .map(|(s, a, p)| (s.as_str(), a.as_str(), p.as_str()));
+    let xml = render_issued(action, &credentials, &session, web, call.request_id);
+    Ok((xml, session.label()))
+}
+
+/// A web identity token's claims, verified against its issuer's keys and expectations.
+fn verified_claims<'c>(
+    config: &'c Config,
+    token: &str,
+    call: &StsCall,
+) -> Result<(serde_json::Map<String, serde_json::Value>, &'c Issuer), S3Error> {
+    let invalid = |e: JwtError| {
+        let code = match e {
+            JwtError::Expired => S3ErrorCode::ExpiredTokenException,
+            _ => S3ErrorCode::InvalidIdentityToken,
+        };
+        S3Error::with_message(code, e.to_string())
+    };
+    if token.is_empty() {
+        return Err(S3Error::with_message(
+            S3ErrorCode::ValidationError,
+            "WebIdentityToken is required.",
+        ));
+    }
+    let (iss, _) = jwt::unverified_issuer_and_kid(token).map_err(invalid)?;
+    let issuer = config
+        .sts
+        .as_ref()
+        .and_then(|s| s.issuers.iter().find(|i| i.issuer == iss))
+        .ok_or_else(|| {
+            S3Error::with_message(
+                S3ErrorCode::InvalidIdentityToken,
+                "The token's issuer is not trusted.",
+            )
+        })?;
+    let keys = match &call.issuer_keys {
+        Some(Ok(keys)) => keys,
+        Some(Err(e)) => return Err(e.clone()),
+        None => return Err(S3Error::new(S3ErrorCode::IDPCommunicationError)),
+    };
+    let claims = jwt::verify_signature(token, keys).map_err(invalid)?;
+    let expected = jwt::Expected {
+        issuer: &issuer.issuer,
+        audiences: &issuer.audiences,
+        now_s: unix_seconds(call.now),
+    };
+    jwt::check_claims(&claims, &expected).map_err(invalid)?;
+    Ok((claims, issuer))
+}
+
+/// The STS answer to a successful call.
+fn render_issued(
+    action: Action,
+    c: &Credentials,
+    s: &Session,
+    web: Option<(&str, &str, &str)>,
+    request_id: &str,
+) -> String {
+    let action = action.name();
+    let expiration = format_iso8601(UNIX_EPOCH + Duration::from_secs(c.expiration));
+    // An assumed-role ARN and id in AWS's shapes (s3p has no account: zeros).
+    let arn = format!(
+        "arn:aws:sts::000000000000:assumed-role/{}/{}",
+        s.role, s.name
+    );
+    let role_id = format!("AROAS3P{}:{}", s.id[..12].to_ascii_uppercase(), s.name);
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"{NAMESPACE}\"><{action}Result>"
+    );
+    if let Some((subject, audience, provider)) = web {
+        out.push_str(&format!(
+            "<SubjectFromWebIdentityToken>{}</SubjectFromWebIdentityToken><Audience>{}</Audience><Provider>{}</Provider>",
+            escape(subject),
+            escape(audience),
+            escape(provider)
+        ));
+    }
+    out.push_str(&format!(
+        "<AssumedRoleUser><AssumedRoleId>{}</AssumedRoleId><Arn>{}</Arn></AssumedRoleUser>\
+         <Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey>\
+         <SessionToken>{}</SessionToken><Expiration>{expiration}</Expiration></Credentials>\
+         </{action}Result><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></{action}Response>",
+        escape(&role_id),
+        escape(&arn),
+        c.access_key_id,
+        escape(c.secret_access_key.expose()),
+        c.session_token,
+        escape(request_id),
+    ));
+    out
+}
+
+/// An STS error answer (`ErrorResponse`), from the one error type: the S3 codes authentication
+/// answers with become STS's where they differ. Only the code and message are rendered (never
+/// SignatureDoesNotMatch's string to sign: STS does not show it).
+pub fn render_error(e: &S3Error, request_id: &str) -> (u16, String) {
+    let code = match e.code {
+        S3ErrorCode::InvalidAccessKeyId | S3ErrorCode::InvalidToken | S3ErrorCode::ExpiredToken => {
+            S3ErrorCode::InvalidClientTokenId
+        }
+        S3ErrorCode::AuthorizationHeaderMalformed | S3ErrorCode::InvalidArgument => {
+            S3ErrorCode::InvalidParameterValue
+        }
+        code => code,
+    };
+    let status = code.status();
+    let kind = if status >= 500 { "Receiver" } else { "Sender" };
+    let message = if code == e.code {
+        e.message.clone()
+    } else {
+        S3Error::new(code).message
+    };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse xmlns=\"{NAMESPACE}\"><Error><Type>{kind}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+        code.as_str(),
+        escape(&message),
+        escape(request_id)
+    );
+    (status, body)
+}

@@ -1,0 +1,227 @@
+//! The STS API's I/O: the issuers' signing keys (a JWKS file, or a URL fetched with a deadline and
+//! cached), and the call carried out: keys fetched when a web identity call needs them, the pure
+//! decision (`gateway::decide_sts`), the throttle of failed authentications, the metrics.
+//!
+//! Keys are cached per issuer for `jwks_refresh_s` (files for 60 s, so a replaced file takes effect
+//! within a minute without a reload); a token naming a key id not in the cached set makes one refetch,
+//! at most every 30 s per issuer (a flood of made-up key ids cannot make s3p hammer the provider).
+//! When a refresh fails, keys fetched within 10 × `jwks_refresh_s` still serve; past that, or when
+//! none were ever had, calls fail closed (400 IDPCommunicationError).
+
+use super::Runtime;
+use crate::config::{Issuer, JwksSource};
+use crate::error::{S3Error, S3ErrorCode};
+use crate::sts::jwt::Jwks;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a fetch of keys may take.
+const FETCH_DEADLINE: Duration = Duration::from_secs(5);
+/// The most JWKS bytes read.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// The least time between two refetches for an unknown key id.
+const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(30);
+/// How often a JWKS file is read again.
+const FILE_REFRESH: Duration = Duration::from_secs(60);
+
+struct Entry {
+    keys: Option<Arc<Jwks>>,
+    fetched_at: Instant,
+    attempted_at: Instant,
+}
+
+/// The issuers' keys, cached across requests and reloads (keyed by where they come from).
+#[derive(Default)]
+pub struct IssuerKeys {
+    cache: Mutex<HashMap<JwksSource, Entry>>,
+    /// One fetch at a time: the calls that wait find the keys it fetched.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl IssuerKeys {
+    /// The keys of `issuer` for a token naming `kid`.
+    pub async fn keys_for(&self, issuer: &Issuer, kid: Option<&str>) -> Result<Arc<Jwks>, S3Error> {
+        let refresh = match &issuer.jwks {
+            JwksSource::File(_) => FILE_REFRESH,
+            JwksSource::Url { refresh_s, .. } => Duration::from_secs(*refresh_s),
+        };
+        let usable = |cache: &HashMap<JwksSource, Entry>| -> (Option<Arc<Jwks>>, bool) {
+            let now = Instant::now();
+            match cache.get(&issuer.jwks) {
+                Some(Entry {
+                    keys: Some(keys),
+                    fetched_at,
+                    attempted_at,
+                }) => {
+                    let fresh = now.duration_since(*fetched_at) < refresh;
+                    let knows_kid = kid.is_none_or(|k| keys.has_kid(k));
+                    let may_refetch = now.duration_since(*attempted_at) >= UNKNOWN_KID_REFETCH;
+                    let good = fresh && (knows_kid || !may_refetch);
+                    (Some(keys.clone()), good)
+                }
+                _ => (None, false),
+            }
+        };
+        if let (Some(keys), true) = usable(&self.cache.lock().unwrap()) {
+            return Ok(keys);
+        }
+        let _one = self.fetching.lock().await;
+        let (stale, good) = usable(&self.cache.lock().unwrap());
+        if let (Some(keys), true) = (&stale, good) {
+            return Ok(keys.clone());
+        }
+        let fetched = tokio::time::timeout(FETCH_DEADLINE, fetch(&issuer.jwks))
+            .await
+            .unwrap_or_else(|_| Err("no answer in time".into()))
+            .and_then(|text| Jwks::from_json(&text));
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap();
+        match fetched {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
+                cache.insert(
+                    issuer.jwks.clone(),
+                    Entry {
+                        keys: Some(keys.clone()),
+                        fetched_at: now,
+                        attempted_at: now,
+                    },
+                );
+                Ok(keys)
+            }
+            Err(e) => {
+                log::warn!(
+                    "the signing keys of issuer {} could not be read: {e}",
+                    issuer.issuer
+                );
+                let entry = cache.entry(issuer.jwks.clone()).or_insert(Entry {
+                    keys: None,
+                    fetched_at: now,
+                    attempted_at: now,
+                });
+                entry.attempted_at = now;
+                match &entry.keys {
+                    Some(keys) if now.duration_since(entry.fetched_at) < refresh * 10 => {
+                        Ok(keys.clone())
+                    }
+                    _ => Err(S3Error::new(S3ErrorCode::IDPCommunicationError)),
+                }
+            }
+        }
+    }
+}
+
+/// Reads a key set: the file, or the URL (http or https, the system's roots and `ca_file`).
+async fn fetch(source: &JwksSource) -> Result<String, String> {
+    match source {
+        JwksSource::File(path) => tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| format!("{path}: {e}")),
+        JwksSource::Url { url, ca_file, .. } => {
+            let extra_ca = match ca_file {
+                Some(path) => crate::backend::load_ca_certs(path)?,
+                None => Vec::new(),
+            };
+            let tls = crate::backend::tls_client_config(&extra_ca, "sts.web_identity")?;
+            let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+            http.enforce_http(false);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http);
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build::<_, Empty<Bytes>>(https);
+            let request = http::Request::get(url.as_str())
+                .header("accept", "application/json")
+                .body(Empty::new())
+                .map_err(|e| e.to_string())?;
+            let response = client.request(request).await.map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("{url}: status {}", response.status()));
+            }
+            let body = http_body_util::Limited::new(response.into_body(), MAX_JWKS_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?
+                .to_bytes();
+            String::from_utf8(body.to_vec()).map_err(|_| format!("{url}: not UTF-8"))
+        }
+    }
+}
+
+/// Carries out an STS call whose body was read: the issuer's keys for a web identity call, the
+/// decision, the throttle, the metrics. Returns the decision for the glue to write and audit.
+pub async fn serve(
+    runtime: &Runtime,
+    st: &crate::state::State,
+    view: &crate::wire::RequestView<'_>,
+    body: &Bytes,
+    resolved: Option<&Arc<crate::config::ApiKey>>,
+    request_id: &str,
+    client: Option<std::net::IpAddr>,
+) -> crate::gateway::StsDecision {
+    let issuer_keys = match crate::gateway::web_identity_issuer(&st.config, view.raw_query, body) {
+        Some((issuer, kid)) => Some(runtime.sts.keys_for(issuer, kid.as_deref()).await),
+        None => None,
+    };
+    let call = crate::gateway::StsCall {
+        view,
+        body,
+        resolved,
+        now: std::time::SystemTime::now(),
+        session_id: rand::random(),
+        request_id,
+        issuer_keys,
+    };
+    let mut decision = crate::gateway::decide_sts(st, &call);
+    if let Some(failure) = &decision.auth_failure {
+        let code = decision.audit.reason.unwrap_or("AccessDenied");
+        if let Some(e) = super::admission::throttle(runtime, failure, code, client) {
+            let (status, xml) = crate::gateway::sts_error(&e, request_id);
+            decision.answer.status = status;
+            decision.answer.body = Bytes::from(xml);
+            decision.audit.reason = Some(e.code.as_str());
+        }
+    }
+    let result = if decision.session.is_some() {
+        "issued"
+    } else {
+        "refused"
+    };
+    runtime.metrics.sts_call(decision.audit.operation, result);
+    decision
+}
+
+/// Answers an STS call whose form body was read (`WithBody::Sts`): decided, audited, written.
+pub async fn answer(
+    runtime: &Runtime,
+    session: &mut pingora::proxy::Session,
+    ctx: &mut super::ctx::RequestCtx,
+    resolved: Option<Arc<crate::config::ApiKey>>,
+    body: Bytes,
+) -> pingora::Result<()> {
+    let st = ctx.state.clone();
+    let decision = {
+        let req = session.req_header();
+        let raw = std::str::from_utf8(req.raw_path()).unwrap_or("");
+        let (raw_path, raw_query) = raw.split_once('?').unwrap_or((raw, ""));
+        let view = crate::wire::RequestView {
+            method: req.method.as_str(),
+            raw_path,
+            raw_query,
+            headers: crate::wire::Headers::Map(&req.headers),
+        };
+        let (id, client) = (&ctx.request_id, ctx.client.ip);
+        serve(runtime, &st, &view, &body, resolved.as_ref(), id, client).await
+    };
+    ctx.held.body = None;
+    ctx.audit = decision.audit;
+    ctx.audit.session = decision.session;
+    let a = decision.answer;
+    super::respond::write_answer(session, &ctx.answering(), a.status, a.headers, a.body).await
+}
