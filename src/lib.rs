@@ -6,7 +6,9 @@
 //!    answers; the request's query and path read one way for every reader; dates; sealing;
 //! 2. [`client_addr`], [`proxy_protocol`], [`config`]: who the client is behind trusted proxies; the
 //!    validated configuration;
-//! 3. [`auth`]: who is calling (legacy header, SigV4, SigV2), verified against the key's secret;
+//! 3. [`sts`] / [`auth`]: temporary credentials' core (sealed session tokens, session policies, OIDC
+//!    tokens); who is calling (legacy header, SigV4, SigV2, a session's token), verified against the
+//!    key's secret;
 //! 4. [`namespace`] / [`policy`]: which backend object a [`namespace::VirtualKey`] is; whether the key
 //!    may read or write its data source (deny by default);
 //! 5. [`xml`] / [`listing`]: listings merged across data sources and rendered in virtual terms;

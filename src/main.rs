@@ -70,6 +70,7 @@ fn check_offline(path: &str) -> Result<(), Refused> {
     for w in &warnings {
         eprintln!("{path}: warning: {w}");
     }
+    check_issuers(path, &cfg, false)?;
     println!(
         "{path}: OK offline ({} backends, {} data sources, {} API keys; {} unset variable(s); backend host names not resolved)",
         cfg.backends.len(),
@@ -78,6 +79,23 @@ fn check_offline(path: &str) -> Result<(), Refused> {
         warnings.len()
     );
     Ok(())
+}
+
+/// The OIDC issuers' signing keys (`sts.web_identity`): read, and each holding a usable key.
+fn check_issuers(path: &str, cfg: &config::Config, online: bool) -> Result<(), Refused> {
+    match s3p::server::sts::check_issuers(cfg, online) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{path}: {line}");
+            }
+            Ok(())
+        }
+        Err(problems) => {
+            let mut lines = vec![format!("{path}: {} problem(s):", problems.len())];
+            lines.extend(problems.iter().map(|p| format!("  {p}")));
+            Err(Refused(lines))
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -105,6 +123,7 @@ fn run(cli: &Cli) -> Result<(), Refused> {
         // Backends must also resolve, as they will at start-up.
         s3p::backend::Backends::new(&cfg)
             .map_err(|e| Refused(vec![format!("{path}: 1 problem(s):"), format!("  {e}")]))?;
+        check_issuers(path, &cfg, true)?;
         println!(
             "{path}: OK ({} backends, {} data sources, {} API keys)",
             cfg.backends.len(),

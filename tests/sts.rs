@@ -1009,3 +1009,119 @@ impl JwksServer {
         format!("http://{}/.well-known/jwks.json", self.addr)
     }
 }
+
+#[test]
+fn s3p_check_reads_every_issuers_keys() {
+    let dir = fixture().dir.join(format!("sts-check-{}", free_port()));
+    let idp = Idp::new(&dir);
+    let jwks_server = JwksServer::start(idp.rsa_jwks());
+    let check = |yaml: &str, args: &[&str]| {
+        let path = dir.join("check.yaml");
+        std::fs::write(&path, yaml.replace("{PORT}", &free_port().to_string())).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_s3p"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let good = config(&idp.sts_yaml(Some(&jwks_server.url())));
+    let (code, text) = check(&good, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("sts.web_identity[0]: {ISSUER} (1 key(s))")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("sts.web_identity[1]: {URL_ISSUER} (1 key(s))")),
+        "{text}"
+    );
+    // Offline, the URL is not fetched; the file still is.
+    let (code, text) = check(&good, &["--offline"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("jwks_url not fetched offline"), "{text}");
+    // A file that is missing, or holds no usable key, is a problem named by its field.
+    let missing = good.replace(idp.jwks_file.to_str().unwrap(), "/nonexistent/jwks.json");
+    let (code, text) = check(&missing, &["--offline"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("sts.web_identity[0]: the signing keys cannot be read"),
+        "{text}"
+    );
+    let unusable = dir.join("unusable.json");
+    std::fs::write(&unusable, r#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#).unwrap();
+    let (code, text) = check(
+        &good.replace(idp.jwks_file.to_str().unwrap(), unusable.to_str().unwrap()),
+        &["--offline"],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("no usable key"), "{text}");
+    // Rules and paths are validated with the rest of the configuration.
+    for (bad, field) in [
+        (
+            good.replace("contains: readers", "contains: readers, equals: x"),
+            "rules[0]",
+        ),
+        (
+            good.replace(
+                "data_sources: [sales] }\n        - { claim: groups, contains: writers",
+                "data_sources: [nope] }\n        - { claim: groups, contains: writers",
+            ),
+            "rules[0].data_sources",
+        ),
+        (
+            good.replace("sts:\n", "sts:\n  path: /s3p/sts\n"),
+            "sts.path",
+        ),
+        (
+            good.replace("min_duration_s: 2", "min_duration_s: 0"),
+            "sts",
+        ),
+    ] {
+        assert_ne!(bad, good);
+        let (code, text) = check(&bad, &["--offline"]);
+        assert_eq!(code, Some(2), "{text}");
+        assert!(text.contains(field), "{field}: {text}");
+    }
+}
+
+#[test]
+fn the_sts_path_takes_get_and_post_only_and_is_no_s3_path() {
+    let s3p = start("methods", &config(""));
+    let r = raw(
+        s3p.addr(),
+        "PUT",
+        "/sts",
+        &[
+            ("Authorization", &format!("AWS {WRITER_LEGACY}:immuta")),
+            ("content-length", "0"),
+        ],
+    );
+    assert_eq!(r.status, 405, "{}", r.text());
+    // AssumeRole as a GET with the query (the legacy header), as STS's Query API allows.
+    let target = format!(
+        "/sts?Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName=by-get",
+        enc(ROLE_ARN)
+    );
+    let auth = format!("AWS {WRITER_LEGACY}:immuta");
+    let r = raw(s3p.addr(), "GET", &target, &[("Authorization", &auth)]);
+    let c = creds_of(&r);
+    assert!(read(&s3p, &c, "sales/plain.txt").is_ok());
+    // Without `sts:`, /sts is nothing s3p serves, and no token is accepted.
+    let off = start(
+        "off",
+        &config("").replace("sts:\n  min_duration_s: 2\n", ""),
+    );
+    let r = raw(off.addr(), "GET", &target, &[("Authorization", &auth)]);
+    assert_ne!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        read(&off, &c, "sales/plain.txt").unwrap_err(),
+        "InvalidToken"
+    );
+}

@@ -156,6 +156,9 @@ pub fn decide(st: &State, req: &Incoming) -> Decision {
     // The STS API, outside the S3 API: decided once its form body is read (`decide_sts`).
     if sts::is_sts_path(config, view.raw_path) {
         d.audit.operation = "STS";
+        if !matches!(view.method, "GET" | "POST") {
+            return d.refuse(S3Error::new(S3ErrorCode::MethodNotAllowed));
+        }
         return match sts::body_limit(view) {
             Ok(limit) => d.finish(Outcome::NeedsBody(NeedsBody {
                 limit,

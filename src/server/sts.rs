@@ -225,3 +225,47 @@ pub async fn answer(
     let a = decision.answer;
     super::respond::write_answer(session, &ctx.answering(), a.status, a.headers, a.body).await
 }
+
+/// `s3p check`: every issuer's keys can be read and hold a usable key (files always; URLs only when
+/// `online`). Returns one line per issuer, or the problems.
+pub fn check_issuers(
+    config: &crate::config::Config,
+    online: bool,
+) -> Result<Vec<String>, Vec<String>> {
+    let Some(sts) = &config.sts else {
+        return Ok(Vec::new());
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| vec![e.to_string()])?;
+    let (mut ok, mut problems) = (Vec::new(), Vec::new());
+    for (i, issuer) in sts.issuers.iter().enumerate() {
+        let field = format!("sts.web_identity[{i}]");
+        if !online && matches!(issuer.jwks, JwksSource::Url { .. }) {
+            ok.push(format!(
+                "{field}: {} (jwks_url not fetched offline)",
+                issuer.issuer
+            ));
+            continue;
+        }
+        let read = rt.block_on(async {
+            tokio::time::timeout(FETCH_DEADLINE, fetch(&issuer.jwks))
+                .await
+                .unwrap_or_else(|_| Err("no answer in time".into()))
+        });
+        match read.and_then(|text| Jwks::from_json(&text)) {
+            Ok(keys) => ok.push(format!(
+                "{field}: {} ({} key(s))",
+                issuer.issuer,
+                keys.len()
+            )),
+            Err(e) => problems.push(format!("{field}: the signing keys cannot be read: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(ok)
+    } else {
+        Err(problems)
+    }
+}
