@@ -344,7 +344,12 @@ fn sessions_serve_boto3_duckdb_pyarrow_and_rclone() {
 
 #[test]
 fn tokens_are_checked_on_every_request() {
-    let s3p = start("tokens", &config(""));
+    let admin = free_port();
+    let yaml = config("").replace(
+        "listen: 127.0.0.1:{PORT}\n",
+        &format!("listen: 127.0.0.1:{{PORT}}\nadmin_listen: 127.0.0.1:{admin}\n"),
+    );
+    let s3p = start("tokens", &yaml);
     let c = creds_of(&assume(&s3p, WRITER_LEGACY, "&DurationSeconds=3"));
     assert_eq!(
         read(&s3p, &c, "sales/plain.txt").unwrap(),
@@ -433,6 +438,21 @@ fn tokens_are_checked_on_every_request() {
         read(&s3p, &c, "sales/plain.txt").unwrap_err(),
         "ExpiredToken"
     );
+    // The metrics count issued sessions and refused tokens.
+    let metrics = raw(
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+        "GET",
+        "/metrics",
+        &[],
+    )
+    .text();
+    for line in [
+        "s3p_sts_calls_total{action=\"AssumeRole\",result=\"issued\"} 2",
+        "s3p_auth_failures_total{reason=\"ExpiredToken\"} 1",
+        "s3p_auth_failures_total{reason=\"InvalidToken\"} 5",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
     // A presigned URL of a session carries its token, and works (SDK presigning).
     let fresh = creds_of(&assume(&s3p, WRITER_LEGACY, ""));
     let client = session_client(&s3p, &fresh);

@@ -63,6 +63,47 @@ pub struct KeyStore {
     keys: HashMap<String, Arc<ApiKey>>,
     legacy_auth: bool,
     sessions: Option<SessionSealer>,
+    /// Sessions opened recently (emptied with the store on every reload).
+    opened: OpenedSessions,
+}
+
+/// The most sessions [`OpenedSessions`] keeps (a few hundred bytes each).
+const MAX_OPENED_SESSIONS: usize = 4096;
+
+/// Sessions whose tokens opened, by token, until they expire (bounded: past the bound, expired ones go,
+/// then all). Only tokens that opened are kept, so made-up tokens cannot fill it; a lookup hashes the
+/// token with a per-process seed and compares it whole, and a hit still needs the session's secret to
+/// sign the request.
+#[derive(Default)]
+struct OpenedSessions {
+    map: std::sync::Mutex<HashMap<String, OpenedSession, foldhash::fast::RandomState>>,
+}
+
+#[derive(Clone)]
+struct OpenedSession {
+    /// The key requests of the session use.
+    key: Arc<ApiKey>,
+    /// A key parent's id, whether it authenticated with the legacy header, and the key its grants
+    /// were taken from (`None`: a web identity).
+    parent: Option<(String, bool, Arc<ApiKey>)>,
+    expires_at: u64,
+}
+
+impl OpenedSessions {
+    fn get(&self, token: &str) -> Option<OpenedSession> {
+        self.map.lock().unwrap().get(token).cloned()
+    }
+
+    fn put(&self, token: &str, session: OpenedSession, now_s: u64) {
+        let mut map = self.map.lock().unwrap();
+        if map.len() >= MAX_OPENED_SESSIONS {
+            map.retain(|_, s| s.expires_at > now_s);
+            if map.len() >= MAX_OPENED_SESSIONS {
+                map.clear();
+            }
+        }
+        map.insert(token.to_string(), session);
+    }
 }
 
 impl KeyStore {
@@ -84,6 +125,7 @@ impl KeyStore {
                 .sts
                 .as_ref()
                 .map(|_| SessionSealer::new(config.token_secret.expose(), &previous)),
+            opened: OpenedSessions::default(),
         }
     }
 
@@ -102,13 +144,18 @@ impl KeyStore {
         self.sessions.as_ref()
     }
 
-    /// The parent key of the session a request's `x-amz-security-token` names, when that token opens:
-    /// the glue asks the governance service about it (as it would about the key itself).
+    /// The parent key of the session a request's `x-amz-security-token` names, when that token opens
+    /// (or opened before): the glue asks the governance service about it (as it would about the key
+    /// itself), and `bearer` says how.
     pub fn session_parent(&self, view: &RequestView, now: SystemTime) -> Option<(String, bool)> {
+        let token = security_token(view)?;
+        if let Some(hit) = self.opened.get(token) {
+            return hit.parent.map(|(id, bearer, _)| (id, bearer));
+        }
         let opened = self
             .sessions
             .as_ref()?
-            .open(security_token(view)?, unix_seconds(now))
+            .open(token, unix_seconds(now))
             .ok()?;
         match opened.session.parent {
             Parent::Key { id, bearer } => Some((id, bearer)),
@@ -167,42 +214,57 @@ impl<'a> Keys<'a> {
         (key.enabled && key.expires_at.is_none_or(|t| now_s < t)).then_some(key)
     }
 
-    /// The key of the session `token` names, for a request whose signature claims `claimed`: the
-    /// session's grants under its parent's current ones (a key parent; a web identity keeps the
-    /// grants it was issued). Refused: a token s3p did not issue, or issued for another access key id
-    /// (InvalidToken), an expired one (ExpiredToken), a parent no longer usable (InvalidToken).
-    fn session_key(
-        &self,
-        token: &str,
-        claimed: &str,
-        now: SystemTime,
-    ) -> Result<Arc<ApiKey>, S3Error> {
+    /// The key of the session `token` names: the session's grants under its parent's current ones (a
+    /// key parent; a web identity keeps the grants it was issued). Refused: a token s3p did not issue
+    /// (InvalidToken), an expired one (ExpiredToken), a parent no longer usable (InvalidToken). Whether
+    /// the request is signed with this session's access key id is the signature check's (the session's
+    /// key is then the only one known).
+    ///
+    /// A session's later requests find it in [`OpenedSessions`]: no opening again, and no new key
+    /// while its parent's key is the same `Arc` (the configured one until a reload, or the governance
+    /// service's cache entry until it is refreshed).
+    fn session_key(&self, token: &str, now: SystemTime) -> Result<Arc<ApiKey>, S3Error> {
         let invalid = || S3Error::new(S3ErrorCode::InvalidToken);
+        let now_s = unix_seconds(now);
+        let opened_sessions = &self.store.opened;
+        if let Some(hit) = opened_sessions.get(token) {
+            if now_s >= hit.expires_at {
+                return Err(S3Error::new(S3ErrorCode::ExpiredToken));
+            }
+            let parent_now = hit.parent.as_ref().map(|(id, ..)| self.usable(id, now));
+            match (parent_now, &hit.parent) {
+                (None, _) => return Ok(hit.key),
+                (Some(Some(now_key)), Some((.., then_key))) if Arc::ptr_eq(now_key, then_key) => {
+                    return Ok(hit.key)
+                }
+                // The parent changed (or went): the session's key is made again below.
+                _ => {}
+            }
+        }
         let sealer = self.store.sessions.as_ref().ok_or_else(invalid)?;
-        let opened = sealer.open(token, unix_seconds(now)).map_err(|e| match e {
+        let opened = sealer.open(token, now_s).map_err(|e| match e {
             TokenError::Invalid => invalid(),
             TokenError::Expired => S3Error::new(S3ErrorCode::ExpiredToken),
         })?;
-        if !opened.is_for(claimed) {
-            return Err(invalid());
-        }
         let session = &opened.session;
-        let (name, grants) = match &session.parent {
-            Parent::Key { id, .. } => {
+        let (name, grants, parent) = match &session.parent {
+            Parent::Key { id, bearer } => {
                 let parent = self.usable(id, now).ok_or_else(|| {
                     S3Error::with_message(
                         S3ErrorCode::InvalidToken,
                         "The session's parent key is no longer valid.",
                     )
                 })?;
+                let grants = session.grants.intersect(&parent.data_sources);
                 (
                     parent.name.clone(),
-                    session.grants.intersect(&parent.data_sources),
+                    grants,
+                    Some((id.clone(), *bearer, parent.clone())),
                 )
             }
-            Parent::WebIdentity { name, .. } => (name.clone(), session.grants.clone()),
+            Parent::WebIdentity { name, .. } => (name.clone(), session.grants.clone(), None),
         };
-        Ok(Arc::new(ApiKey {
+        let key = Arc::new(ApiKey {
             id: Secret::new(opened.access_key_id.as_str()),
             secrets: vec![opened.secret_access_key.clone()],
             name,
@@ -214,7 +276,17 @@ impl<'a> Keys<'a> {
                 parent_id: Secret::new(session.parent_id()),
                 label: session.label(),
             })),
-        }))
+        });
+        opened_sessions.put(
+            token,
+            OpenedSession {
+                key: key.clone(),
+                parent,
+                expires_at: session.expires_at,
+            },
+            now_s,
+        );
+        Ok(key)
     }
 
     fn secrets(&self, id: &str, now: SystemTime) -> SecretLookup {
@@ -419,8 +491,7 @@ pub fn authenticate<'k>(
             return Err(S3Error::new(S3ErrorCode::InvalidToken))
         }
         Some(token) => {
-            let claimed = claimed_key_id(view).unwrap_or("");
-            session_key = store.session_key(token, claimed, now)?;
+            session_key = store.session_key(token, now)?;
             Keys {
                 session: Some(&session_key),
                 ..store
@@ -491,6 +562,10 @@ pub fn authenticate<'k>(
     };
     let verified = match verify(view) {
         Ok(verified) => verified,
+        // Signed under another access key id than the token's: the token was not issued to it.
+        Err(e) if e.code == S3ErrorCode::InvalidAccessKeyId && store.session.is_some() => {
+            return Err(S3Error::new(S3ErrorCode::InvalidToken))
+        }
         Err(e) if e.code == S3ErrorCode::SignatureDoesNotMatch => {
             match options
                 .base_path_tolerance

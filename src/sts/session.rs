@@ -2,22 +2,25 @@
 //! request with `x-amz-security-token` gives back. Stateless, so that any replica sharing the
 //! `token_secret` verifies a token another replica issued, with no shared store:
 //!
-//! - the token is a [`Session`] sealed (`crate::seal`, purpose `session token`): the grants, the expiry,
-//!   the parent identity, the role and session names, and a random session id, encrypted and
-//!   authenticated; a changed, truncated or foreign token does not open;
-//! - the access key id (`ASIA` + 16 hex) and the secret access key are *derived* from the session id
-//!   with keys of the same `token_secret` (HMAC-SHA256), never stored: the token names its access key
-//!   id, and a request whose signature names another is refused;
+//! - the token is a random session id (16 bytes, in clear but authenticated) and a [`Session`] sealed
+//!   with ChaCha20-Poly1305 (`ring`) under a key derived from the `token_secret` (the id's first 12
+//!   bytes are the nonce): the grants, the expiry, the parent identity, the role and session names,
+//!   encrypted and authenticated; a changed, truncated or foreign token does not open. (Not
+//!   `crate::seal`'s HMAC construction: a token is opened on every request, and an AEAD costs a small
+//!   fraction of an HMAC keystream there);
+//! - the access key id is `ASIA` + the id's first 8 bytes in hex, and the secret access key is
+//!   *derived* from the id with a key of the same `token_secret` (HMAC-SHA256), never stored: a
+//!   request whose signature names another access key id than its token's is refused;
 //! - rotation: a token sealed with a secret now in `previous_token_secrets` still opens, and its
 //!   credentials are derived with that secret, so sessions survive a rotation until they expire.
 //!
 //! Pure: the clock and the random session id are parameters.
 
 use crate::config::{Entitlement, Secret};
-use crate::seal::Sealer;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use ring::aead;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -30,8 +33,9 @@ pub const ACCESS_KEY_PREFIX: &str = "ASIA";
 /// What a session token carries (sealed: no client reads or changes it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
-    /// 16 random bytes, hex: the credentials are derived from it.
-    #[serde(rename = "n")]
+    /// 16 random bytes, hex: the credentials are derived from it. Carried (authenticated) in the
+    /// token's clear header, not in the sealed part.
+    #[serde(skip)]
     pub id: String,
     #[serde(rename = "p")]
     pub parent: Parent,
@@ -58,12 +62,20 @@ pub enum Parent {
     /// An API key (configured, or known to the governance service): `bearer` when it authenticated
     /// with the legacy header (the governance service is asked about it as such).
     #[serde(rename = "k")]
-    Key { id: String, bearer: bool },
+    Key {
+        #[serde(rename = "i")]
+        id: String,
+        #[serde(rename = "b")]
+        bearer: bool,
+    },
     /// A web identity: the issuer and subject of the OIDC token, and the name logs show.
     #[serde(rename = "w")]
     WebIdentity {
+        #[serde(rename = "i")]
         issuer: String,
+        #[serde(rename = "s")]
         subject: String,
+        #[serde(rename = "n")]
         name: String,
     },
 }
@@ -121,31 +133,79 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-/// The keys of one `token_secret`.
+/// The token's format version (the first byte).
+const VERSION: u8 = 1;
+/// Session ids are 16 random bytes; the first 12 are the AEAD nonce.
+const ID_LEN: usize = 16;
+
+/// The keys of one `token_secret` (derived once, when the configuration is loaded).
 struct SecretKeys {
-    sealer: Sealer,
-    access_key_id: [u8; 32],
-    secret_access_key: [u8; 32],
+    /// Seals the session (ChaCha20-Poly1305).
+    seal: aead::LessSafeKey,
+    /// Derives the secret access key from the session id (HMAC-SHA256, its key schedule precomputed).
+    secret_access_key: ring::hmac::Key,
 }
 
 impl SecretKeys {
     fn new(secret: &str) -> SecretKeys {
+        let seal_key = hmac(secret.as_bytes(), b"s3p session: seal");
+        let unbound = aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &seal_key)
+            .expect("a 32-byte ChaCha20-Poly1305 key");
+        let secret_key = hmac(secret.as_bytes(), b"s3p session: secret access key");
         SecretKeys {
-            sealer: Sealer::rotated("session token", secret, &[]),
-            access_key_id: hmac(secret.as_bytes(), b"s3p session: access key id"),
-            secret_access_key: hmac(secret.as_bytes(), b"s3p session: secret access key"),
+            seal: aead::LessSafeKey::new(unbound),
+            secret_access_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret_key),
         }
     }
 
-    fn access_key_id(&self, session_id: &str) -> String {
-        let mac = hmac(&self.access_key_id, session_id.as_bytes());
-        format!("{ACCESS_KEY_PREFIX}{}", hex::encode_upper(&mac[..8]))
+    fn secret_access_key(&self, id: &[u8; ID_LEN]) -> Secret {
+        let mac = ring::hmac::sign(&self.secret_access_key, id);
+        Secret::new(STANDARD.encode(&mac.as_ref()[..30]))
     }
 
-    fn secret_access_key(&self, session_id: &str) -> Secret {
-        let mac = hmac(&self.secret_access_key, session_id.as_bytes());
-        Secret::new(STANDARD.encode(&mac[..30]))
+    fn nonce(id: &[u8; ID_LEN]) -> aead::Nonce {
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        nonce.copy_from_slice(&id[..aead::NONCE_LEN]);
+        aead::Nonce::assume_unique_for_key(nonce)
     }
+
+    /// `VERSION || id` (authenticated, not encrypted) `|| ChaCha20-Poly1305(session) || tag`, base64url.
+    fn seal(&self, id: &[u8; ID_LEN], plaintext: &[u8]) -> String {
+        let mut out = Vec::with_capacity(1 + ID_LEN + plaintext.len() + aead::MAX_TAG_LEN);
+        out.push(VERSION);
+        out.extend_from_slice(id);
+        let mut body = plaintext.to_vec();
+        self.seal
+            .seal_in_place_append_tag(
+                Self::nonce(id),
+                aead::Aad::from(&out[..1 + ID_LEN]),
+                &mut body,
+            )
+            .expect("sessions are far below ChaCha20-Poly1305's limit");
+        out.extend_from_slice(&body);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    fn open(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        let id: &[u8; ID_LEN] = raw.get(1..1 + ID_LEN)?.try_into().ok()?;
+        let mut body = raw[1 + ID_LEN..].to_vec();
+        let plain = self
+            .seal
+            .open_in_place(
+                Self::nonce(id),
+                aead::Aad::from(&raw[..1 + ID_LEN]),
+                &mut body,
+            )
+            .ok()?;
+        Some(plain.to_vec())
+    }
+}
+
+/// The access key id of a session: `ASIA` and the first 8 bytes of its id in hex. The id is random and
+/// not secret (the secret is derived from it with a key); the token authenticates it, so a request
+/// signed under another access key id than its token's is refused.
+fn access_key_id(id: &[u8; ID_LEN]) -> String {
+    format!("{ACCESS_KEY_PREFIX}{}", hex::encode_upper(&id[..8]))
 }
 
 /// Issues and opens session tokens with the `token_secret` (and opens those of earlier secrets).
@@ -164,33 +224,47 @@ impl SessionSealer {
         }
     }
 
-    /// The credentials of a new session (sealed with the current secret).
+    /// The credentials of a new session (sealed with the current secret). `session.id` is its 16
+    /// random bytes in hex.
     pub fn issue(&self, session: &Session) -> Credentials {
         let keys = &self.keys[0];
+        let mut id = [0u8; ID_LEN];
+        hex::decode_to_slice(&session.id, &mut id).expect("a session id is 16 bytes in hex");
         let plaintext = serde_json::to_vec(session).expect("a session serialises");
         Credentials {
-            access_key_id: keys.access_key_id(&session.id),
-            secret_access_key: keys.secret_access_key(&session.id),
-            session_token: keys.sealer.seal(b"", &plaintext),
+            access_key_id: access_key_id(&id),
+            secret_access_key: keys.secret_access_key(&id),
+            session_token: keys.seal(&id, &plaintext),
             expiration: session.expires_at,
         }
     }
 
     /// The session of `token`, if it is one of ours and has not expired at `now_s` (unix seconds).
     pub fn open(&self, token: &str, now_s: u64) -> Result<Opened, TokenError> {
+        if token.len() > MAX_TOKEN_CHARS {
+            return Err(TokenError::Invalid);
+        }
+        let raw = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| TokenError::Invalid)?;
+        if raw.len() < 1 + ID_LEN + aead::MAX_TAG_LEN || raw[0] != VERSION {
+            return Err(TokenError::Invalid);
+        }
         let (keys, plaintext) = self
             .keys
             .iter()
-            .find_map(|k| Some((k, k.sealer.open(token, b"", MAX_TOKEN_CHARS)?)))
+            .find_map(|k| Some((k, k.open(&raw)?)))
             .ok_or(TokenError::Invalid)?;
-        let session: Session =
+        let id: [u8; ID_LEN] = raw[1..1 + ID_LEN].try_into().expect("checked above");
+        let mut session: Session =
             serde_json::from_slice(&plaintext).map_err(|_| TokenError::Invalid)?;
+        session.id = hex::encode(id);
         if now_s >= session.expires_at {
             return Err(TokenError::Expired);
         }
         Ok(Opened {
-            access_key_id: keys.access_key_id(&session.id),
-            secret_access_key: keys.secret_access_key(&session.id),
+            access_key_id: access_key_id(&id),
+            secret_access_key: keys.secret_access_key(&id),
             session,
         })
     }
@@ -290,9 +364,16 @@ mod tests {
         let foreign = SessionSealer::new("another-deployment-secret-000", &[]);
         assert_eq!(foreign.open(&token, T0).unwrap_err(), TokenError::Invalid);
         // Another purpose's sealed string (a continuation token) is no session.
-        let listing = Sealer::rotated("continuation token", SECRET, &[]);
+        let listing = crate::seal::Sealer::rotated("continuation token", SECRET, &[]);
         let other = listing.seal(b"", &serde_json::to_vec(&session(key_parent())).unwrap());
         assert_eq!(sealer.open(&other, T0).unwrap_err(), TokenError::Invalid);
+        // The clear id swapped for another: the tag no longer matches.
+        let mut raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        raw[3] ^= 1;
+        assert_eq!(
+            sealer.open(&URL_SAFE_NO_PAD.encode(&raw), T0).unwrap_err(),
+            TokenError::Invalid
+        );
         // Two sessions: each token derives its own credentials; swapping tokens swaps the key id.
         let mut s2 = session(key_parent());
         s2.id = "ffeeddccbbaa99887766554433221100".into();
@@ -310,9 +391,10 @@ mod tests {
         let opened = rotated.open(&creds.session_token, T0).unwrap();
         assert_eq!(opened.access_key_id, creds.access_key_id);
         assert_eq!(opened.secret_access_key, creds.secret_access_key);
-        // New sessions come from the new secret: other credentials for the same session id.
+        // New sessions come from the new secret: another secret for the same session id.
         let fresh = rotated.issue(&session(key_parent()));
-        assert_ne!(fresh.access_key_id, creds.access_key_id);
+        assert_ne!(fresh.secret_access_key, creds.secret_access_key);
+        assert_ne!(fresh.session_token, creds.session_token);
         // Once the old secret is dropped, its sessions end.
         let dropped = SessionSealer::new("the-next-session-secret-0000", &[]);
         assert_eq!(

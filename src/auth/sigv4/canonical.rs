@@ -124,6 +124,11 @@ pub fn canonical_headers<S: AsRef<str>>(req: &RequestView, signed_headers: &[S])
 /// Appends `value` without leading/trailing blanks and with each inner run of blanks as a single
 /// space.
 pub(super) fn push_trimmed_collapsed(out: &mut String, value: &str) {
+    // Most values (dates, hashes, tokens) have no blank at all.
+    if memchr::memchr2(b' ', b'\t', value.as_bytes()).is_none() {
+        out.push_str(value);
+        return;
+    }
     let mut words = value.split([' ', '\t']).filter(|w| !w.is_empty());
     if let Some(first) = words.next() {
         out.push_str(first);
