@@ -788,6 +788,239 @@ mod tests {
         .map(|signed| signed.key)
     }
 
+    /// A GET signed with SigV4 in the header by `akid`/`secret`, carrying `token`, at `now`.
+    fn signed_with_token(
+        akid: &str,
+        secret: &str,
+        token: &str,
+        now: SystemTime,
+    ) -> Vec<(String, String)> {
+        let amz_date = sigv4::format_amz_date(now);
+        let date = &amz_date[..8];
+        let mut headers = vec![
+            ("host".to_string(), "s3p.test".to_string()),
+            (
+                "x-amz-content-sha256".to_string(),
+                sigv4::UNSIGNED_PAYLOAD.to_string(),
+            ),
+            ("x-amz-date".to_string(), amz_date.clone()),
+            ("x-amz-security-token".to_string(), token.to_string()),
+        ];
+        let signed = [
+            "host",
+            "x-amz-content-sha256",
+            "x-amz-date",
+            "x-amz-security-token",
+        ];
+        let creq =
+            sigv4::canonical_request(&view(&headers, ""), &signed, sigv4::UNSIGNED_PAYLOAD, false);
+        let scope = format!("{date}/us-east-1/s3/aws4_request");
+        let sts = sigv4::string_to_sign(&amz_date, &scope, &creq);
+        let key = sigv4::signing_key(secret, date, "us-east-1", "s3").unwrap();
+        headers.push((
+            "authorization".to_string(),
+            format!(
+                "AWS4-HMAC-SHA256 Credential={akid}/{scope}, SignedHeaders={}, Signature={}",
+                signed.join(";"),
+                sigv4::signature(&key, &sts)
+            ),
+        ));
+        headers
+    }
+
+    fn session_store(grants: &str) -> KeyStore {
+        let yaml = format!(
+            "token_secret: 0123456789abcdef\nbackends:\n  b: {{ endpoint: \"http://127.0.0.1:1\", access_key_id: a, secret_access_key: s }}\n\
+             data_sources:\n  sales: {{ backend: b, bucket: bucket-x }}\n  hr: {{ backend: b, bucket: bucket-y }}\n\
+             sts: {{}}\napi_keys:\n  - {{ id: parent, secret: parent-secret-0000, name: Parent, data_sources: {grants} }}\n"
+        );
+        KeyStore::new(&Config::from_yaml_str(&yaml, &|_| None).unwrap())
+    }
+
+    #[test]
+    fn session_tokens_name_their_key_and_their_grants_follow_the_parent() {
+        use crate::config::{Access, Entitlement};
+        use crate::sts::session::{Parent, Session};
+        let now = SystemTime::now();
+        let now_s = unix_seconds(now);
+        let parent_store = session_store("[sales, hr]");
+        let store = &parent_store;
+        let mut grants = Entitlement::default();
+        grants.named.insert("sales".into(), Access::Read);
+        grants.named.insert("hr".into(), Access::Read);
+        let session = |id: &str, expires_at: u64| Session {
+            id: id.into(),
+            parent: Parent::Key {
+                id: "parent".into(),
+                bearer: false,
+            },
+            grants: grants.clone(),
+            issued_at: now_s,
+            expires_at,
+            role: "r".into(),
+            name: "s".into(),
+        };
+        let creds = store
+            .sessions()
+            .unwrap()
+            .issue(&session("00112233445566778899aabbccddeeff", now_s + 60));
+        let other = store
+            .sessions()
+            .unwrap()
+            .issue(&session("ffeeddccbbaa99887766554433221100", now_s + 60));
+        let expired = store
+            .sessions()
+            .unwrap()
+            .issue(&session("0123456789abcdef0123456789abcdef", now_s));
+        let go = |store: &KeyStore, akid: &str, secret: &str, token: &str| {
+            let headers = signed_with_token(akid, secret, token, now);
+            authenticate(
+                store,
+                &view(&headers, ""),
+                &Vec::new,
+                now,
+                &AuthOptions::default(),
+            )
+        };
+        let secret = creds.secret_access_key.expose();
+        // The session's key: its parent's name, the session named, the grants, counted as the parent.
+        let key = go(&store, &creds.access_key_id, secret, &creds.session_token)
+            .unwrap()
+            .key;
+        assert_eq!((key.name.as_str(), key.limit_id()), ("Parent", "parent"));
+        assert!(key
+            .session
+            .as_ref()
+            .unwrap()
+            .label
+            .starts_with("r/s#00112233"));
+        assert!(key.data_sources.allows("hr") && key.data_sources.allows("sales"));
+        // Its next request reuses the key opened (the same Arc).
+        let again = go(&store, &creds.access_key_id, secret, &creds.session_token)
+            .unwrap()
+            .key;
+        assert!(Arc::ptr_eq(&key, &again));
+        // Refusals, by code.
+        let mut tampered = creds.session_token.clone().into_bytes();
+        tampered[30] = if tampered[30] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        let code = |r: Result<Authenticated, S3Error>| r.map(|_| ()).unwrap_err().code;
+        assert_eq!(
+            code(go(&store, &creds.access_key_id, secret, &tampered)),
+            S3ErrorCode::InvalidToken
+        );
+        assert_eq!(
+            code(go(
+                &store,
+                &other.access_key_id,
+                other.secret_access_key.expose(),
+                &creds.session_token
+            )),
+            S3ErrorCode::InvalidToken
+        );
+        assert_eq!(
+            code(go(
+                &store,
+                "parent",
+                "parent-secret-0000",
+                &creds.session_token
+            )),
+            S3ErrorCode::InvalidToken
+        );
+        assert_eq!(
+            code(go(
+                &store,
+                &creds.access_key_id,
+                "wrong-secret-000000000000000000000000000",
+                &creds.session_token
+            )),
+            S3ErrorCode::SignatureDoesNotMatch
+        );
+        assert_eq!(
+            code(go(
+                &store,
+                &expired.access_key_id,
+                expired.secret_access_key.expose(),
+                &expired.session_token
+            )),
+            S3ErrorCode::ExpiredToken
+        );
+        // The parent narrowed (a new configuration, the same secret): the session narrows with it.
+        let narrowed = session_store("[sales]");
+        let key = go(
+            &narrowed,
+            &creds.access_key_id,
+            secret,
+            &creds.session_token,
+        )
+        .unwrap()
+        .key;
+        assert!(key.data_sources.allows("sales") && !key.data_sources.allows("hr"));
+        // Gone: the session ends.
+        let yaml = "token_secret: 0123456789abcdef\nbackends: {}\ndata_sources: {}\nsts: {}\n";
+        let gone = KeyStore::new(&Config::from_yaml_str(yaml, &|_| None).unwrap());
+        assert_eq!(
+            code(go(
+                &gone,
+                &creds.access_key_id,
+                secret,
+                &creds.session_token
+            )),
+            S3ErrorCode::InvalidToken
+        );
+        // Without `sts`, no token is accepted at all.
+        let off = self::store(
+            "  - { id: parent, secret: parent-secret-0000, name: Parent, data_sources: all }\n",
+        );
+        assert_eq!(
+            code(go(&off, &creds.access_key_id, secret, &creds.session_token)),
+            S3ErrorCode::InvalidToken
+        );
+    }
+
+    #[test]
+    fn opened_sessions_are_bounded() {
+        let cache = OpenedSessions::default();
+        let key = Arc::new(ApiKey {
+            id: Secret::new("ASIA0000000000000000"),
+            secrets: vec![],
+            name: "n".into(),
+            legacy_header: false,
+            enabled: true,
+            expires_at: None,
+            data_sources: Default::default(),
+            session: None,
+        });
+        let entry = |expires_at| OpenedSession {
+            key: key.clone(),
+            parent: None,
+            expires_at,
+        };
+        for i in 0..MAX_OPENED_SESSIONS {
+            // Half of them expired at 100.
+            cache.put(
+                &format!("t{i}"),
+                entry(if i % 2 == 0 { 50 } else { 500 }),
+                10,
+            );
+        }
+        assert_eq!(cache.map.lock().unwrap().len(), MAX_OPENED_SESSIONS);
+        // Full: the expired ones go first.
+        cache.put("new", entry(500), 100);
+        assert_eq!(cache.map.lock().unwrap().len(), MAX_OPENED_SESSIONS / 2 + 1);
+        assert!(
+            cache.get("new").is_some() && cache.get("t1").is_some() && cache.get("t0").is_none()
+        );
+        // Full of live ones: all go.
+        for i in 0..MAX_OPENED_SESSIONS {
+            cache.put(&format!("u{i}"), entry(500), 100);
+        }
+        assert!(cache.map.lock().unwrap().len() <= MAX_OPENED_SESSIONS);
+        cache.put("last", entry(500), 100);
+        assert!(cache.map.lock().unwrap().len() <= MAX_OPENED_SESSIONS);
+        assert!(cache.get("last").is_some());
+    }
+
     #[test]
     fn legacy_header() {
         let s = store(
