@@ -884,7 +884,7 @@ mod tests {
         };
         let secret = creds.secret_access_key.expose();
         // The session's key: its parent's name, the session named, the grants, counted as the parent.
-        let key = go(&store, &creds.access_key_id, secret, &creds.session_token)
+        let key = go(store, &creds.access_key_id, secret, &creds.session_token)
             .unwrap()
             .key;
         assert_eq!((key.name.as_str(), key.limit_id()), ("Parent", "parent"));
@@ -896,7 +896,7 @@ mod tests {
             .starts_with("r/s#00112233"));
         assert!(key.data_sources.allows("hr") && key.data_sources.allows("sales"));
         // Its next request reuses the key opened (the same Arc).
-        let again = go(&store, &creds.access_key_id, secret, &creds.session_token)
+        let again = go(store, &creds.access_key_id, secret, &creds.session_token)
             .unwrap()
             .key;
         assert!(Arc::ptr_eq(&key, &again));
@@ -906,7 +906,7 @@ mod tests {
         let tampered = String::from_utf8(tampered).unwrap();
         let code = |r: Result<Authenticated, S3Error>| r.map(|_| ()).unwrap_err().code;
         assert_eq!(
-            code(go(&store, &creds.access_key_id, secret, &tampered)),
+            code(go(store, &creds.access_key_id, secret, &tampered)),
             S3ErrorCode::InvalidToken
         );
         assert_eq!(
