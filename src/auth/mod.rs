@@ -911,7 +911,7 @@ mod tests {
         );
         assert_eq!(
             code(go(
-                &store,
+                store,
                 &other.access_key_id,
                 other.secret_access_key.expose(),
                 &creds.session_token
@@ -920,7 +920,7 @@ mod tests {
         );
         assert_eq!(
             code(go(
-                &store,
+                store,
                 "parent",
                 "parent-secret-0000",
                 &creds.session_token
@@ -929,7 +929,7 @@ mod tests {
         );
         assert_eq!(
             code(go(
-                &store,
+                store,
                 &creds.access_key_id,
                 "wrong-secret-000000000000000000000000000",
                 &creds.session_token
@@ -938,7 +938,7 @@ mod tests {
         );
         assert_eq!(
             code(go(
-                &store,
+                store,
                 &expired.access_key_id,
                 expired.secret_access_key.expose(),
                 &expired.session_token
