@@ -679,43 +679,38 @@ fn sts_calls_are_refused_clearly() {
     let c = creds_of(&assume(&s3p, WRITER_LEGACY, ""));
     let dir = fixture().dir.join(format!("sts-chain-{}", free_port()));
     let sts_url = format!("http://{}/sts", s3p.addr());
-    let out = aws(
-        &dir,
+    let assume_role = |env: &[(&str, &str)], name: &str| {
+        let args = [
+            "sts",
+            "assume-role",
+            "--endpoint-url",
+            &sts_url,
+            "--role-arn",
+            ROLE_ARN,
+        ];
+        aws(
+            &dir,
+            env,
+            &[&args[..], &["--role-session-name", name]].concat(),
+        )
+    };
+    let out = assume_role(
         &[
             ("AWS_ACCESS_KEY_ID", &c.akid),
             ("AWS_SECRET_ACCESS_KEY", &c.secret),
             ("AWS_SESSION_TOKEN", &c.token),
         ],
-        &[
-            "sts",
-            "assume-role",
-            "--endpoint-url",
-            &sts_url,
-            "--role-arn",
-            ROLE_ARN,
-            "--role-session-name",
-            "chained",
-        ],
+        "chained",
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("AccessDenied"));
     // A wrong secret: SignatureDoesNotMatch, as STS says it.
-    let out = aws(
-        &dir,
+    let out = assume_role(
         &[
             ("AWS_ACCESS_KEY_ID", WRITER),
             ("AWS_SECRET_ACCESS_KEY", "not-the-secret-0000000"),
         ],
-        &[
-            "sts",
-            "assume-role",
-            "--endpoint-url",
-            &sts_url,
-            "--role-arn",
-            ROLE_ARN,
-            "--role-session-name",
-            "wrong",
-        ],
+        "wrong",
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SignatureDoesNotMatch"));
@@ -796,6 +791,29 @@ fn web_identity_tokens_are_verified_and_mapped() {
         write(&s3p, &c, "sandbox/x.txt").unwrap_err(),
         "AccessDenied"
     );
+    // The aws CLI, as README shows it (`--no-sign-request`: the token is the proof).
+    let cli_dir = dir.join("cli");
+    let token = idp.es256(&claims(ISSUER, "s3p", now + 300, &["readers"]));
+    let out = aws(
+        &cli_dir,
+        &[],
+        &[
+            "sts",
+            "assume-role-with-web-identity",
+            "--endpoint-url",
+            &format!("http://{}/sts", s3p.addr()),
+            "--no-sign-request",
+            "--role-arn",
+            ROLE_ARN,
+            "--role-session-name",
+            "cli-oidc",
+            "--web-identity-token",
+            &token,
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\"SubjectFromWebIdentityToken\": \"user-42\""), "{stdout}");
     // Two groups: the union (`writers` -> sandbox write).
     let c = creds_of(&call(&idp.es256(&claims(
         ISSUER,

@@ -577,7 +577,17 @@ pub fn authenticate<'k>(
         }
         Err(e) => return Err(e),
     };
-    // The verifiers only succeed for ids the lookup knew, so this finds the key.
+    verified_key(store, verified, scheme, now)
+}
+
+/// What a verified signature established, with its key (the verifiers only succeed for ids the lookup
+/// knew, so this finds it).
+fn verified_key(
+    store: Keys,
+    verified: sigv4::Verified,
+    scheme: Scheme,
+    now: SystemTime,
+) -> Result<Authenticated, S3Error> {
     let key = store
         .usable(&verified.access_key_id, now)
         .cloned()
@@ -631,16 +641,7 @@ pub fn authenticate_sts_caller<'k>(
                 sha256: body_sha256,
             };
             let verified = sigv4::verify_header_of(view, value, now, &lookup, &signed)?;
-            let key = store
-                .usable(&verified.access_key_id, now)
-                .cloned()
-                .ok_or_else(|| S3Error::new(S3ErrorCode::InvalidAccessKeyId))?;
-            Ok(Authenticated {
-                key,
-                scheme: Scheme::SigV4Header,
-                signed_payload: verified.payload_hash,
-                chunk_seed: None,
-            })
+            verified_key(store, verified, Scheme::SigV4Header, now)
         }
         _ => Err(S3Error::with_message(
             S3ErrorCode::AccessDenied,
