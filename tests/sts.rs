@@ -812,8 +812,15 @@ fn web_identity_tokens_are_verified_and_mapped() {
         ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("\"SubjectFromWebIdentityToken\": \"user-42\""), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("\"SubjectFromWebIdentityToken\": \"user-42\""),
+        "{stdout}"
+    );
     // Two groups: the union (`writers` -> sandbox write).
     let c = creds_of(&call(&idp.es256(&claims(
         ISSUER,
