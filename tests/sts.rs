@@ -216,6 +216,33 @@ fn the_aws_cli_assumes_a_role_and_uses_the_session() {
         ("AWS_SECRET_ACCESS_KEY", secret),
         ("AWS_SESSION_TOKEN", token),
     ];
+    // `aws sts get-caller-identity`, what jobs run first: the session, then the key itself.
+    let who = |env: &[(&str, &str)]| {
+        let out = aws(
+            &dir,
+            env,
+            &["sts", "get-caller-identity", "--endpoint-url", &sts_url],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    let me = who(&session_env);
+    assert_eq!(
+        me["Arn"],
+        "arn:aws:sts::000000000000:assumed-role/analyst/cli-job"
+    );
+    assert_eq!(me["Account"], "000000000000");
+    let me = who(&[
+        ("AWS_ACCESS_KEY_ID", WRITER),
+        ("AWS_SECRET_ACCESS_KEY", WRITER_SECRET),
+    ]);
+    assert_eq!(me["Arn"], "arn:aws:iam::000000000000:user/Writer");
+    assert!(!me.to_string().contains(WRITER), "the key id is not shown");
     let endpoint = s3p.endpoint();
     let out = aws(
         &dir,

@@ -614,24 +614,41 @@ fn unix_seconds(now: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Authenticates a call to the STS API (`AssumeRole`): the legacy header (a key s3p may only know
-/// through the governance service mints SigV4 credentials this way), or SigV4 with the service `sts`
-/// over the body s3p read (`body_sha256`, hex). Temporary credentials cannot call it (no role
-/// chaining): a session never outlives or outgrows the key that made it.
+/// Authenticates a call to the STS API: the legacy header (a key s3p may only know through the
+/// governance service mints SigV4 credentials this way), or SigV4 with the service `sts` over the body
+/// s3p read (`body_sha256`, hex). Temporary credentials are accepted only where `sessions_may_call`
+/// (GetCallerIdentity); AssumeRole refuses them (no role chaining: a session never outgrows or outlives
+/// the key that made it).
 pub fn authenticate_sts_caller<'k>(
     keys: impl Into<Keys<'k>>,
     view: &RequestView,
     body_sha256: &str,
     now: SystemTime,
+    sessions_may_call: bool,
 ) -> Result<Authenticated, S3Error> {
     let store: Keys = keys.into();
-    if security_token(view).is_some() {
-        return Err(S3Error::with_message(
-            S3ErrorCode::AccessDenied,
-            "Temporary credentials cannot assume a role: call AssumeRole with an API key.",
-        ));
-    }
-    match presented(view)? {
+    let presented = presented(view)?;
+    let session_key;
+    let store = match security_token(view) {
+        None => store,
+        Some(_) if !sessions_may_call => {
+            return Err(S3Error::with_message(
+                S3ErrorCode::AccessDenied,
+                "Temporary credentials cannot assume a role: call AssumeRole with an API key.",
+            ))
+        }
+        Some(_) if !matches!(presented, Presented::SigV4Header(_)) => {
+            return Err(S3Error::new(S3ErrorCode::InvalidToken))
+        }
+        Some(token) => {
+            session_key = store.session_key(token, now)?;
+            Keys {
+                session: Some(&session_key),
+                ..store
+            }
+        }
+    };
+    match presented {
         Presented::Nothing => Err(S3Error::new(S3ErrorCode::MissingAuthenticationToken)),
         Presented::Legacy(_) => authenticate(store, view, &Vec::new, now, &AuthOptions::default()),
         Presented::SigV4Header(value) => {
@@ -640,8 +657,13 @@ pub fn authenticate_sts_caller<'k>(
                 service: "sts",
                 sha256: body_sha256,
             };
-            let verified = sigv4::verify_header_of(view, value, now, &lookup, &signed)?;
-            verified_key(store, verified, Scheme::SigV4Header, now)
+            match sigv4::verify_header_of(view, value, now, &lookup, &signed) {
+                Ok(verified) => verified_key(store, verified, Scheme::SigV4Header, now),
+                Err(e) if e.code == S3ErrorCode::InvalidAccessKeyId && store.session.is_some() => {
+                    Err(S3Error::new(S3ErrorCode::InvalidToken))
+                }
+                Err(e) => Err(e),
+            }
         }
         _ => Err(S3Error::with_message(
             S3ErrorCode::AccessDenied,

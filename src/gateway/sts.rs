@@ -85,8 +85,8 @@ pub struct StsCall<'a> {
 pub struct StsDecision {
     pub answer: Answer,
     pub audit: AuditFacts,
-    /// The session's label (audit lines), when one was issued.
-    pub session: Option<String>,
+    /// The label of the session issued, if one was (the audit facts name it, or the caller's session).
+    pub issued: Option<String>,
     /// A failed authentication (counted by the throttle).
     pub auth_failure: Option<AuthFailure>,
 }
@@ -102,15 +102,15 @@ pub fn decide_sts(st: &State, call: &StsCall) -> StsDecision {
     audit.operation = "STS";
     let mut auth_failure = None;
     let result = issue(st, call, &mut audit, &mut auth_failure);
-    let (answer, session) = match result {
-        Ok((xml, label)) => {
+    let (answer, issued) = match result {
+        Ok(done) => {
             audit.verdict = Verdict::Allowed;
             let answer = Answer {
                 status: 200,
                 headers: vec![("content-type", "text/xml".to_string())],
-                body: Bytes::from(xml),
+                body: Bytes::from(done.xml),
             };
-            (answer, Some(label))
+            (answer, done.issued)
         }
         Err(e) => {
             audit.reason = Some(e.code.as_str());
@@ -135,7 +135,7 @@ pub fn decide_sts(st: &State, call: &StsCall) -> StsDecision {
     StsDecision {
         answer,
         audit,
-        session,
+        issued,
         auth_failure,
     }
 }
@@ -144,13 +144,44 @@ fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The call's credentials and the session's label, or the refusal.
+/// A call answered: its XML, and the label of the session it issued (`None`: GetCallerIdentity).
+struct Done {
+    xml: String,
+    issued: Option<String>,
+}
+
+/// The caller of AssumeRole or GetCallerIdentity, authenticated (a failure is recorded for the
+/// throttle, naming the key claimed when s3p knows it).
+fn caller(
+    st: &State,
+    call: &StsCall,
+    sessions_may_call: bool,
+    audit: &mut AuditFacts,
+    auth_failure: &mut Option<AuthFailure>,
+) -> Result<auth::Authenticated, S3Error> {
+    let keys = st.keys.with(call.resolved);
+    let body_sha256 = hex::encode(Sha256::digest(call.body));
+    let caller =
+        auth::authenticate_sts_caller(keys, call.view, &body_sha256, call.now, sessions_may_call)
+            .inspect_err(|e| {
+            let known = auth::claimed_key_id(call.view).filter(|id| keys.knows(id));
+            audit.key_name = known.and_then(|id| keys.name_of(id)).map(str::to_string);
+            *auth_failure = Some(AuthFailure {
+                known_key_id: known.map(str::to_string),
+                is_denial: is_denial(e.code),
+            });
+        })?;
+    audit.key_name = Some(caller.key.name.clone());
+    Ok(caller)
+}
+
+/// The call's answer, or the refusal.
 fn issue(
     st: &State,
     call: &StsCall,
     audit: &mut AuditFacts,
     auth_failure: &mut Option<AuthFailure>,
-) -> Result<(String, String), S3Error> {
+) -> Result<Done, S3Error> {
     let config = &st.config;
     let (Some(sts_config), Some(sealer)) = (&config.sts, st.keys.sessions()) else {
         return Err(S3Error::new(S3ErrorCode::InvalidAction));
@@ -158,24 +189,22 @@ fn issue(
     let params = Params::parse(call.view.raw_query, call.body)?;
     let action = params.action()?;
     audit.operation = action.name();
+    if action == Action::GetCallerIdentity {
+        let caller = caller(st, call, true, audit, auth_failure)?;
+        let label = caller.key.session.as_ref().map(|s| s.label.clone());
+        audit.session = label.clone();
+        return Ok(Done {
+            xml: render_caller(&caller.key, call.request_id),
+            issued: None,
+        });
+    }
     let asked = sts::asked(&params, sts_config, &config.bucket)?;
     let now_s = unix_seconds(call.now);
     let id = hex::encode(call.session_id);
     let (parent, grants, expires_at, web) = match action {
         Action::AssumeRole => {
-            let keys = st.keys.with(call.resolved);
-            let body_sha256 = hex::encode(Sha256::digest(call.body));
-            let caller = auth::authenticate_sts_caller(keys, call.view, &body_sha256, call.now)
-                .inspect_err(|e| {
-                    let known = auth::claimed_key_id(call.view).filter(|id| keys.knows(id));
-                    audit.key_name = known.and_then(|id| keys.name_of(id)).map(str::to_string);
-                    *auth_failure = Some(AuthFailure {
-                        known_key_id: known.map(str::to_string),
-                        is_denial: is_denial(e.code),
-                    });
-                })?;
+            let caller = caller(st, call, false, audit, auth_failure)?;
             let key = &caller.key;
-            audit.key_name = Some(key.name.clone());
             // A session never outlives the key that made it.
             let expires_at = (now_s + asked.duration_s).min(key.expires_at.unwrap_or(u64::MAX));
             let parent = Parent::Key {
@@ -184,6 +213,7 @@ fn issue(
             };
             (parent, asked.narrow(&key.data_sources), expires_at, None)
         }
+        Action::GetCallerIdentity => unreachable!("answered above"),
         Action::AssumeRoleWithWebIdentity => {
             let token = params.get("WebIdentityToken").unwrap_or("");
             let (claims, issuer) = verified_claims(config, token, call)?;
@@ -239,7 +269,57 @@ fn issue(
         .as_ref()
         .map(|(s, a, p)| (s.as_str(), a.as_str(), p.as_str()));
     let xml = render_issued(action, &credentials, &session, web, call.request_id);
-    Ok((xml, session.label()))
+    let label = session.label();
+    audit.session = Some(label.clone());
+    Ok(Done {
+        xml,
+        issued: Some(label),
+    })
+}
+
+/// GetCallerIdentity's answer: an assumed-role ARN for a session, a user ARN (the key's name, made
+/// ARN-safe) for an API key; ids derived from no secret (a session's id prefix, a hash of the key id).
+fn render_caller(key: &ApiKey, request_id: &str) -> String {
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    };
+    let (arn, user_id) = match &key.session {
+        Some(session) => {
+            // `<role>/<session name>#<8 hex>`: role and name are of `[A-Za-z0-9+=,.@_-]`.
+            let (role_and_name, id8) = session
+                .label
+                .rsplit_once('#')
+                .unwrap_or((&session.label, ""));
+            let (role, name) = role_and_name.split_once('/').unwrap_or((role_and_name, ""));
+            (
+                format!("arn:aws:sts::000000000000:assumed-role/{role}/{name}"),
+                format!("AROAS3P{}:{name}", id8.to_ascii_uppercase()),
+            )
+        }
+        None => {
+            let digest = Sha256::digest(key.id.expose().as_bytes());
+            (
+                format!("arn:aws:iam::000000000000:user/{}", safe(&key.name)),
+                format!("AIDAS3P{}", hex::encode_upper(&digest[..6])),
+            )
+        }
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<GetCallerIdentityResponse xmlns=\"{NAMESPACE}\"><GetCallerIdentityResult>\
+         <Arn>{}</Arn><UserId>{}</UserId><Account>000000000000</Account></GetCallerIdentityResult>\
+         <ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></GetCallerIdentityResponse>",
+        escape(&arn),
+        escape(&user_id),
+        escape(request_id)
+    )
 }
 
 /// A web identity token's claims, verified against its issuer's keys and expectations.
@@ -302,7 +382,7 @@ fn render_issued(
         "arn:aws:sts::000000000000:assumed-role/{}/{}",
         s.role, s.name
     );
-    let role_id = format!("AROAS3P{}:{}", s.id[..12].to_ascii_uppercase(), s.name);
+    let role_id = format!("AROAS3P{}:{}", s.id[..8].to_ascii_uppercase(), s.name);
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"{NAMESPACE}\"><{action}Result>"
     );

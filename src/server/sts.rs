@@ -188,10 +188,10 @@ pub async fn serve(
             decision.audit.reason = Some(e.code.as_str());
         }
     }
-    let result = if decision.session.is_some() {
-        "issued"
-    } else {
-        "refused"
+    let result = match (&decision.issued, decision.audit.verdict) {
+        (Some(_), _) => "issued",
+        (None, crate::gateway::Verdict::Allowed) => "answered",
+        (None, _) => "refused",
     };
     runtime.metrics.sts_call(decision.audit.operation, result);
     decision
@@ -221,7 +221,6 @@ pub async fn answer(
     };
     ctx.held.body = None;
     ctx.audit = decision.audit;
-    ctx.audit.session = decision.session;
     let a = decision.answer;
     super::respond::write_answer(session, &ctx.answering(), a.status, a.headers, a.body).await
 }

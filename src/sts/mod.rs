@@ -29,6 +29,8 @@ pub const MAX_BODY: u64 = 64 * 1024;
 pub enum Action {
     AssumeRole,
     AssumeRoleWithWebIdentity,
+    /// Who the signing credentials are (an API key, or a session): what jobs run first to check them.
+    GetCallerIdentity,
 }
 
 impl Action {
@@ -36,6 +38,7 @@ impl Action {
         match self {
             Action::AssumeRole => "AssumeRole",
             Action::AssumeRoleWithWebIdentity => "AssumeRoleWithWebIdentity",
+            Action::GetCallerIdentity => "GetCallerIdentity",
         }
     }
 }
@@ -69,11 +72,12 @@ impl Params {
         let action = match self.get("Action") {
             Some("AssumeRole") => Action::AssumeRole,
             Some("AssumeRoleWithWebIdentity") => Action::AssumeRoleWithWebIdentity,
+            Some("GetCallerIdentity") => Action::GetCallerIdentity,
             other => {
                 return Err(S3Error::with_message(
                     S3ErrorCode::InvalidAction,
                     format!(
-                        "Could not find operation {} for version {VERSION}; s3p answers AssumeRole and AssumeRoleWithWebIdentity.",
+                        "Could not find operation {} for version {VERSION}; s3p answers AssumeRole, AssumeRoleWithWebIdentity and GetCallerIdentity.",
                         other.unwrap_or("(none)")
                     ),
                 ))
