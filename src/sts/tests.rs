@@ -42,9 +42,15 @@ const BASE: &str = "Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam
 #[test]
 fn the_action_and_version_are_checked() {
     assert_eq!(params(BASE).action().unwrap(), Action::AssumeRole);
+    assert_eq!(
+        params("Action=GetCallerIdentity&Version=2011-06-15")
+            .action()
+            .unwrap(),
+        Action::GetCallerIdentity
+    );
     for (form, code) in [
         (
-            "Action=GetCallerIdentity&Version=2011-06-15",
+            "Action=GetSessionToken&Version=2011-06-15",
             S3ErrorCode::InvalidAction,
         ),
         (
