@@ -1197,3 +1197,34 @@ fn the_sts_path_takes_get_and_post_only_and_is_no_s3_path() {
         "InvalidToken"
     );
 }
+
+#[test]
+fn forged_web_identity_tokens_meet_the_failed_authentication_throttle() {
+    let dir = fixture().dir.join(format!("sts-throttle-{}", free_port()));
+    let idp = Idp::new(&dir);
+    let yaml = format!(
+        "{}limits:\n  auth_failures_per_minute: 3\n",
+        config(&idp.sts_yaml(None))
+    );
+    let s3p = start("throttle", &yaml);
+    let now = unix_now();
+    let forged =
+        Idp::new(&dir.join("forged")).es256(&claims(ISSUER, "s3p", now + 300, &["readers"]));
+    let form = format!(
+        "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn={}&RoleSessionName=forged&WebIdentityToken={}",
+        enc(ROLE_ARN),
+        enc(&forged)
+    );
+    let codes: Vec<(u16, String)> = (0..5)
+        .map(|_| {
+            let r = sts_call(&s3p, None, &form);
+            (r.status, tag(&r.text(), "Code").unwrap_or("").to_string())
+        })
+        .collect();
+    assert_eq!(
+        codes[0],
+        (400, "InvalidIdentityToken".to_string()),
+        "{codes:?}"
+    );
+    assert_eq!(codes[4], (503, "SlowDown".to_string()), "{codes:?}");
+}

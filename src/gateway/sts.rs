@@ -216,7 +216,14 @@ fn issue(
         Action::GetCallerIdentity => unreachable!("answered above"),
         Action::AssumeRoleWithWebIdentity => {
             let token = params.get("WebIdentityToken").unwrap_or("");
-            let (claims, issuer) = verified_claims(config, token, call)?;
+            // A refused token counts for the failed-authentication throttle (per client: the token
+            // names no key), so that forged tokens cannot be tried, and signatures checked, freely.
+            let (claims, issuer) = verified_claims(config, token, call).inspect_err(|e| {
+                *auth_failure = Some(AuthFailure {
+                    known_key_id: None,
+                    is_denial: is_denial(e.code),
+                });
+            })?;
             let subject = claims
                 .get("sub")
                 .and_then(|s| s.as_str())
