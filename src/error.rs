@@ -70,6 +70,12 @@ pub enum S3ErrorCode {
     InvalidAction,
     /// STS: a parameter s3p does not support (`PolicyArns`).
     InvalidParameterValue,
+    /// STS: a session too large for its token.
+    PackedPolicyTooLarge,
+    /// STS: too many calls (S3's SlowDown, as STS says it).
+    Throttling,
+    /// STS: an Authorization header that is not a complete signature.
+    IncompleteSignature,
 }
 
 impl S3ErrorCode {
@@ -121,6 +127,9 @@ impl S3ErrorCode {
             ValidationError => "ValidationError",
             InvalidAction => "InvalidAction",
             InvalidParameterValue => "InvalidParameterValue",
+            PackedPolicyTooLarge => "PackedPolicyTooLarge",
+            Throttling => "Throttling",
+            IncompleteSignature => "IncompleteSignature",
         }
     }
 
@@ -154,7 +163,10 @@ impl S3ErrorCode {
             | MalformedPolicyDocument
             | ValidationError
             | InvalidAction
-            | InvalidParameterValue => 400,
+            | InvalidParameterValue
+            | PackedPolicyTooLarge
+            | Throttling
+            | IncompleteSignature => 400,
             InvalidClientTokenId | MissingAuthenticationToken => 403,
             AccessDenied
             | InvalidAccessKeyId
@@ -220,6 +232,9 @@ impl S3ErrorCode {
             ValidationError => "A parameter is not valid.",
             InvalidAction => "Could not find operation for this request.",
             InvalidParameterValue => "A parameter is not supported.",
+            PackedPolicyTooLarge => "The session's grants are too large.",
+            Throttling => "Rate exceeded",
+            IncompleteSignature => "The request signature does not conform to AWS standards.",
         }
     }
 }

@@ -65,10 +65,17 @@ pub struct KeyStore {
     sessions: Option<SessionSealer>,
     /// Sessions opened recently (emptied with the store on every reload).
     opened: OpenedSessions,
+    /// The OIDC issuers trusted now: a web identity session of another ends.
+    issuers: std::collections::HashSet<String>,
+    /// The roles' current caps (`None`: no roles configured, any role name, no cap).
+    roles: Option<std::collections::BTreeMap<String, crate::config::Entitlement>>,
 }
 
-/// The most sessions [`OpenedSessions`] keeps (a few hundred bytes each).
+/// The most sessions [`OpenedSessions`] keeps, and the most bytes of tokens (tokens are issued at
+/// most 6 KiB: about 8 MiB with their keys at the bound, far less for usual tokens of a few hundred
+/// bytes).
 const MAX_OPENED_SESSIONS: usize = 4096;
+const MAX_OPENED_SESSION_BYTES: usize = 4 << 20;
 
 /// Sessions whose tokens opened, by token, until they expire (bounded: past the bound, expired ones go,
 /// then all). Only tokens that opened are kept, so made-up tokens cannot fill it; a lookup hashes the
@@ -76,7 +83,14 @@ const MAX_OPENED_SESSIONS: usize = 4096;
 /// sign the request.
 #[derive(Default)]
 struct OpenedSessions {
-    map: std::sync::Mutex<HashMap<String, OpenedSession, foldhash::fast::RandomState>>,
+    map: std::sync::Mutex<Opened>,
+}
+
+#[derive(Default)]
+struct Opened {
+    by_token: HashMap<String, OpenedSession, foldhash::fast::RandomState>,
+    /// The bytes of the tokens kept.
+    bytes: usize,
 }
 
 #[derive(Clone)]
@@ -91,18 +105,28 @@ struct OpenedSession {
 
 impl OpenedSessions {
     fn get(&self, token: &str) -> Option<OpenedSession> {
-        self.map.lock().unwrap().get(token).cloned()
+        self.map.lock().unwrap().by_token.get(token).cloned()
     }
 
+    /// Keeps a session; past either bound, the expired ones go, then all (a key holder minting
+    /// sessions to fill it only makes sessions be opened again, a cost, never a wrong key).
     fn put(&self, token: &str, session: OpenedSession, now_s: u64) {
-        let mut map = self.map.lock().unwrap();
-        if map.len() >= MAX_OPENED_SESSIONS {
-            map.retain(|_, s| s.expires_at > now_s);
-            if map.len() >= MAX_OPENED_SESSIONS {
-                map.clear();
+        let mut opened = self.map.lock().unwrap();
+        let full = |o: &Opened| {
+            o.by_token.len() >= MAX_OPENED_SESSIONS
+                || o.bytes + token.len() > MAX_OPENED_SESSION_BYTES
+        };
+        if full(&opened) {
+            opened.by_token.retain(|_, s| s.expires_at > now_s);
+            opened.bytes = opened.by_token.keys().map(String::len).sum();
+            if full(&opened) {
+                opened.by_token.clear();
+                opened.bytes = 0;
             }
         }
-        map.insert(token.to_string(), session);
+        if opened.by_token.insert(token.to_string(), session).is_none() {
+            opened.bytes += token.len();
+        }
     }
 }
 
@@ -126,6 +150,16 @@ impl KeyStore {
                 .as_ref()
                 .map(|_| SessionSealer::new(config.token_secret.expose(), &previous)),
             opened: OpenedSessions::default(),
+            issuers: config
+                .sts
+                .iter()
+                .flat_map(|sts| sts.issuers.iter().map(|i| i.issuer.clone()))
+                .collect(),
+            roles: config
+                .sts
+                .as_ref()
+                .filter(|sts| !sts.roles.is_empty())
+                .map(|sts| sts.roles.clone()),
         }
     }
 
@@ -262,7 +296,29 @@ impl<'a> Keys<'a> {
                     Some((id.clone(), *bearer, parent.clone())),
                 )
             }
-            Parent::WebIdentity { name, .. } => (name.clone(), session.grants.clone(), None),
+            Parent::WebIdentity { name, issuer, .. } => {
+                // An issuer no longer trusted ends its sessions.
+                if !self.store.issuers.contains(issuer) {
+                    return Err(S3Error::with_message(
+                        S3ErrorCode::InvalidToken,
+                        "The session's identity provider is no longer trusted.",
+                    ));
+                }
+                (name.clone(), session.grants.clone(), None)
+            }
+        };
+        // The role's current cap (a role narrowed or removed narrows or ends its sessions).
+        let grants = match &self.store.roles {
+            None => grants,
+            Some(roles) => match roles.get(&session.role) {
+                Some(cap) => grants.intersect(cap),
+                None => {
+                    return Err(S3Error::with_message(
+                        S3ErrorCode::InvalidToken,
+                        "The session's role no longer exists.",
+                    ))
+                }
+            },
         };
         let key = Arc::new(ApiKey {
             id: Secret::new(opened.access_key_id.as_str()),
@@ -275,6 +331,9 @@ impl<'a> Keys<'a> {
             session: Some(Arc::new(SessionOf {
                 parent_id: Secret::new(session.parent_id()),
                 label: session.label(),
+                role: session.role.clone(),
+                name: session.name.clone(),
+                id8: session.id.get(..8).unwrap_or_default().to_string(),
             })),
         });
         opened_sessions.put(
@@ -1027,10 +1086,16 @@ mod tests {
                 10,
             );
         }
-        assert_eq!(cache.map.lock().unwrap().len(), MAX_OPENED_SESSIONS);
+        assert_eq!(
+            cache.map.lock().unwrap().by_token.len(),
+            MAX_OPENED_SESSIONS
+        );
         // Full: the expired ones go first.
         cache.put("new", entry(500), 100);
-        assert_eq!(cache.map.lock().unwrap().len(), MAX_OPENED_SESSIONS / 2 + 1);
+        assert_eq!(
+            cache.map.lock().unwrap().by_token.len(),
+            MAX_OPENED_SESSIONS / 2 + 1
+        );
         assert!(
             cache.get("new").is_some() && cache.get("t1").is_some() && cache.get("t0").is_none()
         );
@@ -1038,9 +1103,9 @@ mod tests {
         for i in 0..MAX_OPENED_SESSIONS {
             cache.put(&format!("u{i}"), entry(500), 100);
         }
-        assert!(cache.map.lock().unwrap().len() <= MAX_OPENED_SESSIONS);
+        assert!(cache.map.lock().unwrap().by_token.len() <= MAX_OPENED_SESSIONS);
         cache.put("last", entry(500), 100);
-        assert!(cache.map.lock().unwrap().len() <= MAX_OPENED_SESSIONS);
+        assert!(cache.map.lock().unwrap().by_token.len() <= MAX_OPENED_SESSIONS);
         assert!(cache.get("last").is_some());
     }
 

@@ -514,6 +514,10 @@ pub struct SessionOf {
     pub parent_id: Secret,
     /// `<role>/<session name>#<8 hex of the session id>`, for audit lines (no secret).
     pub label: String,
+    /// The role, the session's name and the first 8 hex digits of its id (GetCallerIdentity).
+    pub role: String,
+    pub name: String,
+    pub id8: String,
 }
 
 impl ApiKey {

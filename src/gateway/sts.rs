@@ -21,6 +21,10 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The longest token issued: requests carry it in a header (`limits.max_header_bytes` is 16 KiB by
+/// default) and s3p opens at most `session::MAX_TOKEN_CHARS`.
+const MAX_ISSUED_TOKEN_CHARS: usize = 6 * 1024;
+
 /// Whether the request's path (as sent, without the query) is the STS API's.
 pub fn is_sts_path(config: &Config, raw_path: &str) -> bool {
     config
@@ -198,20 +202,19 @@ fn issue(
             issued: None,
         });
     }
-    let asked = sts::asked(&params, sts_config, &config.bucket)?;
     let now_s = unix_seconds(call.now);
     let id = hex::encode(call.session_id);
-    let (parent, grants, expires_at, web) = match action {
+    // Who asks first, then what is asked: an unauthenticated caller learns nothing of the roles or
+    // bounds (as AWS answers 403 before validating parameters).
+    let (parent, granted, parent_expires, web) = match action {
         Action::AssumeRole => {
             let caller = caller(st, call, false, audit, auth_failure)?;
             let key = &caller.key;
-            // A session never outlives the key that made it.
-            let expires_at = (now_s + asked.duration_s).min(key.expires_at.unwrap_or(u64::MAX));
             let parent = Parent::Key {
                 id: key.id.expose().to_string(),
                 bearer: caller.scheme == auth::Scheme::Legacy,
             };
-            (parent, asked.narrow(&key.data_sources), expires_at, None)
+            (parent, key.data_sources.clone(), key.expires_at, None)
         }
         Action::GetCallerIdentity => unreachable!("answered above"),
         Action::AssumeRoleWithWebIdentity => {
@@ -259,9 +262,17 @@ fn issue(
                 name,
             };
             let web = Some((subject, audience, issuer.issuer.clone()));
-            (parent, asked.narrow(&mapped), now_s + asked.duration_s, web)
+            (parent, mapped, None, web)
         }
     };
+    let asked = sts::asked(&params, sts_config, &config.bucket)?;
+    let mut grants = asked.narrow(&granted);
+    // Only data sources that exist go into the token (a policy may name others).
+    grants
+        .named
+        .retain(|ds, _| config.data_sources.contains_key(ds));
+    // A session never outlives the key that made it.
+    let expires_at = (now_s + asked.duration_s).min(parent_expires.unwrap_or(u64::MAX));
     let session = Session {
         id,
         parent,
@@ -272,6 +283,15 @@ fn issue(
         name: asked.session_name.clone(),
     };
     let credentials = sealer.issue(&session);
+    // A token every request can carry: well below the longest s3p opens, and the header limit.
+    if credentials.session_token.len() > MAX_ISSUED_TOKEN_CHARS {
+        return Err(S3Error::with_message(
+            S3ErrorCode::PackedPolicyTooLarge,
+            format!(
+                "The session's grants make a token over {MAX_ISSUED_TOKEN_CHARS} characters: narrow it with a role or Policy."
+            ),
+        ));
+    }
     let web = web
         .as_ref()
         .map(|(s, a, p)| (s.as_str(), a.as_str(), p.as_str()));
@@ -299,18 +319,17 @@ fn render_caller(key: &ApiKey, request_id: &str) -> String {
             .collect()
     };
     let (arn, user_id) = match &key.session {
-        Some(session) => {
-            // `<role>/<session name>#<8 hex>`: role and name are of `[A-Za-z0-9+=,.@_-]`.
-            let (role_and_name, id8) = session
-                .label
-                .rsplit_once('#')
-                .unwrap_or((&session.label, ""));
-            let (role, name) = role_and_name.split_once('/').unwrap_or((role_and_name, ""));
-            (
-                format!("arn:aws:sts::000000000000:assumed-role/{role}/{name}"),
-                format!("AROAS3P{}:{name}", id8.to_ascii_uppercase()),
-            )
-        }
+        Some(session) => (
+            format!(
+                "arn:aws:sts::000000000000:assumed-role/{}/{}",
+                session.role, session.name
+            ),
+            format!(
+                "AROAS3P{}:{}",
+                session.id8.to_ascii_uppercase(),
+                session.name
+            ),
+        ),
         None => {
             let digest = Sha256::digest(key.id.expose().as_bytes());
             (
@@ -424,9 +443,9 @@ pub fn render_error(e: &S3Error, request_id: &str) -> (u16, String) {
         S3ErrorCode::InvalidAccessKeyId | S3ErrorCode::InvalidToken | S3ErrorCode::ExpiredToken => {
             S3ErrorCode::InvalidClientTokenId
         }
-        S3ErrorCode::AuthorizationHeaderMalformed | S3ErrorCode::InvalidArgument => {
-            S3ErrorCode::InvalidParameterValue
-        }
+        S3ErrorCode::AuthorizationHeaderMalformed => S3ErrorCode::IncompleteSignature,
+        S3ErrorCode::InvalidArgument => S3ErrorCode::InvalidParameterValue,
+        S3ErrorCode::SlowDown => S3ErrorCode::Throttling,
         code => code,
     };
     let status = code.status();
@@ -443,4 +462,109 @@ pub fn render_error(e: &S3Error, request_id: &str) -> (u16, String) {
         escape(request_id)
     );
     (status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::wire::Headers;
+
+    /// A configuration with `n` data sources, a legacy key granted each by name, and `sts` on.
+    fn state(n: usize) -> State {
+        let mut yaml = String::from(
+            "token_secret: 0123456789abcdef\nbackends:\n  b: { endpoint: \"http://127.0.0.1:1\", access_key_id: a, secret_access_key: s }\ndata_sources:\n",
+        );
+        let names: Vec<String> = (0..n)
+            .map(|i| format!("data-source-number-{i:04}"))
+            .collect();
+        for name in &names {
+            yaml.push_str(&format!(
+                "  {name}: {{ backend: b, bucket: bucket-a, prefix: {name}/ }}\n"
+            ));
+        }
+        yaml.push_str(&format!(
+            "sts: {{}}\napi_keys:\n  - {{ id: legacy-key, name: Legacy, data_sources: [{}] }}\n",
+            names.join(", ")
+        ));
+        State::new(Config::from_yaml_str(&yaml, &|_| None).unwrap()).unwrap()
+    }
+
+    fn assume(st: &State, form: &str) -> StsDecision {
+        let headers = vec![(
+            "authorization".to_string(),
+            "AWS legacy-key:immuta".to_string(),
+        )];
+        let view = RequestView {
+            method: "POST",
+            raw_path: "/sts",
+            raw_query: "",
+            headers: Headers::Pairs(&headers),
+        };
+        let body = Bytes::from(form.to_string());
+        decide_sts(
+            st,
+            &StsCall {
+                view: &view,
+                body: &body,
+                resolved: None,
+                now: SystemTime::now(),
+                session_id: [7; 16],
+                request_id: "R1",
+                issuer_keys: None,
+            },
+        )
+    }
+
+    const FORM: &str = "Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fr&RoleSessionName=job";
+
+    #[test]
+    fn a_session_too_large_for_its_token_is_refused_when_asked_for() {
+        let small = assume(&state(3), FORM);
+        assert_eq!(small.answer.status, 200);
+        assert!(small.issued.is_some());
+        let large = assume(&state(400), FORM);
+        assert_eq!(large.answer.status, 400);
+        let body = String::from_utf8_lossy(&large.answer.body).to_string();
+        assert!(body.contains("<Code>PackedPolicyTooLarge</Code>"), "{body}");
+        // Narrowed by a policy to one data source, the same key gets its session.
+        let policy = r#"{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::immuta/data-source-number-0001/*"}]}"#;
+        let form = format!(
+            "{FORM}&Policy={}",
+            percent_encoding::utf8_percent_encode(policy, percent_encoding::NON_ALPHANUMERIC)
+        );
+        assert_eq!(assume(&state(400), &form).answer.status, 200);
+    }
+
+    #[test]
+    fn parameters_are_read_only_after_the_caller_is_known() {
+        // An unknown caller asking for an impossible duration learns only that it is unknown.
+        let st = state(1);
+        let headers = vec![("authorization".to_string(), "AWS nobody:immuta".to_string())];
+        let view = RequestView {
+            method: "POST",
+            raw_path: "/sts",
+            raw_query: "",
+            headers: Headers::Pairs(&headers),
+        };
+        let body = Bytes::from(format!("{FORM}&DurationSeconds=1"));
+        let d = decide_sts(
+            &st,
+            &StsCall {
+                view: &view,
+                body: &body,
+                resolved: None,
+                now: SystemTime::now(),
+                session_id: [7; 16],
+                request_id: "R2",
+                issuer_keys: None,
+            },
+        );
+        let body = String::from_utf8_lossy(&d.answer.body).to_string();
+        assert!(body.contains("<Code>InvalidClientTokenId</Code>"), "{body}");
+        assert!(d.auth_failure.is_some());
+        // Known, the same call is a validation error.
+        let d = assume(&st, &format!("{FORM}&DurationSeconds=1"));
+        assert!(String::from_utf8_lossy(&d.answer.body).contains("<Code>ValidationError</Code>"));
+    }
 }

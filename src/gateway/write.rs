@@ -360,7 +360,7 @@ const WRITE_HEADERS_READ_BY_S3P: [&str; 12] = [
     // SDK metadata (the AWS C++ SDK under pyarrow sends its API version).
     "x-amz-api-version",
     "x-amz-request-payer",
-    // s3p's keys have no session tokens: a token a client sends anyway is not a credential here.
+    // A session's token: checked by authentication (`auth::security_token`), never forwarded.
     "x-amz-security-token",
 ];
 

@@ -3,10 +3,11 @@
 //! decision (`gateway::decide_sts`), the throttle of failed authentications, the metrics.
 //!
 //! Keys are cached per issuer for `jwks_refresh_s` (files for 60 s, so a replaced file takes effect
-//! within a minute without a reload); a token naming a key id not in the cached set makes one refetch,
-//! at most every 30 s per issuer (a flood of made-up key ids cannot make s3p hammer the provider).
-//! When a refresh fails, keys fetched within 10 × `jwks_refresh_s` still serve; past that, or when
-//! none were ever had, calls fail closed (400 IDPCommunicationError).
+//! within a minute without a reload); a token naming a key id not in the cached set makes one refetch.
+//! At most one fetch per issuer every 30 s, a failed one included (a flood of made-up key ids, or of
+//! calls while the provider is down, cannot make s3p hammer it or wait on it). When a refresh fails,
+//! keys fetched within 10 × `jwks_refresh_s` still serve; past that, or when none were ever had, calls
+//! fail closed at once (400 IDPCommunicationError).
 
 use super::Runtime;
 use crate::config::{Issuer, JwksSource};
@@ -41,6 +42,43 @@ pub struct IssuerKeys {
     fetching: tokio::sync::Mutex<()>,
 }
 
+/// What to do for a call, given what is cached.
+#[derive(Debug, PartialEq)]
+enum Plan {
+    Use(Arc<Jwks>),
+    /// No usable keys, and a fetch was tried too recently to try again: fail closed, fast.
+    Fail,
+    Fetch,
+}
+
+/// The plan for a token naming `kid`: fresh keys serve; a key id not in them makes a refetch, and so do
+/// stale keys, but at most one attempt per [`UNKNOWN_KID_REFETCH`] (a failed one included, so that a
+/// provider that is down is not asked on every call); meanwhile keys fetched within 10 × `refresh`
+/// still serve.
+fn plan(entry: Option<&Entry>, refresh: Duration, kid: Option<&str>, now: Instant) -> Plan {
+    let Some(entry) = entry else {
+        return Plan::Fetch;
+    };
+    let recent_attempt = now.duration_since(entry.attempted_at) < UNKNOWN_KID_REFETCH;
+    match &entry.keys {
+        None if recent_attempt => Plan::Fail,
+        None => Plan::Fetch,
+        Some(keys) => {
+            let age = now.duration_since(entry.fetched_at);
+            let knows_kid = kid.is_none_or(|k| keys.has_kid(k));
+            if age < refresh && (knows_kid || recent_attempt) {
+                Plan::Use(keys.clone())
+            } else if !recent_attempt {
+                Plan::Fetch
+            } else if age < refresh * 10 {
+                Plan::Use(keys.clone())
+            } else {
+                Plan::Fail
+            }
+        }
+    }
+}
+
 impl IssuerKeys {
     /// The keys of `issuer` for a token naming `kid`.
     pub async fn keys_for(&self, issuer: &Issuer, kid: Option<&str>) -> Result<Arc<Jwks>, S3Error> {
@@ -48,30 +86,21 @@ impl IssuerKeys {
             JwksSource::File(_) => FILE_REFRESH,
             JwksSource::Url { refresh_s, .. } => Duration::from_secs(*refresh_s),
         };
-        let usable = |cache: &HashMap<JwksSource, Entry>| -> (Option<Arc<Jwks>>, bool) {
-            let now = Instant::now();
-            match cache.get(&issuer.jwks) {
-                Some(Entry {
-                    keys: Some(keys),
-                    fetched_at,
-                    attempted_at,
-                }) => {
-                    let fresh = now.duration_since(*fetched_at) < refresh;
-                    let knows_kid = kid.is_none_or(|k| keys.has_kid(k));
-                    let may_refetch = now.duration_since(*attempted_at) >= UNKNOWN_KID_REFETCH;
-                    let good = fresh && (knows_kid || !may_refetch);
-                    (Some(keys.clone()), good)
-                }
-                _ => (None, false),
-            }
+        let decide = |cache: &HashMap<JwksSource, Entry>| {
+            plan(cache.get(&issuer.jwks), refresh, kid, Instant::now())
         };
-        if let (Some(keys), true) = usable(&self.cache.lock().unwrap()) {
-            return Ok(keys);
+        let unavailable = || S3Error::new(S3ErrorCode::IDPCommunicationError);
+        match decide(&self.cache.lock().unwrap()) {
+            Plan::Use(keys) => return Ok(keys),
+            Plan::Fail => return Err(unavailable()),
+            Plan::Fetch => {}
         }
+        // One fetch at a time; those that waited find what it fetched (or that it failed).
         let _one = self.fetching.lock().await;
-        let (stale, good) = usable(&self.cache.lock().unwrap());
-        if let (Some(keys), true) = (&stale, good) {
-            return Ok(keys.clone());
+        match decide(&self.cache.lock().unwrap()) {
+            Plan::Use(keys) => return Ok(keys),
+            Plan::Fail => return Err(unavailable()),
+            Plan::Fetch => {}
         }
         let fetched = tokio::time::timeout(FETCH_DEADLINE, fetch(&issuer.jwks))
             .await
@@ -79,17 +108,17 @@ impl IssuerKeys {
             .and_then(|text| Jwks::from_json(&text));
         let now = Instant::now();
         let mut cache = self.cache.lock().unwrap();
+        let entry = cache.entry(issuer.jwks.clone()).or_insert(Entry {
+            keys: None,
+            fetched_at: now,
+            attempted_at: now,
+        });
+        entry.attempted_at = now;
         match fetched {
             Ok(keys) => {
                 let keys = Arc::new(keys);
-                cache.insert(
-                    issuer.jwks.clone(),
-                    Entry {
-                        keys: Some(keys.clone()),
-                        fetched_at: now,
-                        attempted_at: now,
-                    },
-                );
+                entry.keys = Some(keys.clone());
+                entry.fetched_at = now;
                 Ok(keys)
             }
             Err(e) => {
@@ -97,17 +126,11 @@ impl IssuerKeys {
                     "the signing keys of issuer {} could not be read: {e}",
                     issuer.issuer
                 );
-                let entry = cache.entry(issuer.jwks.clone()).or_insert(Entry {
-                    keys: None,
-                    fetched_at: now,
-                    attempted_at: now,
-                });
-                entry.attempted_at = now;
                 match &entry.keys {
                     Some(keys) if now.duration_since(entry.fetched_at) < refresh * 10 => {
                         Ok(keys.clone())
                     }
-                    _ => Err(S3Error::new(S3ErrorCode::IDPCommunicationError)),
+                    _ => Err(unavailable()),
                 }
             }
         }
@@ -254,11 +277,20 @@ pub fn check_issuers(
                 .unwrap_or_else(|_| Err("no answer in time".into()))
         });
         match read.and_then(|text| Jwks::from_json(&text)) {
-            Ok(keys) => ok.push(format!(
-                "{field}: {} ({} key(s))",
-                issuer.issuer,
-                keys.len()
-            )),
+            Ok(keys) => {
+                ok.push(format!(
+                    "{field}: {} ({} key(s))",
+                    issuer.issuer,
+                    keys.len()
+                ));
+                if let JwksSource::Url { url, .. } = &issuer.jwks {
+                    if url.starts_with("http://") {
+                        ok.push(format!(
+                            "{field}: warning: jwks_url is plain http: whoever is on the path can put keys there and sign any identity; use https"
+                        ));
+                    }
+                }
+            }
             Err(e) => problems.push(format!("{field}: the signing keys cannot be read: {e}")),
         }
     }
@@ -266,5 +298,52 @@ pub fn check_issuers(
         Ok(ok)
     } else {
         Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Arc<Jwks> {
+        let x = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
+        let y = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+        Arc::new(
+            Jwks::from_json(&format!(
+                r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"k1","x":"{x}","y":"{y}"}}]}}"#
+            ))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn fetches_are_planned_at_most_once_per_30_s_and_fail_closed() {
+        let t0 = Instant::now();
+        let refresh = Duration::from_secs(300);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let entry = |keys: Option<Arc<Jwks>>, fetched: u64, attempted: u64| Entry {
+            keys,
+            fetched_at: at(fetched),
+            attempted_at: at(attempted),
+        };
+        let is_use = |p: Plan| matches!(p, Plan::Use(_));
+        // Nothing cached: fetch.
+        assert_eq!(plan(None, refresh, None, at(0)), Plan::Fetch);
+        // Fresh keys serve; a kid they hold too.
+        let fresh = entry(Some(keys()), 0, 0);
+        assert!(is_use(plan(Some(&fresh), refresh, Some("k1"), at(10))));
+        // An unknown kid: not within 30 s of the last attempt, then one refetch.
+        assert!(is_use(plan(Some(&fresh), refresh, Some("k9"), at(10))));
+        assert_eq!(plan(Some(&fresh), refresh, Some("k9"), at(31)), Plan::Fetch);
+        // Stale keys: refetched; after a failed attempt, served (within 10 x refresh) without asking.
+        assert_eq!(plan(Some(&fresh), refresh, None, at(301)), Plan::Fetch);
+        let failed_stale = entry(Some(keys()), 0, 301);
+        assert!(is_use(plan(Some(&failed_stale), refresh, None, at(302))));
+        let too_old = entry(Some(keys()), 0, 3001);
+        assert_eq!(plan(Some(&too_old), refresh, None, at(3002)), Plan::Fail);
+        // Never had keys, and the last attempt failed just now: fail fast, then try again after 30 s.
+        let never = entry(None, 0, 100);
+        assert_eq!(plan(Some(&never), refresh, None, at(110)), Plan::Fail);
+        assert_eq!(plan(Some(&never), refresh, None, at(131)), Plan::Fetch);
     }
 }

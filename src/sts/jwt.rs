@@ -286,14 +286,15 @@ pub fn check_claims(claims: &Map<String, Value>, expected: &Expected) -> Result<
 /// The value of a claim, by name or dotted path (`realm_access.roles`), as strings: a string claim
 /// is one value, a list of strings several, a number or boolean its text.
 pub fn claim_values(claims: &Map<String, Value>, path: &str) -> Vec<String> {
-    let mut parts = path.split('.');
-    let Some(first) = parts.next() else {
-        return Vec::new();
-    };
-    let mut value = claims.get(first);
-    for part in parts {
-        value = value.and_then(|v| v.get(part));
-    }
+    // A claim named with dots (`https://example.com/roles`) is taken whole; else the path is followed.
+    let value = claims.get(path).or_else(|| {
+        let mut parts = path.split('.');
+        let mut value = claims.get(parts.next()?);
+        for part in parts {
+            value = value.and_then(|v| v.get(part));
+        }
+        value
+    });
     let text = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
         Value::Bool(b) => Some(b.to_string()),
@@ -505,5 +506,10 @@ pub(crate) mod tests {
         assert_eq!(claim_values(&c, "realm_access.roles"), ["reader"]);
         assert!(claim_values(&c, "missing").is_empty());
         assert!(claim_values(&c, "realm_access").is_empty());
+        let namespaced = claims(r#"{"https://example.com/roles":["etl"]}"#);
+        assert_eq!(
+            claim_values(&namespaced, "https://example.com/roles"),
+            ["etl"]
+        );
     }
 }

@@ -117,6 +117,11 @@ pub struct Asked {
     pub role_grants: Option<Entitlement>,
 }
 
+/// The characters of IAM role and session names.
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)
+}
+
 fn validation(message: String) -> S3Error {
     S3Error::with_message(S3ErrorCode::ValidationError, message)
 }
@@ -135,6 +140,12 @@ pub fn asked(params: &Params, sts: &Sts, bucket: &str) -> Result<Asked, S3Error>
         .map_or(role_arn, |(_, path)| {
             path.rsplit('/').next().unwrap_or(path)
         });
+    // IAM's role names: it goes into the session, audit lines and ARNs.
+    if !(1..=64).contains(&role.len()) || !role.chars().all(name_char) {
+        return Err(validation(
+            "RoleArn must end in a role name of 1 to 64 letters, digits and +=,.@_-".into(),
+        ));
+    }
     let role_grants = if sts.roles.is_empty() {
         None
     } else {
@@ -151,11 +162,7 @@ pub fn asked(params: &Params, sts: &Sts, bucket: &str) -> Result<Asked, S3Error>
         }
     };
     let session_name = params.required("RoleSessionName")?;
-    if !(2..=64).contains(&session_name.len())
-        || !session_name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
-    {
+    if !(2..=64).contains(&session_name.len()) || !session_name.chars().all(name_char) {
         return Err(validation(
             "RoleSessionName must be 2 to 64 characters of letters, digits and +=,.@_-".into(),
         ));
@@ -179,7 +186,14 @@ pub fn asked(params: &Params, sts: &Sts, bucket: &str) -> Result<Asked, S3Error>
         ));
     }
     let policy = match params.get("Policy") {
-        None | Some("") => None,
+        None => None,
+        // As AWS: an empty policy is an error, not "no policy" (a template that lost its policy must
+        // not get the caller's whole grants).
+        Some("") => {
+            return Err(validation(
+                "Policy must be at least 1 character long.".into(),
+            ))
+        }
         Some(p) => Some(
             policy::grants_of(p, bucket)
                 .map_err(|m| S3Error::with_message(S3ErrorCode::MalformedPolicyDocument, m))?,

@@ -6,8 +6,11 @@
 //! that says that, and refuses what it cannot honour exactly rather than grant more than was asked:
 //! - statements: `Effect: Allow` with `Action` and `Resource` (a string or a list), `Sid` allowed;
 //!   `Deny`, `NotAction`, `NotResource`, `Condition` and `Principal` are refused;
-//! - actions: `s3:Get*`, `s3:List*` (and the named ones under them) read; `s3:Put*`, `s3:Delete*`,
-//!   `s3:Abort*` write; `s3:*` and `*` both; other services' actions grant nothing;
+//! - actions, with IAM's `*` and `?`: those matching an object read (`s3:GetObject`, its version,
+//!   tagging, attributes and ACL forms) read; those matching an object write (`s3:PutObject`,
+//!   `s3:DeleteObject[Version]`, `s3:AbortMultipartUpload`, `s3:ListMultipartUploadParts`) write; `s3:*`
+//!   and `*` both; bucket and account actions (`s3:ListBucket`, `s3:GetBucketLocation`,
+//!   `s3:PutBucketAcl`...) and other services' actions grant nothing, whatever their resource;
 //! - resources: `*` and `arn:aws:s3:::<bucket>/*` every data source; `arn:aws:s3:::<bucket>/<ds>/*`
 //!   (or `.../<ds>` and `.../<ds>/`) one; the bucket itself (`arn:aws:s3:::<bucket>`, for ListBucket)
 //!   and other buckets nothing; a resource inside a data source (`.../<ds>/2024/*`) or a wildcard
@@ -74,19 +77,11 @@ pub fn grants_of(policy: &str, bucket: &str) -> Result<Entitlement, String> {
         let mut allowed = Allowed::default();
         for action in strings(statement.get("Action"), "Action")? {
             let a = action.to_ascii_lowercase();
-            let (read, write) = match a.as_str() {
-                "*" | "s3:*" => (true, true),
-                _ if a.starts_with("s3:get") || a.starts_with("s3:list") => (true, false),
-                _ if a.starts_with("s3:put")
-                    || a.starts_with("s3:delete")
-                    || a.starts_with("s3:abort") =>
-                {
-                    (false, true)
-                }
-                _ => (false, false),
-            };
-            allowed.read |= read;
-            allowed.write |= write;
+            // Only object actions grant: a bucket or account action (`s3:ListBucket`,
+            // `s3:GetBucketLocation`, `s3:PutBucketAcl`), even on `*`, grants no data source.
+            let matches_any = |actions: &[&str]| actions.iter().any(|x| wildcard_match(&a, x));
+            allowed.read |= matches_any(OBJECT_READS);
+            allowed.write |= matches_any(OBJECT_WRITES);
         }
         for resource in strings(statement.get("Resource"), "Resource")? {
             match data_source_of(resource, bucket)? {
@@ -130,6 +125,53 @@ pub fn grants_of(policy: &str, bucket: &str) -> Result<Entitlement, String> {
         }
     }
     Ok(grants)
+}
+
+/// The object actions that read (lowercase): what s3p's read grant serves.
+const OBJECT_READS: &[&str] = &[
+    "s3:getobject",
+    "s3:getobjectversion",
+    "s3:getobjecttagging",
+    "s3:getobjectversiontagging",
+    "s3:getobjectattributes",
+    "s3:getobjectversionattributes",
+    "s3:getobjectacl",
+    "s3:getobjectversionacl",
+];
+
+/// The object actions that write (lowercase): what s3p's write grant serves.
+const OBJECT_WRITES: &[&str] = &[
+    "s3:putobject",
+    "s3:deleteobject",
+    "s3:deleteobjectversion",
+    "s3:abortmultipartupload",
+    "s3:listmultipartuploadparts",
+];
+
+/// IAM's action matching: `*` any run of characters, `?` one; both lowercase here.
+fn wildcard_match(pattern: &str, action: &str) -> bool {
+    let (p, a) = (pattern.as_bytes(), action.as_bytes());
+    let (mut pi, mut ai, mut star, mut mark) = (0, 0, None, 0);
+    while ai < a.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == a[ai]) {
+            pi += 1;
+            ai += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ai;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ai = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
 }
 
 fn strings<'v>(value: Option<&'v Value>, name: &str) -> Result<Vec<&'v str>, String> {
@@ -226,6 +268,21 @@ mod tests {
                     {"Effect":"Allow","Action":"s3:PutObject","Resource":"arn:aws:s3:::immuta/sandbox/"}]"#,
                 vec![("*", Read), ("sandbox", Write)],
             ),
+            // Bucket and account actions on `*` grant nothing: only the object read on `sales` counts.
+            (
+                r#"[{"Effect":"Allow","Action":["s3:ListAllMyBuckets","s3:GetBucketLocation","s3:ListBucket"],"Resource":"*"},
+                    {"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::immuta/sales/*"}]"#,
+                vec![("sales", Read)],
+            ),
+            (
+                r#"[{"Effect":"Allow","Action":["s3:GetObject","s3:PutBucketAcl","s3:PutBucketPolicy"],"Resource":"*"}]"#,
+                vec![("*", Read)],
+            ),
+            // Wildcards match as IAM's do.
+            (
+                r#"[{"Effect":"Allow","Action":["s3:GetObj*","s3:?utObject"],"Resource":"arn:aws:s3:::immuta/sandbox/*"}]"#,
+                vec![("sandbox", Write)],
+            ),
             // Other buckets and other services grant nothing.
             (
                 r#"[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::other/sales/*"},
@@ -239,6 +296,27 @@ mod tests {
                 .map(|(d, a)| (d.to_string(), a))
                 .collect();
             assert_eq!(grants(&doc(statements)).unwrap(), expected, "{statements}");
+        }
+    }
+
+    #[test]
+    fn iam_wildcards() {
+        for (pattern, action, expected) in [
+            ("s3:getobject", "s3:getobject", true),
+            ("s3:get*", "s3:getobject", true),
+            ("s3:*object", "s3:getobject", true),
+            ("*", "s3:putobject", true),
+            ("s3:?etobject", "s3:getobject", true),
+            ("s3:getobject", "s3:getobjectversion", false),
+            ("s3:list*", "s3:getobject", false),
+            ("s3:getbucket*", "s3:getobject", false),
+            ("", "s3:getobject", false),
+        ] {
+            assert_eq!(
+                wildcard_match(pattern, action),
+                expected,
+                "{pattern} ~ {action}"
+            );
         }
     }
 

@@ -57,7 +57,7 @@ pub struct Session {
 }
 
 /// Who asked for the session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Parent {
     /// An API key (configured, or known to the governance service): `bearer` when it authenticated
     /// with the legacy header (the governance service is asked about it as such).
@@ -78,6 +78,29 @@ pub enum Parent {
         #[serde(rename = "n")]
         name: String,
     },
+}
+
+/// Never a key parent's id: for a legacy key it is the bearer credential itself.
+impl std::fmt::Debug for Parent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Parent::Key { bearer, .. } => f
+                .debug_struct("Key")
+                .field("id", &"***")
+                .field("bearer", bearer)
+                .finish(),
+            Parent::WebIdentity {
+                issuer,
+                subject,
+                name,
+            } => f
+                .debug_struct("WebIdentity")
+                .field("issuer", issuer)
+                .field("subject", subject)
+                .field("name", name)
+                .finish(),
+        }
+    }
 }
 
 impl Session {

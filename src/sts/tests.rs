@@ -88,6 +88,7 @@ fn the_parameters_are_read_within_their_bounds() {
             S3ErrorCode::InvalidParameterValue,
         ),
         ("Policy=%7B%7D", S3ErrorCode::MalformedPolicyDocument),
+        ("Policy=", S3ErrorCode::ValidationError),
     ] {
         assert_eq!(with(extra).unwrap_err().code, code, "{extra}");
     }
@@ -96,6 +97,8 @@ fn the_parameters_are_read_within_their_bounds() {
         "Action=AssumeRole&Version=2011-06-15&RoleArn=r",
         "Action=AssumeRole&Version=2011-06-15&RoleArn=r&RoleSessionName=x",
         "Action=AssumeRole&Version=2011-06-15&RoleArn=r&RoleSessionName=has%20space",
+        "Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fa%23b&RoleSessionName=job-42",
+        "Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2F&RoleSessionName=job-42",
     ] {
         assert_eq!(
             asked(&params(form), sts, "immuta").unwrap_err().code,
