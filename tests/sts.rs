@@ -1274,3 +1274,24 @@ fn forged_web_identity_tokens_meet_the_failed_authentication_throttle() {
     // STS's own code for it (boto3 backs off and retries on it).
     assert_eq!(codes[4], (400, "Throttling".to_string()), "{codes:?}");
 }
+
+#[test]
+fn an_sts_body_is_held_in_the_body_budget() {
+    // A budget of 1,000 bytes: a call announcing 2,000 is refused before its body is read; a small one
+    // passes.
+    let yaml = format!("{}limits:\n  max_buffered_body_bytes: 1000\n", config(""));
+    let s3p = start("budget", &yaml);
+    let headers = vec![
+        ("content-length".to_string(), "2000".to_string()),
+        (
+            "authorization".to_string(),
+            format!("AWS {WRITER_LEGACY}:immuta"),
+        ),
+    ];
+    let r = send(s3p.addr(), "POST", "/sts", &headers, &[b'x'; 2000]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("SlowDown"), "{}", r.text());
+    assert!(creds_of(&assume(&s3p, WRITER_LEGACY, ""))
+        .akid
+        .starts_with("ASIA"));
+}
