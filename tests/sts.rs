@@ -152,6 +152,18 @@ fn aws_cli() -> String {
     std::env::var("S3P_AWS_CLI").unwrap_or_else(|_| "aws".into())
 }
 
+/// [`aws`], which must succeed: its standard output.
+fn aws_ok(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let out = aws(dir, env, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The aws CLI with explicit credentials (and a session token when given), nothing inherited.
 fn aws(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     std::fs::create_dir_all(dir).unwrap();
@@ -178,7 +190,7 @@ fn the_aws_cli_assumes_a_role_and_uses_the_session() {
     let s3p = start("cli", &config(""));
     let dir = fixture().dir.join(format!("sts-cli-{}", free_port()));
     let sts_url = format!("http://{}/sts", s3p.addr());
-    let out = aws(
+    let stdout = aws_ok(
         &dir,
         &[
             ("AWS_ACCESS_KEY_ID", WRITER),
@@ -197,12 +209,6 @@ fn the_aws_cli_assumes_a_role_and_uses_the_session() {
             "900",
         ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let c = &answer["Credentials"];
     let (akid, secret, token) = (
@@ -218,16 +224,10 @@ fn the_aws_cli_assumes_a_role_and_uses_the_session() {
     ];
     // `aws sts get-caller-identity`, what jobs run first: the session, then the key itself.
     let who = |env: &[(&str, &str)]| {
-        let out = aws(
+        let stdout = aws_ok(
             &dir,
             env,
             &["sts", "get-caller-identity", "--endpoint-url", &sts_url],
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "{stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
     };
@@ -244,7 +244,7 @@ fn the_aws_cli_assumes_a_role_and_uses_the_session() {
     assert_eq!(me["Arn"], "arn:aws:iam::000000000000:user/Writer");
     assert!(!me.to_string().contains(WRITER), "the key id is not shown");
     let endpoint = s3p.endpoint();
-    let out = aws(
+    let stdout = aws_ok(
         &dir,
         &session_env,
         &[
@@ -256,20 +256,13 @@ fn the_aws_cli_assumes_a_role_and_uses_the_session() {
             &endpoint,
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, body_of("sales/plain.txt"));
+    assert_eq!(stdout.as_bytes(), body_of("sales/plain.txt"));
     // The session lists what its key may read, nothing else.
-    let out = aws(
+    let listing = aws_ok(
         &dir,
         &session_env,
         &["s3", "ls", "s3://immuta/", "--endpoint-url", &endpoint],
     );
-    let listing = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{listing}");
     for ds in ["sales/", "data/", "sandbox/"] {
         assert!(listing.contains(ds), "{listing}");
     }
@@ -277,7 +270,7 @@ fn the_aws_cli_assumes_a_role_and_uses_the_session() {
     // It writes where its key may: `aws s3 cp` into sandbox.
     let file = dir.join("up.txt");
     std::fs::write(&file, "uploaded by a session").unwrap();
-    let out = aws(
+    aws_ok(
         &dir,
         &session_env,
         &[
@@ -288,11 +281,6 @@ fn the_aws_cli_assumes_a_role_and_uses_the_session() {
             "--endpoint-url",
             &endpoint,
         ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     // The audit lines name the parent and the session, never the token or the secret.
     let log = s3p.log();
@@ -839,7 +827,7 @@ fn web_identity_tokens_are_verified_and_mapped() {
     // The aws CLI, as README shows it (`--no-sign-request`: the token is the proof).
     let cli_dir = dir.join("cli");
     let token = idp.es256(&claims(ISSUER, "s3p", now + 300, &["readers"]));
-    let out = aws(
+    let stdout = aws_ok(
         &cli_dir,
         &[],
         &[
@@ -855,12 +843,6 @@ fn web_identity_tokens_are_verified_and_mapped() {
             "--web-identity-token",
             &token,
         ],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert!(
         stdout.contains("\"SubjectFromWebIdentityToken\": \"user-42\""),
