@@ -193,15 +193,6 @@ fn issue(
     let params = Params::parse(call.view.raw_query, call.body)?;
     let action = params.action()?;
     audit.operation = action.name();
-    if action == Action::GetCallerIdentity {
-        let caller = caller(st, call, true, audit, auth_failure)?;
-        let label = caller.key.session.as_ref().map(|s| s.label.clone());
-        audit.session = label.clone();
-        return Ok(Done {
-            xml: render_caller(&caller.key, call.request_id),
-            issued: None,
-        });
-    }
     let now_s = unix_seconds(call.now);
     let id = hex::encode(call.session_id);
     // Who asks first, then what is asked: an unauthenticated caller learns nothing of the roles or
@@ -216,7 +207,15 @@ fn issue(
             };
             (parent, key.data_sources.clone(), key.expires_at, None)
         }
-        Action::GetCallerIdentity => unreachable!("answered above"),
+        // Answers who is calling; issues nothing.
+        Action::GetCallerIdentity => {
+            let caller = caller(st, call, true, audit, auth_failure)?;
+            audit.session = caller.key.session.as_ref().map(|s| s.label.clone());
+            return Ok(Done {
+                xml: render_caller(&caller.key, call.request_id),
+                issued: None,
+            });
+        }
         Action::AssumeRoleWithWebIdentity => {
             let token = params.get("WebIdentityToken").unwrap_or("");
             // A refused token counts for the failed-authentication throttle (per client: the token
